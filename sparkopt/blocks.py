@@ -1,0 +1,44 @@
+"""The unit of data every objective and engine works on: one block of rows.
+
+numpy / scipy.sparse only; never imports pyspark.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import scipy.sparse as sp
+
+Matrix = Union[np.ndarray, sp.csr_matrix]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``X`` (n, d) float64 dense C-ordered ndarray or CSR matrix, labels ``y`` (n,) float64
+    and sample weights ``w`` (n,) float64 (all ones when the user gave no weight column)."""
+
+    X: Matrix
+    y: np.ndarray
+    w: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.X)
+
+    def take(self, rows: np.ndarray) -> "Block":
+        """Sub-block of the given row indices (sorted int array), same storage kind."""
+        return Block(self.X[rows], self.y[rows], self.w[rows])
+
+    def sample(self, fraction: float, rng: np.random.Generator) -> "Block":
+        """Bernoulli(fraction) sample of rows, as Spark's RDD.sample(False, fraction) does."""
+        keep = np.flatnonzero(rng.random(self.n_rows) < fraction)
+        return self.take(keep)
