@@ -1,0 +1,6 @@
+"""Driver-side solvers. They see only the `Objective` protocol and never import pyspark."""
+from .base import ConvergenceWarning, CountingObjective, Objective, OptimizeResult, Status
+from .minimize import SOLVERS, choose_solver, minimize
+
+__all__ = ["ConvergenceWarning", "CountingObjective", "Objective", "OptimizeResult", "SOLVERS", "Status",
+           "choose_solver", "minimize"]

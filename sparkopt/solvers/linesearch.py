@@ -1,0 +1,135 @@
+"""Line searches that evaluate loss and gradient together: one pass over the data per trial.
+
+Each trial point comes back with its gradient (and Hessian, for Newton), so an accepted trial
+starts the next iteration without another pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+
+@dataclass
+class LineSearchResult:
+    ok: bool
+    step: float
+    f: float
+    g: Optional[np.ndarray]
+    extra: object = None   # e.g. the Hessian at the accepted point
+    trials: int = 0
+
+
+def _finite(f, g=None) -> bool:
+    return bool(np.isfinite(f)) and (g is None or bool(np.all(np.isfinite(g))))
+
+
+def _cubic_min(a, fa, dfa, b, fb, dfb):
+    """Minimizer of the cubic through (a, fa, dfa), (b, fb, dfb); None when it does not exist."""
+    d1 = dfa + dfb - 3.0 * (fa - fb) / (a - b)
+    disc = d1 * d1 - dfa * dfb
+    if disc < 0:
+        return None
+    d2 = np.sign(b - a) * np.sqrt(disc)
+    denom = dfb - dfa + 2.0 * d2
+    if denom == 0:
+        return None
+    t = b - (b - a) * (dfb + d2 - d1) / denom
+    return t if np.isfinite(t) else None
+
+
+def strong_wolfe(
+    evaluate: Callable[[float], tuple[float, np.ndarray]],
+    direction: np.ndarray,
+    f0: float,
+    g0: np.ndarray,
+    step0: float = 1.0,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_trials: int = 25,
+) -> LineSearchResult:
+    """Strong-Wolfe search along `direction` (Nocedal & Wright, Algorithms 3.5 and 3.6).
+
+    evaluate(t) -> (f, g) at x + t * direction. Non-finite values are treated as "too far".
+    """
+    dphi0 = float(g0 @ direction)
+    if not dphi0 < 0:
+        return LineSearchResult(False, 0.0, f0, g0)
+    # points are (t, f, dphi, g); `lo` always satisfies sufficient decrease with the lowest f
+    prev = (0.0, f0, dphi0, g0)
+    t = step0
+    trials = 0
+    lo = hi = None
+    while trials < max_trials:
+        f, g = evaluate(t)
+        trials += 1
+        if not _finite(f, g):
+            lo, hi = prev, (t, np.inf, np.nan, None)
+            break
+        dphi = float(g @ direction)
+        point = (t, f, dphi, g)
+        if f > f0 + c1 * t * dphi0 or (trials > 1 and f >= prev[1]):
+            lo, hi = prev, point
+            break
+        if abs(dphi) <= -c2 * dphi0:
+            return LineSearchResult(True, t, f, g, trials=trials)
+        if dphi >= 0:
+            lo, hi = point, prev
+            break
+        prev = point
+        t *= 2.0
+    else:
+        return LineSearchResult(False, 0.0, f0, g0, trials=trials)
+
+    while trials < max_trials and abs(hi[0] - lo[0]) > 1e-16 * max(1.0, abs(lo[0])):
+        a, fa, da, _ = lo
+        b, fb, db, _ = hi
+        t = _cubic_min(a, fa, da, b, fb, db) if np.isfinite(fb) and np.isfinite(db) else None
+        width = abs(b - a)
+        if t is None or not (min(a, b) + 0.1 * width <= t <= max(a, b) - 0.1 * width):
+            t = 0.5 * (a + b)
+        f, g = evaluate(t)
+        trials += 1
+        if not _finite(f, g):
+            hi = (t, np.inf, np.nan, None)
+            continue
+        dphi = float(g @ direction)
+        if f > f0 + c1 * t * dphi0 or f >= fa:
+            hi = (t, f, dphi, g)
+            continue
+        if abs(dphi) <= -c2 * dphi0:
+            return LineSearchResult(True, t, f, g, trials=trials)
+        if dphi * (b - a) >= 0:
+            hi = lo
+        lo = (t, f, dphi, g)
+    if lo[0] > 0 and lo[1] < f0:
+        # sufficient decrease holds but curvature does not: still a usable step
+        return LineSearchResult(True, lo[0], lo[1], lo[3], trials=trials)
+    return LineSearchResult(False, 0.0, f0, g0, trials=trials)
+
+
+def backtracking(
+    evaluate: Callable[[float], tuple],
+    f0: float,
+    slope: float,
+    step0: float = 1.0,
+    shrink: float = 0.5,
+    c1: float = 1e-4,
+    max_trials: int = 40,
+) -> LineSearchResult:
+    """Armijo backtracking: the first t in step0 * shrink^k with f(t) <= f0 + c1 * t * slope.
+
+    evaluate(t) returns a tuple whose first entry is f and second the gradient; any further entries
+    (e.g. the Hessian) are passed back in `extra`.
+    """
+    if not slope < 0:
+        return LineSearchResult(False, 0.0, f0, None)
+    t = step0
+    for trial in range(1, max_trials + 1):
+        out = evaluate(t)
+        f, g = out[0], out[1]
+        if _finite(f, g) and f <= f0 + c1 * t * slope:
+            return LineSearchResult(True, t, f, g, extra=out[2:] if len(out) > 2 else None, trials=trial)
+        t *= shrink
+    return LineSearchResult(False, 0.0, f0, None, trials=max_trials)

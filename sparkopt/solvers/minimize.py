@@ -1,0 +1,188 @@
+"""minimize(objective, x0, method): the one iteration loop every solver runs in.
+
+The loop owns max_iter, max_passes, timing, the history, callbacks, divergence guards, warnings
+and the final OptimizeResult; a solver only knows how to take one step.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .base import STATUS_MESSAGES, Callback, ConvergenceWarning, Objective, OptimizeResult, Status
+from .gd import GradientDescent
+from .lbfgs import LBFGS, OWLQN
+from .newton import Newton, TrustRegionNewtonCG
+from .sgd import MiniBatchSGD
+from .state import Solver, optimality_norm, l1_value
+
+logger = logging.getLogger("sparkopt")
+
+SOLVERS = ("auto", "gd", "sgd", "lbfgs", "owlqn", "newton", "newton-cg")
+# exact Newton aggregates a dense p x p Hessian per partition: keep p small enough to be cheap
+EXACT_NEWTON_MAX_PARAMS = 1024
+
+
+def _has_l1(objective: Objective) -> bool:
+    w = objective.l1_weights
+    return w is not None and bool(np.any(w > 0))
+
+
+def choose_solver(objective: Objective, method: str = "auto") -> str:
+    """The solver a name resolves to for this objective (`auto`, or `lbfgs`/`newton` variants)."""
+    if method not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}")
+    l1 = _has_l1(objective)
+    if method == "auto":
+        if l1:
+            return "owlqn"
+        if objective.smooth and objective.has_hessian:
+            return "newton" if objective.n_params <= EXACT_NEWTON_MAX_PARAMS else "newton-cg"
+        return "lbfgs"
+    if method in ("lbfgs", "newton", "newton-cg") and l1:
+        return "owlqn"                 # as MLlib: L-BFGS becomes OWL-QN under an L1 term
+    if method == "newton":
+        if not objective.has_hessian:
+            raise ValueError("solver='newton' needs a twice-differentiable loss (hinge is not); use 'lbfgs'")
+        return "newton" if objective.n_params <= EXACT_NEWTON_MAX_PARAMS else "newton-cg"
+    return method
+
+
+def make_solver(name: str, options: dict[str, Any]) -> Solver:
+    opts = dict(options)
+    if name == "gd":
+        return GradientDescent(step_size=opts.pop("step_size", None))
+    if name == "sgd":
+        return MiniBatchSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "momentum", "seed") if k in opts})
+    if name == "lbfgs":
+        return LBFGS(memory=opts.get("memory", 10))
+    if name == "owlqn":
+        return OWLQN(memory=opts.get("memory", 10))
+    if name == "newton":
+        return Newton(fallback_memory=opts.get("memory", 10))
+    if name == "newton-cg":
+        return TrustRegionNewtonCG(max_cg=opts.get("max_cg", 250))
+    raise ValueError(f"solver must be one of {SOLVERS}, got {name!r}")
+
+
+def _finite(*arrays) -> bool:
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+def minimize(
+    objective: Objective,
+    x0: Optional[np.ndarray] = None,
+    method: Union[str, Solver] = "auto",
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 100,
+    max_passes: Optional[float] = None,
+    callback: Optional[Callback] = None,
+    options: Optional[dict[str, Any]] = None,
+    warn: bool = True,
+) -> OptimizeResult:
+    """Minimize F(x) = smooth(x) + sum_j l1_j |x_j| with the named solver.
+
+    Converged (status 0) when the inf-norm of the (pseudo-)gradient is <= tol * max(1, |F(x0)|)
+    (SGD: MLlib's relative iterate change < tol). callback(record) is called after every
+    iteration with the history record (plus 'x'); returning True (or raising StopIteration) stops
+    the run with status CALLBACK_STOP.
+    """
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0):
+        raise ValueError(f"maxIter must be an integer >= 0, got {max_iter!r}")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    if max_passes is not None and not max_passes > 0:
+        raise ValueError(f"maxPasses must be > 0, got {max_passes!r}")
+    if isinstance(method, Solver):
+        solver = method
+    else:
+        solver = make_solver(choose_solver(objective, method), options or {})
+    x0 = np.zeros(objective.n_params) if x0 is None else np.array(x0, dtype=float, copy=True)
+    if x0.shape != (objective.n_params,):
+        raise ValueError(f"x0 must have shape ({objective.n_params},), got {x0.shape}")
+
+    start = time.perf_counter()
+    passes0 = objective.passes
+    evaluations0 = getattr(objective, "evaluations", 0)
+    state = solver.init(objective, x0)
+    scale = max(1.0, abs(state.f)) if np.isfinite(state.f) else 1.0
+    history: list[dict] = []
+
+    def record(extra: dict) -> dict:
+        row = {
+            "iteration": state.iteration,
+            "objective": float(state.f),
+            "grad_norm": float(state.opt_norm),
+            "step_size": float(state.step_size),
+            "passes": float(objective.passes - passes0),
+            "seconds": time.perf_counter() - start,
+        }
+        row.update(extra)
+        history.append(row)
+        logger.info(
+            "iter %4d  objective %.12g  grad %.3e  step %.3e  passes %g  %.2fs",
+            row["iteration"], row["objective"], row["grad_norm"], row["step_size"], row["passes"], row["seconds"],
+        )
+        return row
+
+    record({})
+    # the best finite iterate is what a diverging run returns
+    best_x, best_f, best_g = (state.x.copy(), state.f, state.g) if _finite(state.f, state.x) else (x0, np.inf, None)
+    status: Optional[Status] = None
+    if not _finite(state.f, state.g):
+        status = Status.DIVERGED
+    while status is None:
+        if solver.converged(state, tol, scale):
+            status = Status.CONVERGED
+            break
+        if state.iteration >= max_iter:
+            status = Status.MAX_ITER
+            break
+        if max_passes is not None and objective.passes - passes0 >= max_passes:
+            status = Status.MAX_PASSES
+            break
+        state.info = {}
+        state = solver.step(objective, state)
+        if state.stop is not None:
+            status = state.stop
+            break
+        state.iteration += 1
+        row = record(state.info)
+        if not _finite(state.x, state.g) or (solver.exact_objective and not np.isfinite(state.f)):
+            status = Status.DIVERGED
+            break
+        if not solver.exact_objective or state.f <= best_f:
+            best_x, best_f, best_g = state.x.copy(), state.f, state.g
+        if callback is not None:
+            try:
+                stop = callback(dict(row, x=state.x.copy()))
+            except StopIteration:
+                stop = True
+            if stop:
+                status = Status.CALLBACK_STOP
+                break
+
+    x, fun, g = best_x, float(best_f), best_g
+    if not solver.exact_objective or g is None:
+        # sampled solvers only estimated F along the way: one exact pass at the end
+        fun, g = objective.loss_grad(x)
+        fun += l1_value(objective, x)
+        if not _finite(fun, g):
+            status = Status.DIVERGED
+    grad_norm = optimality_norm(objective, x, g) if _finite(g) else float("inf")
+    message = STATUS_MESSAGES[status]
+    if status == Status.NO_PROGRESS and grad_norm <= 10 * tol * scale:
+        message += f" (gradient norm {grad_norm:.3g} is within 10x of the tolerance: tol may be tighter than the attainable precision)"
+    result = OptimizeResult(
+        x=x, fun=float(fun), grad_norm=float(grad_norm), nit=state.iteration,
+        passes=float(objective.passes - passes0), nfev=int(getattr(objective, "evaluations", 0) - evaluations0), status=status, message=message,
+        solver=solver.name, history=history, jac=g, seconds=time.perf_counter() - start,
+    )
+    if status not in (Status.CONVERGED, Status.CALLBACK_STOP) and warn:
+        warnings.warn(f"sparkopt {solver.name}: {message} (nit={result.nit}, grad_norm={grad_norm:.3g})",
+                      ConvergenceWarning, stacklevel=2)
+    return result
