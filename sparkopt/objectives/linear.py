@@ -1,0 +1,573 @@
+"""Linear-model objective on one block of rows: weighted sums of loss, gradient and Hessian.
+
+numpy / scipy.sparse only; never imports pyspark.
+
+What a block returns
+--------------------
+For a block ``(X, y, w)`` and coefficient vector ``coef`` every method returns a *weighted sum
+over the block's rows* (not a mean)::
+
+    loss_sum(coef)  = sum_i w_i * loss(y_i, m_i)
+    gradient        = d loss_sum / d coef
+    hessp(coef, V)  = (d^2 loss_sum / d coef^2) @ V
+
+so partitions combine by plain addition and the driver divides by ``sum_i w_i`` (see
+``/work/shared/design.md``). Penalties are not applied here (see ``penalties.py``).
+
+Coefficient layout (pinned; solvers, engines and estimators rely on it)
+-----------------------------------------------------------------------
+``d = n_features``, ``fi = 1 if fit_intercept else 0``.
+
+- Single-output losses (``squared_error``, ``logistic``, ``poisson``, ``hinge``,
+  ``squared_hinge``): ``coef = [beta (d), intercept (only if fit_intercept)]``,
+  ``n_params = d + fi``; margins ``m_i = x_i . beta + c``.
+- ``huber``: ``coef = [beta (d), intercept (only if fit_intercept), sigma]``, sigma LAST,
+  ``n_params = d + fi + 1``. The loss is only defined for ``sigma > 0``
+  (:meth:`HuberBlockObjective.lower_bounds` gives the box a bounded solver should use).
+- ``multinomial`` with ``K = n_classes``: K rows ``[beta_k (d), intercept_k (if fit_intercept)]``
+  flattened row-major, ``n_params = K * (d + fi)``; margins ``M_ik = x_i . beta_k + c_k``.
+  Labels are integers ``0..K-1`` (stored as float64 in the block).
+
+The intercept(s) and sigma are never penalized: :meth:`penalized_mask` is True on beta entries
+only.
+
+Cost. Every pass is a few BLAS calls (``X @ beta``, ``X.T @ r``) for dense X or sparse
+mat-vecs for CSR, O(n d) or O(nnz); no Python loop over rows. ``hessp`` never forms a
+``d x d`` matrix, so it serves any ``d``; ``hess`` returns the dense ``n_params`` square matrix
+and is meant for small ``n_params`` only.
+"""
+from __future__ import annotations
+
+from typing import Tuple, Union
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparkopt.blocks import Block
+
+from . import losses as _losses
+
+__all__ = [
+    "LOSSES",
+    "BlockObjective",
+    "PointwiseBlockObjective",
+    "HuberBlockObjective",
+    "MultinomialBlockObjective",
+    "make_block_objective",
+]
+
+#: Loss names accepted by :func:`make_block_objective`.
+LOSSES = ("squared_error", "logistic", "multinomial", "poisson", "huber", "hinge", "squared_hinge")
+
+_POINTWISE = {
+    "squared_error": _losses.squared_error,
+    "logistic": _losses.logistic,
+    "poisson": _losses.poisson,
+    "hinge": _losses.hinge,
+    "squared_hinge": _losses.squared_hinge,
+}
+
+Matrix = Union[np.ndarray, sp.spmatrix, sp.sparray]
+
+
+# --------------------------------------------------------------------------------------------
+# Dense / CSR kernels. Each is one BLAS call or one sparse product; they accept 1-D or 2-D
+# right-hand sides so several Hessian-vector products share a single pass over X.
+# --------------------------------------------------------------------------------------------
+
+
+def _xv(X: Matrix, v: np.ndarray) -> np.ndarray:
+    """``X @ v``: (n,) for v (d,), (n, m) for v (d, m)."""
+    out = X @ v
+    return np.asarray(out)
+
+
+def _xtr(X: Matrix, r: np.ndarray) -> np.ndarray:
+    """``X.T @ r``: (d,) for r (n,), (d, m) for r (n, m)."""
+    return np.asarray(X.T @ r)
+
+
+def _gram(X: Matrix, D: np.ndarray) -> np.ndarray:
+    """Dense ``X.T @ diag(D) @ X`` of shape (d, d)."""
+    if sp.issparse(X):
+        Xc = sp.csr_matrix(X)
+        # Scale each stored entry by its row's D: stays CSR, no coo round trip.
+        DX = sp.csr_matrix(
+            (Xc.data * np.repeat(D, np.diff(Xc.indptr)), Xc.indices, Xc.indptr), shape=Xc.shape
+        )
+        return np.asarray((Xc.T @ DX).toarray())
+    return X.T @ (X * D[:, None])
+
+
+def _as_columns(V: np.ndarray, p: int) -> Tuple[np.ndarray, bool]:
+    """V (p,) or (p, m) as a (p, m) float64 array, plus whether the input was 1-D."""
+    V = np.asarray(V, dtype=np.float64)
+    if V.ndim == 1 and V.shape[0] == p:
+        return V[:, None], True
+    if V.ndim == 2 and V.shape[0] == p:
+        return V, False
+    raise ValueError(f"V must have shape ({p},) or ({p}, m); got {V.shape}")
+
+
+class BlockObjective:
+    """Per-block weighted-sum objective of a linear model; see the module docstring for layout.
+
+    Attributes
+    ----------
+    loss : str
+        One of :data:`LOSSES`.
+    n_features : int
+        ``d``, the number of columns of every block's ``X``.
+    fit_intercept : bool
+    n_classes : int
+        ``K`` for ``multinomial``, else 1.
+    epsilon : float
+        Huber threshold (stored for every loss; used by ``huber`` only).
+    n_params : int
+        Length of the coefficient vector.
+    smooth : bool
+        False when the loss is not differentiable everywhere (``hinge``).
+    has_hessian : bool
+        False when :meth:`hess` / :meth:`hessp` carry no curvature (``hinge``: zero a.e.).
+    """
+
+    loss: str
+    n_features: int
+    fit_intercept: bool
+    n_classes: int
+    epsilon: float
+    n_params: int
+    smooth: bool = True
+    has_hessian: bool = True
+
+    def __init__(self, loss: str, n_features: int, fit_intercept: bool, epsilon: float = 1.35):
+        if int(n_features) != n_features or n_features < 0:
+            raise ValueError(f"n_features must be a nonnegative integer; got {n_features!r}")
+        self.loss = loss
+        self.n_features = int(n_features)
+        self.fit_intercept = bool(fit_intercept)
+        self.epsilon = float(epsilon)
+        self.n_classes = 1
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(loss={self.loss!r}, n_features={self.n_features}, "
+            f"fit_intercept={self.fit_intercept}, n_classes={self.n_classes}, "
+            f"n_params={self.n_params})"
+        )
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def penalized_mask(self) -> np.ndarray:
+        """(n_params,) bool: True on beta entries, False on intercept(s) and sigma."""
+        raise NotImplementedError
+
+    def initial_coef(self) -> np.ndarray:
+        """(n_params,) starting point: zeros (Huber: sigma = 1)."""
+        return np.zeros(self.n_params)
+
+    def _check_coef(self, coef) -> np.ndarray:
+        coef = np.asarray(coef, dtype=np.float64)
+        if coef.shape != (self.n_params,):
+            raise ValueError(f"coef must have shape ({self.n_params},); got {coef.shape}")
+        return coef
+
+    def _check_block(self, block: Block) -> None:
+        if block.X.shape[1] != self.n_features:
+            raise ValueError(
+                f"block has {block.X.shape[1]} features; objective expects {self.n_features}"
+            )
+
+    def loss_constant_sum(self, block: Block) -> float:
+        """``sum_i w_i * const_i``, the coef-free term dropped from the loss (Poisson:
+        ``y log y - y``; 0 for the other losses). ``loss_sum + loss_constant_sum`` is half
+        the weighted Poisson deviance."""
+        return 0.0
+
+    # --- evaluation (implemented by subclasses) ----------------------------------------------
+
+    def margins(self, coef, X: Matrix) -> np.ndarray:
+        """Linear predictor: (n,) for single-output losses, (n, K) for multinomial."""
+        raise NotImplementedError
+
+    def loss_sum(self, coef, block: Block) -> float:
+        """``sum_i w_i * loss_i`` over the block's rows (0.0 for an empty block)."""
+        raise NotImplementedError
+
+    def loss_grad(self, coef, block: Block) -> Tuple[float, np.ndarray]:
+        """``(loss_sum, gradient (n_params,))`` in one pass over the block."""
+        raise NotImplementedError
+
+    def hessp(self, coef, block: Block, V) -> np.ndarray:
+        """``sum_i w_i H_i @ V`` for V (n_params,) or (n_params, m); same shape as V.
+
+        All m products share one pass over X; memory O(n m + n_params m), never d x d.
+        """
+        raise NotImplementedError
+
+    def hess(self, coef, block: Block) -> np.ndarray:
+        """Dense (n_params, n_params) summed Hessian; for small n_params only."""
+        raise NotImplementedError
+
+
+class PointwiseBlockObjective(BlockObjective):
+    """Single-output losses ``squared_error``, ``logistic``, ``poisson``, ``hinge``,
+    ``squared_hinge`` on margins ``m = X @ beta + c``, ``coef = [beta (d), c (if fit_intercept)]``.
+
+    With per-row derivatives ``l'_i, l''_i`` from :mod:`.losses`::
+
+        grad = [X.T @ (w * l'),  sum(w * l')]
+        H    = [[X.T diag(w l'') X,  X.T (w l'')], [(w l'').T X,  sum(w l'')]]
+    """
+
+    def __init__(self, loss: str, n_features: int, fit_intercept: bool, epsilon: float = 1.35):
+        super().__init__(loss, n_features, fit_intercept, epsilon)
+        self._fn = _POINTWISE[loss]
+        self.n_params = self.n_features + int(self.fit_intercept)
+        self.smooth = loss != "hinge"
+        self.has_hessian = loss != "hinge"
+
+    def penalized_mask(self) -> np.ndarray:
+        mask = np.zeros(self.n_params, dtype=bool)
+        mask[: self.n_features] = True
+        return mask
+
+    def split(self, coef) -> Tuple[np.ndarray, float]:
+        """``(beta (d,), intercept float)``; intercept is 0.0 without fit_intercept."""
+        coef = self._check_coef(coef)
+        d = self.n_features
+        return coef[:d], (float(coef[d]) if self.fit_intercept else 0.0)
+
+    def margins(self, coef, X: Matrix) -> np.ndarray:
+        beta, c = self.split(coef)
+        m = _xv(X, beta)
+        return m + c if self.fit_intercept else m
+
+    def _terms(self, coef, block: Block) -> _losses.LossTerms:
+        self._check_block(block)
+        return self._fn(block.y, self.margins(coef, block.X))
+
+    def loss_constant_sum(self, block: Block) -> float:
+        if self.loss != "poisson":
+            return 0.0
+        return float(np.dot(block.w, _losses.poisson_constant(block.y)))
+
+    def loss_sum(self, coef, block: Block) -> float:
+        return float(np.dot(block.w, self._terms(coef, block).value))
+
+    def _assemble(self, row_grad: np.ndarray, X: Matrix) -> np.ndarray:
+        """``[X.T @ r, sum(r)]`` for r (n,) or (n, m) -> (n_params,) or (n_params, m)."""
+        gb = _xtr(X, row_grad)
+        if not self.fit_intercept:
+            return gb
+        return np.concatenate([gb, row_grad.sum(axis=0, keepdims=True)], axis=0)
+
+    def loss_grad(self, coef, block: Block) -> Tuple[float, np.ndarray]:
+        t = self._terms(coef, block)
+        return float(np.dot(block.w, t.value)), self._assemble(block.w * t.d1, block.X)
+
+    def hessp(self, coef, block: Block, V) -> np.ndarray:
+        Vc, was_1d = _as_columns(V, self.n_params)
+        if not self.has_hessian:
+            self._check_coef(coef)
+            self._check_block(block)
+            return np.zeros(Vc.shape[0]) if was_1d else np.zeros(Vc.shape)
+        t = self._terms(coef, block)
+        d = self.n_features
+        dm = _xv(block.X, Vc[:d])  # (n, m): directional change of the margins
+        if self.fit_intercept:
+            dm = dm + Vc[d]
+        out = self._assemble((block.w * t.d2)[:, None] * dm, block.X)
+        return out[:, 0] if was_1d else out
+
+    def hess(self, coef, block: Block) -> np.ndarray:
+        p, d = self.n_params, self.n_features
+        if not self.has_hessian:
+            self._check_coef(coef)
+            self._check_block(block)
+            return np.zeros((p, p))
+        t = self._terms(coef, block)
+        h = block.w * t.d2
+        H = np.empty((p, p))
+        H[:d, :d] = _gram(block.X, h)
+        if self.fit_intercept:
+            xh = _xtr(block.X, h)
+            H[:d, d] = xh
+            H[d, :d] = xh
+            H[d, d] = h.sum()
+        return H
+
+
+class HuberBlockObjective(BlockObjective):
+    """MLlib robust regression (``LinearRegression(loss="huber")``) with the scale sigma estimated
+    jointly: ``coef = [beta (d), c (if fit_intercept), sigma]``.
+
+    Per row, ``r = y - m``, ``m = x . beta + c`` (Spark ``HuberAggregator``)::
+
+        |r| <= eps*sigma:  0.5 * (sigma + r^2 / sigma)
+        otherwise:         0.5 * (sigma + 2*eps*|r| - eps^2*sigma)
+
+    Gradient: ``[X.T (w l_m), sum(w l_m), sum(w l_s)]``; Hessian, with ``a = w l_mm``,
+    ``b = w l_ms``, ``e = w l_ss`` (see :func:`.losses.huber`)::
+
+        [[X.T diag(a) X,  X.T a,   X.T b ],
+         [a.T X,          sum a,   sum b ],
+         [b.T X,          sum b,   sum e ]]
+
+    For ``sigma <= 0`` (or non-finite) the loss is undefined: a non-empty block returns
+    ``+inf`` and NaN derivatives, so a line search backs off; bounded solvers should use
+    :meth:`lower_bounds`.
+    """
+
+    def __init__(self, n_features: int, fit_intercept: bool, epsilon: float = 1.35):
+        super().__init__("huber", n_features, fit_intercept, epsilon)
+        if not (np.isfinite(self.epsilon) and self.epsilon > 1.0):
+            # Spark's LinearRegression requires epsilon > 1.0.
+            raise ValueError(f"epsilon must be > 1.0 for the huber loss; got {epsilon!r}")
+        self.n_params = self.n_features + int(self.fit_intercept) + 1
+
+    def penalized_mask(self) -> np.ndarray:
+        mask = np.zeros(self.n_params, dtype=bool)
+        mask[: self.n_features] = True
+        return mask
+
+    def initial_coef(self) -> np.ndarray:
+        coef = np.zeros(self.n_params)
+        coef[-1] = 1.0
+        return coef
+
+    def lower_bounds(self) -> np.ndarray:
+        """(n_params,) box lower bounds: -inf, except sigma > 0 (smallest positive double, as
+        Spark's L-BFGS-B bound)."""
+        lb = np.full(self.n_params, -np.inf)
+        lb[-1] = np.nextafter(0.0, 1.0)
+        return lb
+
+    def split(self, coef) -> Tuple[np.ndarray, float, float]:
+        """``(beta (d,), intercept float (0.0 without fit_intercept), sigma float)``."""
+        coef = self._check_coef(coef)
+        d = self.n_features
+        return coef[:d], (float(coef[d]) if self.fit_intercept else 0.0), float(coef[-1])
+
+    def margins(self, coef, X: Matrix) -> np.ndarray:
+        beta, c, _ = self.split(coef)
+        m = _xv(X, beta)
+        return m + c if self.fit_intercept else m
+
+    def _terms(self, coef, block: Block):
+        self._check_block(block)
+        _, _, sigma = self.split(coef)
+        if not (sigma > 0.0 and np.isfinite(sigma)):
+            return None
+        return _losses.huber(block.y, self.margins(coef, block.X), sigma, self.epsilon)
+
+    def _nonempty(self, block: Block) -> bool:
+        return block.X.shape[0] > 0
+
+    def loss_sum(self, coef, block: Block) -> float:
+        t = self._terms(coef, block)
+        if t is None:
+            return np.inf if self._nonempty(block) else 0.0
+        return float(np.dot(block.w, t.value))
+
+    def loss_grad(self, coef, block: Block) -> Tuple[float, np.ndarray]:
+        t = self._terms(coef, block)
+        if t is None:
+            if self._nonempty(block):
+                return np.inf, np.full(self.n_params, np.nan)
+            return 0.0, np.zeros(self.n_params)
+        w = block.w
+        g = np.empty(self.n_params)
+        gm = w * t.d_m
+        d = self.n_features
+        g[:d] = _xtr(block.X, gm)
+        if self.fit_intercept:
+            g[d] = gm.sum()
+        g[-1] = np.dot(w, t.d_s)
+        return float(np.dot(w, t.value)), g
+
+    def hessp(self, coef, block: Block, V) -> np.ndarray:
+        Vc, was_1d = _as_columns(V, self.n_params)
+        t = self._terms(coef, block)
+        if t is None:
+            fill = np.nan if self._nonempty(block) else 0.0
+            return np.full(Vc.shape[0] if was_1d else Vc.shape, fill)
+        w, d, X = block.w, self.n_features, block.X
+        vs = Vc[-1]  # (m,) sigma components
+        dm = _xv(X, Vc[:d])
+        if self.fit_intercept:
+            dm = dm + Vc[d]
+        a, b = w * t.d_mm, w * t.d_ms
+        rm = a[:, None] * dm + b[:, None] * vs  # d/dm row terms
+        out = np.empty_like(Vc)
+        out[:d] = _xtr(X, rm)
+        if self.fit_intercept:
+            out[d] = rm.sum(axis=0)
+        out[-1] = b @ dm + (w @ t.d_ss) * vs
+        return out[:, 0] if was_1d else out
+
+    def hess(self, coef, block: Block) -> np.ndarray:
+        t = self._terms(coef, block)
+        p, d, X, w = self.n_params, self.n_features, block.X, block.w
+        if t is None:
+            return np.full((p, p), np.nan if self._nonempty(block) else 0.0)
+        a, b = w * t.d_mm, w * t.d_ms
+        H = np.empty((p, p))
+        H[:d, :d] = _gram(X, a)
+        xb = _xtr(X, b)
+        H[:d, -1] = xb
+        H[-1, :d] = xb
+        if self.fit_intercept:
+            xa = _xtr(X, a)
+            H[:d, d] = xa
+            H[d, :d] = xa
+            H[d, d] = a.sum()
+            H[d, -1] = H[-1, d] = b.sum()
+        H[-1, -1] = np.dot(w, t.d_ss)
+        return H
+
+
+class MultinomialBlockObjective(BlockObjective):
+    """Softmax regression with K classes, ``coef`` = K rows ``[beta_k (d), c_k (if fit_intercept)]``
+    flattened row-major; margins ``M = X @ B.T + c`` (n, K).
+
+    Per row, ``loss_i = logsumexp(M_i) - M_i[y_i]``, gradient in ``M_i`` ``g_i = p_i - e_{y_i}``,
+    Hessian in ``M_i`` ``diag(p_i) - p_i p_i^T``. With ``x~_i = [x_i, 1]`` (or ``x_i`` without
+    intercept), gradient block k ``= sum_i w_i g_ik x~_i`` and Hessian block (k, l)
+    ``= sum_i w_i (delta_kl p_ik - p_ik p_il) x~_i x~_i^T``.
+
+    Labels must be integers in ``0..K-1``; anything else raises ValueError (they are used as
+    indices, and a negative index would otherwise wrap silently).
+    """
+
+    def __init__(self, n_features: int, fit_intercept: bool, n_classes: int):
+        super().__init__("multinomial", n_features, fit_intercept)
+        if int(n_classes) != n_classes or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2; got {n_classes!r}")
+        self.n_classes = int(n_classes)
+        self._q = self.n_features + int(self.fit_intercept)  # parameters per class
+        self.n_params = self.n_classes * self._q
+
+    def penalized_mask(self) -> np.ndarray:
+        mask = np.zeros((self.n_classes, self._q), dtype=bool)
+        mask[:, : self.n_features] = True
+        return mask.ravel()
+
+    def split(self, coef) -> Tuple[np.ndarray, np.ndarray]:
+        """``(B (K, d), intercepts (K,))``; intercepts are zeros without fit_intercept."""
+        W = self._check_coef(coef).reshape(self.n_classes, self._q)
+        d = self.n_features
+        c = W[:, d].copy() if self.fit_intercept else np.zeros(self.n_classes)
+        return W[:, :d], c
+
+    def margins(self, coef, X: Matrix) -> np.ndarray:
+        B, c = self.split(coef)
+        M = _xv(X, B.T)
+        return M + c if self.fit_intercept else M
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(y) & (y >= 0) & (y < self.n_classes) & (y == np.floor(y))
+        if not ok.all():
+            bad = y[~ok][0]
+            raise ValueError(
+                f"multinomial labels must be integers in 0..{self.n_classes - 1}; got {bad!r}"
+            )
+        return y.astype(np.intp)
+
+    def _terms(self, coef, block: Block) -> _losses.MultinomialTerms:
+        self._check_block(block)
+        labels = self._labels(block.y)
+        return _losses.multinomial(labels, self.margins(coef, block.X))
+
+    def loss_sum(self, coef, block: Block) -> float:
+        return float(np.dot(block.w, self._terms(coef, block).value))
+
+    # Dense X: one GEMM over all K*m columns reads X once; the (d, K, m) <-> (K, d, m) reorder
+    # is small next to the n*d product. CSR X: reading X is cheap (O(nnz)) while d may be huge,
+    # so one sparse product per class writes each class's d-block contiguously instead.
+
+    def _direction_margins(self, X: Matrix, Vb: np.ndarray) -> np.ndarray:
+        """``X @ Vb[k]`` for every class: Vb (K, d, m) -> (n, K, m)."""
+        K, d, m = Vb.shape
+        if sp.issparse(X):
+            return np.stack([_xv(X, Vb[k]) for k in range(K)], axis=1)
+        return _xv(X, Vb.transpose(1, 0, 2).reshape(d, K * m)).reshape(X.shape[0], K, m)
+
+    def _assemble(self, R: np.ndarray, X: Matrix) -> np.ndarray:
+        """Row terms R (n, K, m) -> per-class parameter terms (K * q, m):
+        ``[X.T @ R[:, k], sum_i R[i, k]]`` for each class k."""
+        n, K, m = R.shape
+        d = self.n_features
+        out = np.empty((K, self._q, m))
+        if sp.issparse(X):
+            for k in range(K):
+                out[k, :d, :] = _xtr(X, R[:, k, :])
+        else:
+            out[:, :d, :] = _xtr(X, R.reshape(n, K * m)).reshape(d, K, m).transpose(1, 0, 2)
+        if self.fit_intercept:
+            out[:, d, :] = R.sum(axis=0)
+        return out.reshape(K * self._q, m)
+
+    def loss_grad(self, coef, block: Block) -> Tuple[float, np.ndarray]:
+        t = self._terms(coef, block)
+        G = block.w[:, None] * t.grad
+        return float(np.dot(block.w, t.value)), self._assemble(G[:, :, None], block.X)[:, 0]
+
+    def hessp(self, coef, block: Block, V) -> np.ndarray:
+        Vc, was_1d = _as_columns(V, self.n_params)
+        t = self._terms(coef, block)
+        K, d, q, m = self.n_classes, self.n_features, self._q, Vc.shape[1]
+        X = block.X
+        Vr = Vc.reshape(K, q, m)
+        # Directional change of all margins for all m vectors: (n, K, m).
+        dM = self._direction_margins(X, Vr[:, :d, :])
+        if self.fit_intercept:
+            dM = dM + Vr[:, d, :][None]
+        P = t.prob[:, :, None]
+        # (diag(p) - p p^T) dM = p * (dM - p . dM)
+        R = P * (dM - (P * dM).sum(axis=1, keepdims=True))
+        R *= block.w[:, None, None]
+        out = self._assemble(R, X)
+        return out[:, 0] if was_1d else out
+
+    def hess(self, coef, block: Block) -> np.ndarray:
+        t = self._terms(coef, block)
+        K, d, q, X, w = self.n_classes, self.n_features, self._q, block.X, block.w
+        P = t.prob
+        H = np.empty((self.n_params, self.n_params))
+        for k in range(K):
+            for l in range(k, K):
+                # Curvature of class pair (k, l); the (l, k) block is its transpose.
+                D = w * (P[:, k] * ((k == l) - P[:, l]))
+                blk = np.empty((q, q))
+                blk[:d, :d] = _gram(X, D)
+                if self.fit_intercept:
+                    xd = _xtr(X, D)
+                    blk[:d, d] = xd
+                    blk[d, :d] = xd
+                    blk[d, d] = D.sum()
+                H[k * q : (k + 1) * q, l * q : (l + 1) * q] = blk
+                if l != k:
+                    H[l * q : (l + 1) * q, k * q : (k + 1) * q] = blk.T
+        return H
+
+
+def make_block_objective(
+    loss: str,
+    n_features: int,
+    fit_intercept: bool,
+    n_classes: int = 2,
+    epsilon: float = 1.35,
+) -> BlockObjective:
+    """Build the per-block objective for ``loss`` (one of :data:`LOSSES`).
+
+    ``n_classes`` is used by ``multinomial`` only (K >= 2), ``epsilon`` by ``huber`` only
+    (> 1, MLlib default 1.35). Raises ValueError naming an unknown ``loss``.
+    """
+    if loss in _POINTWISE:
+        return PointwiseBlockObjective(loss, n_features, fit_intercept, epsilon)
+    if loss == "huber":
+        return HuberBlockObjective(n_features, fit_intercept, epsilon)
+    if loss == "multinomial":
+        return MultinomialBlockObjective(n_features, fit_intercept, n_classes)
+    raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
