@@ -1,0 +1,90 @@
+"""The block fold on Spark: broadcast, mapPartitionsWithIndex, treeAggregate, destroy.
+
+Each partition folds its blocks with :func:`~sparkopt.engine.local.fold_partition` (the same code
+and sampling seeds as :class:`~sparkopt.engine.local.LocalEngine`); partition sums are combined by
+``treeAggregate`` at ``depth`` with None-safe addition (an empty partition contributes nothing).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..blocks import Block
+from ..errors import InputError
+from .local import BlockFn, EngineBase, add_results, check_depth, check_sampling, fold_partition
+from .stats import DataStats
+
+__all__ = ["TreeEngine"]
+
+
+def _partition_sum(
+    fn: BlockFn, bc: Any, fraction: float | None, seed: int | None
+):
+    def run(index: int, blocks: Iterator[Block]) -> Iterator[Any]:
+        value = bc.value
+        acc = fold_partition(fn, value, index, blocks, fraction, seed)
+        if acc is not None:
+            yield acc
+
+    return run
+
+
+class TreeEngine(EngineBase):
+    """Evaluate sums over the blocks of a persisted ``RDD[Block]`` (see :func:`ingest`).
+
+    The engine owns the cache: :meth:`unpersist` (or leaving a ``with`` block) releases it."""
+
+    def __init__(self, blocks_rdd: Any, stats: DataStats, depth: int = 2) -> None:
+        super().__init__()
+        self._depth = check_depth(depth)
+        if not isinstance(stats, DataStats):
+            raise InputError(f"stats must be a DataStats, got {type(stats).__name__}")
+        self._rdd = blocks_rdd
+        self._stats = stats
+
+    @property
+    def rdd(self) -> Any:
+        return self._rdd
+
+    @property
+    def num_partitions(self) -> int:
+        return self._rdd.getNumPartitions()
+
+    def map_sum(
+        self,
+        fn: BlockFn,
+        payload: Any,
+        *,
+        fraction: float | None = None,
+        seed: int | None = None,
+    ) -> Any:
+        """Sum of ``fn(block, payload)`` over all (optionally row-sampled) blocks.
+
+        ``payload`` is broadcast for the duration of the call and destroyed afterwards (also when
+        ``fn`` raises). ``fn`` must be picklable (cloudpickle) and return a float, an ndarray or a
+        tuple of those; results are added element-wise."""
+        fraction, seed = check_sampling(fraction, seed)
+        sc = self._rdd.context
+        bc = sc.broadcast(payload)
+        try:
+            result = self._rdd.mapPartitionsWithIndex(
+                _partition_sum(fn, bc, fraction, seed)
+            ).treeAggregate(None, add_results, add_results, depth=self._depth)
+        finally:
+            bc.destroy()
+        self._count(fraction)
+        if result is None:
+            raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
+        return result
+
+    def collect_blocks(self) -> list[list[Block]]:
+        """All blocks, per partition (brings the data to the driver: for tests / small data)."""
+        return self._rdd.glom().collect()
+
+    def unpersist(self) -> None:
+        self._rdd.unpersist()
+
+    def __repr__(self) -> str:
+        return (
+            f"TreeEngine(n_rows={self.n_rows}, n_features={self.n_features}, "
+            f"num_partitions={self.num_partitions}, depth={self.depth})"
+        )

@@ -1,0 +1,9 @@
+"""Exceptions raised by sparkopt."""
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: a missing or mistyped column, an invalid parameter value, or data that
+    cannot be fitted (nulls, non-finite values, negative weights, an empty DataFrame, ...).
+
+    Messages always name the column / parameter and the offending value or counts."""
