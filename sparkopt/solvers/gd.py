@@ -12,22 +12,24 @@ from .state import Solver, SolverState, l1_value, optimality_norm, soft_threshol
 class GradientDescent(Solver):
     """x+ = prox_{t*l1}(x - t * g). With `step_size=None`, t comes from backtracking on the
     proximal sufficient-decrease test f(x+) <= f(x) + g.(x+ - x) + |x+ - x|^2 / (2t) (Beck &
-    Teboulle); each search starts from the Barzilai-Borwein step s.s / s.y of the last move (twice
+    Teboulle), against the largest of the last `window` objective values; each search starts from the Barzilai-Borwein step s.s / s.y of the last move (twice
     the last accepted step when that is not positive), which keeps plain GD usable on
     ill-conditioned problems at one pass per iteration most of the time."""
 
     name = "gd"
 
-    def __init__(self, step_size: Optional[float] = None, shrink: float = 0.5, max_trials: int = 50):
+    def __init__(self, step_size: Optional[float] = None, shrink: float = 0.5, max_trials: int = 50, window: int = 10):
         if step_size is not None and not step_size > 0:
             raise ValueError(f"stepSize must be > 0, got {step_size!r}")
         self.fixed_step = step_size
         self.shrink = shrink
         self.max_trials = max_trials
+        self.window = window
 
     def init(self, objective, x0):
         state = super().init(objective, x0)
         state.memory["next_step"] = 1.0 if self.fixed_step is None else self.fixed_step
+        state.memory["recent_f"] = [state.f - l1_value(objective, x0)]
         return state
 
     def _candidate(self, objective, state, t):
@@ -36,6 +38,9 @@ class GradientDescent(Solver):
 
     def step(self, objective: Objective, state: SolverState) -> SolverState:
         smooth_f = state.f - l1_value(objective, state.x)
+        # non-monotone reference (Grippo et al.; SPG of Birgin, Martinez & Raydan): BB steps may
+        # raise f briefly, which a monotone test would reject at the cost of extra passes
+        reference = max(state.memory["recent_f"])
         t = float(state.memory["next_step"])
         for trial in range(self.max_trials if self.fixed_step is None else 1):
             x_new = self._candidate(objective, state, t)
@@ -44,13 +49,14 @@ class GradientDescent(Solver):
                 break
             d = x_new - state.x
             if np.isfinite(f_new) and np.all(np.isfinite(g_new)) and (
-                f_new <= smooth_f + state.g @ d + (d @ d) / (2 * t) + 1e-12 * abs(smooth_f)
+                f_new <= reference + state.g @ d + (d @ d) / (2 * t) + 1e-12 * abs(smooth_f)
             ):
                 break
             t *= self.shrink
         else:
             state.stop = Status.NO_PROGRESS
             return state
+        state.memory["recent_f"] = (state.memory["recent_f"] + [f_new])[-self.window:]
         if self.fixed_step is None:
             s_k, y_k = x_new - state.x, g_new - state.g
             sy = float(s_k @ y_k)

@@ -1,0 +1,165 @@
+"""The driver-side Objective of a linear model over an engine's blocks.
+
+Joins the three parts without letting them know of each other: a block objective (per-block
+weighted sums), an engine (how those sums are computed and added over the data) and a penalty.
+
+F(z) = (1 / sum_i w_i) * sum_blocks loss_sum(coef(z), block) + penalty(z)
+
+Solvers work in coordinates z over the *active* parameters only, with coef = embed(z * inv_scale):
+- features whose standard deviation is 0 are inactive and their coefficient is 0 (as MLlib);
+- z_j = beta_j * sd_j for feature coefficients when the penalty is on the standardized scale
+  (or absent), z_j = beta_j otherwise: the coordinates in which the penalty is isotropic, which
+  keeps the problem well conditioned for first-order solvers (see fit.build_objective).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Optional
+
+import numpy as np
+
+from .objectives.penalties import ElasticNet
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """Map between solver coordinates z (n_active,) and model coefficients coef (n_params,)."""
+
+    active: np.ndarray      # int indices into coef, sorted
+    inv_scale: np.ndarray   # (n_active,) coef[active] = z * inv_scale
+    n_params: int
+
+    @classmethod
+    def identity(cls, n_params: int) -> "Coordinates":
+        return cls(np.arange(n_params), np.ones(n_params), n_params)
+
+    def to_coef(self, z: np.ndarray) -> np.ndarray:
+        coef = np.zeros(self.n_params)
+        coef[self.active] = z * self.inv_scale
+        return coef
+
+    def from_coef(self, coef: np.ndarray) -> np.ndarray:
+        return np.asarray(coef, dtype=float)[self.active] / self.inv_scale
+
+    def to_z_grad(self, grad_coef: np.ndarray) -> np.ndarray:
+        return grad_coef[self.active] * self.inv_scale
+
+    def expand_direction(self, v: np.ndarray) -> np.ndarray:
+        """A z-direction (n_active,) or (n_active, m) as a coef-direction."""
+        out = np.zeros((self.n_params,) + v.shape[1:])
+        out[self.active] = v * (self.inv_scale if v.ndim == 1 else self.inv_scale[:, None])
+        return out
+
+
+def _loss(obj, block, coef):
+    return (obj.loss_sum(coef, block),)
+
+
+def _loss_grad(obj, block, coef):
+    return obj.loss_grad(coef, block)
+
+
+def _loss_grad_hess(obj, block, coef):
+    f, g = obj.loss_grad(coef, block)
+    return f, g, obj.hess(coef, block)
+
+
+def _hessp(obj, block, payload):
+    coef, V = payload
+    return (obj.hessp(coef, block, V),)
+
+
+def _stochastic(obj, block, coef):
+    f, g = obj.loss_grad(coef, block)
+    return f, g, float(block.w.sum())
+
+
+class LinearModelObjective:
+    """The `Objective` protocol over an engine (TreeEngine, LocalEngine, ...) for a block objective.
+
+    `coordinates` maps solver coordinates to coefficients; `penalty` is an ElasticNet over the
+    solver coordinates (n_active,). `valid(coef)` may reject a coefficient vector outright (e.g.
+    the Huber scale sigma <= 0) without a pass: the objective is then +inf.
+    """
+
+    def __init__(self, engine, block_objective, penalty: ElasticNet, coordinates: Optional[Coordinates] = None):
+        self.engine = engine
+        self.block_objective = block_objective
+        self.penalty = penalty
+        self.coordinates = coordinates or Coordinates.identity(block_objective.n_params)
+        self.n_params = len(self.coordinates.active)
+        self.smooth = bool(block_objective.smooth)
+        self.has_hessian = bool(block_objective.has_hessian)
+        l1 = penalty.l1_weights()
+        self.l1_weights = l1 if np.any(l1 > 0) else None
+        self.weight_sum = float(engine.weight_sum)
+        self._sigma_index = self._find_sigma()
+
+    def _find_sigma(self) -> Optional[int]:
+        if getattr(self.block_objective, "loss", None) != "huber":
+            return None
+        return self.block_objective.n_params - 1
+
+    @property
+    def passes(self) -> float:
+        return self.engine.passes
+
+    @property
+    def evaluations(self) -> int:
+        return self.engine.evaluations
+
+    def _valid(self, coef) -> bool:
+        return self._sigma_index is None or coef[self._sigma_index] > 0
+
+    def loss(self, z):
+        coef = self.coordinates.to_coef(z)
+        if not self._valid(coef):
+            return np.inf
+        (f,) = self.engine.map_sum(partial(_loss, self.block_objective), coef)
+        return f / self.weight_sum + self.penalty.smooth_value(z)
+
+    def loss_grad(self, z):
+        coef = self.coordinates.to_coef(z)
+        if not self._valid(coef):
+            return np.inf, np.full(self.n_params, np.nan)
+        f, g = self.engine.map_sum(partial(_loss_grad, self.block_objective), coef)
+        return (f / self.weight_sum + self.penalty.smooth_value(z),
+                self.coordinates.to_z_grad(g) / self.weight_sum + self.penalty.smooth_grad(z))
+
+    def loss_grad_hess(self, z):
+        coef = self.coordinates.to_coef(z)
+        if not self._valid(coef):
+            nan = np.full(self.n_params, np.nan)
+            return np.inf, nan, np.full((self.n_params, self.n_params), np.nan)
+        f, g, H = self.engine.map_sum(partial(_loss_grad_hess, self.block_objective), coef)
+        c = self.coordinates
+        Hz = H[np.ix_(c.active, c.active)] * np.outer(c.inv_scale, c.inv_scale) / self.weight_sum
+        Hz[np.diag_indices_from(Hz)] += self.penalty.smooth_hess_diag()
+        return (f / self.weight_sum + self.penalty.smooth_value(z),
+                c.to_z_grad(g) / self.weight_sum + self.penalty.smooth_grad(z), Hz)
+
+    def hessp(self, z, v):
+        coef = self.coordinates.to_coef(z)
+        c = self.coordinates
+        (Hv,) = self.engine.map_sum(partial(_hessp, self.block_objective), (coef, c.expand_direction(v)))
+        Hv = Hv[c.active] * (c.inv_scale if v.ndim == 1 else c.inv_scale[:, None]) / self.weight_sum
+        return Hv + self.penalty.smooth_hessp(z, v)
+
+    def stochastic_loss_grad(self, z, fraction, seed):
+        """Mean loss and gradient over a Bernoulli(fraction) sample of every partition."""
+        if fraction >= 1.0:
+            return self.loss_grad(z)
+        coef = self.coordinates.to_coef(z)
+        if not self._valid(coef):
+            return np.inf, np.full(self.n_params, np.nan)
+        out = self.engine.map_sum(partial(_stochastic, self.block_objective), coef, fraction=fraction, seed=seed)
+        f, g, wsum = out
+        if wsum <= 0:
+            return self.penalty.smooth_value(z), self.penalty.smooth_grad(z)
+        return (f / wsum + self.penalty.smooth_value(z),
+                self.coordinates.to_z_grad(g) / wsum + self.penalty.smooth_grad(z))
+
+    def total(self, z) -> float:
+        """F(z) including the L1 term (one pass)."""
+        return self.loss(z) + self.penalty.l1_value(z)
