@@ -107,7 +107,7 @@ class OWLQN(LBFGS):
             state.stop = Status.NO_PROGRESS
             return state
         x_new, f_new, g_new = accepted
-        self._push(state, x_new - state.x, g_new - state.g)
+        self._push(state, x_new - state.x, pseudo_gradient(g_new, x_new, l1) - pg)
         state.x, state.f, state.g, state.step_size = x_new, f_new, g_new, t
         state.opt_norm = optimality_norm(objective, x_new, g_new)
         return state

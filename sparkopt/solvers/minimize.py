@@ -15,7 +15,7 @@ import numpy as np
 from .base import STATUS_MESSAGES, Callback, ConvergenceWarning, Objective, OptimizeResult, Status
 from .gd import GradientDescent
 from .lbfgs import LBFGS, OWLQN
-from .newton import Newton, TrustRegionNewtonCG
+from .newton import Newton, ProximalNewton, TrustRegionNewtonCG
 from .sgd import MiniBatchSGD
 from .state import Solver, optimality_norm, l1_value
 
@@ -36,12 +36,15 @@ def choose_solver(objective: Objective, method: str = "auto") -> str:
     if method not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}")
     l1 = _has_l1(objective)
+    small_newton = objective.smooth and objective.has_hessian and objective.n_params <= EXACT_NEWTON_MAX_PARAMS
     if method == "auto":
         if l1:
-            return "owlqn"
+            return "newton" if small_newton else "owlqn"
         if objective.smooth and objective.has_hessian:
-            return "newton" if objective.n_params <= EXACT_NEWTON_MAX_PARAMS else "newton-cg"
+            return "newton" if small_newton else "newton-cg"
         return "lbfgs"
+    if method == "newton" and l1 and small_newton:
+        return "newton"                # proximal Newton: the L1 model solved on the driver
     if method in ("lbfgs", "newton", "newton-cg") and l1:
         return "owlqn"                 # as MLlib: L-BFGS becomes OWL-QN under an L1 term
     if method == "newton":
@@ -51,8 +54,10 @@ def choose_solver(objective: Objective, method: str = "auto") -> str:
     return method
 
 
-def make_solver(name: str, options: dict[str, Any]) -> Solver:
+def make_solver(name: str, options: dict[str, Any], l1: bool = False) -> Solver:
     opts = dict(options)
+    if name == "newton" and l1:
+        return ProximalNewton()
     if name == "gd":
         return GradientDescent(step_size=opts.pop("step_size", None))
     if name == "sgd":
@@ -100,7 +105,7 @@ def minimize(
     if isinstance(method, Solver):
         solver = method
     else:
-        solver = make_solver(choose_solver(objective, method), options or {})
+        solver = make_solver(choose_solver(objective, method), options or {}, l1=_has_l1(objective))
     x0 = np.zeros(objective.n_params) if x0 is None else np.array(x0, dtype=float, copy=True)
     if x0.shape != (objective.n_params,):
         raise ValueError(f"x0 must have shape ({objective.n_params},), got {x0.shape}")

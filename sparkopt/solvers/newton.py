@@ -137,3 +137,68 @@ class TrustRegionNewtonCG(Solver):
                 break
         state.stop = Status.NO_PROGRESS
         return state
+
+
+class ProximalNewton(Solver):
+    """Newton for smooth(x) + sum_j l1_j |x_j| with a small number of parameters (as glmnet and
+    glum do): each iteration aggregates loss, gradient and Hessian in one pass, minimizes the
+    quadratic model plus the L1 term by cyclic coordinate descent on the driver, then backtracks
+    on F with the Tseng-Yun sufficient-decrease test F(x + t d) <= F(x) + c1 t Delta, where
+    Delta = g.d + |x + d|_l1 - |x|_l1. Converges in a handful of passes where OWL-QN needs
+    hundreds."""
+
+    name = "newton"
+
+    def __init__(self, max_sweeps: int = 200, inner_tol: float = 1e-12):
+        self.max_sweeps = max_sweeps
+        self.inner_tol = inner_tol
+
+    def init(self, objective, x0):
+        f, g, H = objective.loss_grad_hess(x0)
+        state = SolverState(x=x0, f=f + float(objective.l1_weights @ np.abs(x0)), g=g,
+                            opt_norm=optimality_norm(objective, x0, g))
+        state.memory["hess"] = H
+        return state
+
+    def _inner(self, x, g, H, l1):
+        """argmin_u g.(u - x) + 0.5 (u - x)' H (u - x) + l1.|u| by cyclic coordinate descent."""
+        u = x.copy()
+        Hd = np.zeros_like(x)
+        diag = np.maximum(np.diag(H), 1e-300)
+        for _ in range(self.max_sweeps):
+            biggest = 0.0
+            for j in range(len(x)):
+                z = u[j] - (g[j] + Hd[j]) / diag[j]
+                t = l1[j] / diag[j]
+                new = np.sign(z) * max(abs(z) - t, 0.0)
+                delta = new - u[j]
+                if delta != 0.0:
+                    u[j] = new
+                    Hd += delta * H[:, j]
+                    biggest = max(biggest, abs(delta))
+            if biggest <= self.inner_tol * max(1.0, float(np.max(np.abs(u)))):
+                break
+        return u - x
+
+    def step(self, objective: Objective, state: SolverState) -> SolverState:
+        l1 = objective.l1_weights
+        H = state.memory["hess"]
+        d = self._inner(state.x, state.g, H, l1)
+        l1_now = float(l1 @ np.abs(state.x))
+        delta = float(state.g @ d) + float(l1 @ np.abs(state.x + d)) - l1_now
+        if not delta < 0:
+            state.stop = Status.NO_PROGRESS
+            return state
+        t = 1.0
+        for _ in range(40):
+            x_t = state.x + t * d
+            f, g, H_t = objective.loss_grad_hess(x_t)
+            F = f + float(l1 @ np.abs(x_t))
+            if np.isfinite(F) and F <= state.f + 1e-4 * t * delta:
+                state.x, state.f, state.g, state.step_size = x_t, F, g, t
+                state.memory["hess"] = H_t
+                state.opt_norm = optimality_norm(objective, x_t, g)
+                return state
+            t *= 0.5
+        state.stop = Status.NO_PROGRESS
+        return state

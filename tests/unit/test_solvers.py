@@ -77,6 +77,15 @@ def test_owlqn_and_proximal_gd_agree_on_l1():
     assert np.array_equal(a.x == 0, b.x == 0)
 
 
+def test_proximal_newton_matches_owlqn_in_few_passes():
+    l1 = np.full(8, 0.02)
+    a = minimize(logistic(l1), None, "newton", tol=1e-10)
+    b = minimize(logistic(l1), None, "owlqn", tol=1e-10, max_iter=2000)
+    assert a.success and a.solver == "newton" and a.passes <= 12
+    assert abs(a.fun - b.fun) < 1e-12
+    assert np.array_equal(a.x == 0, b.x == 0)
+
+
 def test_l1_optimum_matches_subgradient_condition():
     l1 = np.full(8, 0.02)
     obj = logistic(l1)
@@ -151,7 +160,10 @@ def test_newton_falls_back_to_lbfgs_on_indefinite_hessian():
 
 def test_auto_choice():
     assert choose_solver(logistic()) == "newton"
-    assert choose_solver(logistic(np.full(8, 0.1))) == "owlqn"
+    assert choose_solver(logistic(np.full(8, 0.1))) == "newton"          # proximal Newton
+    no_hessian = CountingObjective(logistic()._fun, logistic()._grad, 8, l1_weights=np.full(8, 0.1))
+    assert choose_solver(no_hessian) == "owlqn"
+    assert choose_solver(no_hessian, "lbfgs") == "owlqn"
     assert choose_solver(CountingObjective(rosen, rosen_der, 3)) == "lbfgs"
 
 
