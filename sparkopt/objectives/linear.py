@@ -38,6 +38,7 @@ and is meant for small ``n_params`` only.
 """
 from __future__ import annotations
 
+import functools
 from typing import Tuple, Union
 
 import numpy as np
@@ -552,12 +553,28 @@ class MultinomialBlockObjective(BlockObjective):
         return H
 
 
+class SmoothedHingeBlockObjective(PointwiseBlockObjective):
+    """``hinge`` smoothed over a band of width ``smoothing`` (see :func:`.losses.smoothed_hinge`);
+    same layout as the other single-output losses."""
+
+    def __init__(self, n_features: int, fit_intercept: bool, smoothing: float):
+        if not (np.isfinite(smoothing) and smoothing > 0):
+            raise ValueError(f"smoothing must be > 0; got {smoothing!r}")
+        super().__init__("hinge", n_features, fit_intercept)
+        self.loss = "smoothed_hinge"
+        self.smoothing = float(smoothing)
+        self._fn = functools.partial(_losses.smoothed_hinge, mu=self.smoothing)
+        self.smooth = True
+        self.has_hessian = True
+
+
 def make_block_objective(
     loss: str,
     n_features: int,
     fit_intercept: bool,
     n_classes: int = 2,
     epsilon: float = 1.35,
+    smoothing: float = 1.0,
 ) -> BlockObjective:
     """Build the per-block objective for ``loss`` (one of :data:`LOSSES`).
 
@@ -568,6 +585,8 @@ def make_block_objective(
         return PointwiseBlockObjective(loss, n_features, fit_intercept, epsilon)
     if loss == "huber":
         return HuberBlockObjective(n_features, fit_intercept, epsilon)
+    if loss == "smoothed_hinge":
+        return SmoothedHingeBlockObjective(n_features, fit_intercept, smoothing)
     if loss == "multinomial":
         return MultinomialBlockObjective(n_features, fit_intercept, n_classes)
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")

@@ -34,7 +34,7 @@ class ElasticNet:
         Nonnegative finite per-coordinate multipliers ``s``; 0 where a coordinate is unpenalized.
     """
 
-    def __init__(self, reg_param: float, elastic_net_param: float, scale):
+    def __init__(self, reg_param: float, elastic_net_param: float, scale, l1_factor: float = 1.0):
         lam = float(reg_param)
         alpha = float(elastic_net_param)
         # Written as "not (ok)" so NaN is rejected too.
@@ -53,7 +53,11 @@ class ElasticNet:
         self.scale = s
         self.n_params = s.shape[0]
         # Per-coordinate coefficients of the two parts, precomputed once.
-        self._l1 = lam * alpha * s
+        # l1_factor rescales the L1 part alone: MLlib's squared error divides only the L2 part
+        # by sd(y) (see sparkopt.fit)
+        if not (np.isfinite(l1_factor) and l1_factor > 0):
+            raise ValueError(f"l1_factor must be finite and > 0; got {l1_factor!r}")
+        self._l1 = lam * alpha * float(l1_factor) * s
         self._l2 = lam * (1.0 - alpha) * s * s  # smooth part = 0.5 * sum_j _l2_j x_j^2
         self._l1.setflags(write=False)
         self._l2.setflags(write=False)

@@ -1,0 +1,16 @@
+"""Spark ML estimators backed by sparkopt's solvers: drop-in for their pyspark.ml namesakes."""
+from .base import TrainingSummary, clear_cache
+from .classification import LinearSVC, LinearSVCModel, LogisticRegression, LogisticRegressionModel
+from .regression import (
+    LinearRegression,
+    LinearRegressionModel,
+    PoissonRegression,
+    PoissonRegressionModel,
+    RegressionSummary,
+)
+
+__all__ = [
+    "LinearRegression", "LinearRegressionModel", "LinearSVC", "LinearSVCModel", "LogisticRegression",
+    "LogisticRegressionModel", "PoissonRegression", "PoissonRegressionModel", "RegressionSummary",
+    "TrainingSummary", "clear_cache",
+]

@@ -1,0 +1,149 @@
+"""LinearRegression (squared error, Huber) and PoissonRegression, drop-in for pyspark.ml's."""
+from __future__ import annotations
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml.param import Param, Params, TypeConverters
+
+from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, dense_vector
+
+_MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
+
+
+class RegressionSummary(TrainingSummary):
+    """Training summary with rootMeanSquaredError, meanAbsoluteError and r2 on the predictions."""
+
+    def _metric(self, name):
+        from pyspark.ml.evaluation import RegressionEvaluator
+
+        m = self._model
+        ev = RegressionEvaluator(labelCol=m.getLabelCol(), predictionCol=m.getPredictionCol(), metricName=name)
+        if m.isDefined(m.weightCol) and m.getWeightCol():
+            ev.setWeightCol(m.getWeightCol())
+        return ev.evaluate(self.predictions)
+
+    @property
+    def rootMeanSquaredError(self) -> float:
+        return self._metric("rmse")
+
+    @property
+    def meanAbsoluteError(self) -> float:
+        return self._metric("mae")
+
+    @property
+    def r2(self) -> float:
+        return self._metric("r2")
+
+
+class _RegressionModel(_SparkoptModel):
+    @property
+    def coefficients(self):
+        return dense_vector(np.asarray(self._state["coef_vector"], dtype=float)[: self.numFeatures])
+
+    @property
+    def intercept(self) -> float:
+        return float(self._state["coef_vector"][self.numFeatures]) if self._state["fitIntercept"] else 0.0
+
+    def _margin(self, X):
+        return np.asarray(X @ np.asarray(self.coefficients.toArray())).ravel() + self.intercept
+
+    def _output_columns(self):
+        return [(self.getPredictionCol(), "double")]
+
+    def predict(self, value) -> float:
+        return float(self._score(self._as_matrix(value))[self.getPredictionCol()][0])
+
+    def evaluate(self, dataset) -> RegressionSummary:
+        return RegressionSummary(self, self._fit, dataset)
+
+
+class LinearRegressionModel(_RegressionModel):
+    """Fitted linear regression; `scale` is Huber's sigma (1.0 for squared error, as MLlib)."""
+
+    @property
+    def scale(self) -> float:
+        return float(self._state["scale"]) if self._state.get("scale") is not None else 1.0
+
+    def _score(self, X):
+        return {self.getPredictionCol(): self._margin(X)}
+
+
+class LinearRegression(_SparkoptEstimator):
+    """Linear regression with MLlib's objective. loss='squaredError':
+    (1/sum w) sum w_i (y_i - m_i)^2 / 2 + (regParam / sd(y)) * (alpha |beta|_1 + (1-alpha)/2 |beta|^2);
+    loss='huber': MLlib's robust regression with jointly estimated scale sigma (L2 only)."""
+
+    loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
+    epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
+                    typeConverter=TypeConverters.toFloat)
+    _extra_validators = {"loss": (lambda v: v in _MLLIB_LOSS, "one of ('squaredError', 'huber')")}
+    _summary_class = RegressionSummary
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
+                 regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, standardization=True,
+                 weightCol=None, aggregationDepth=2, loss="squaredError", epsilon=1.35, solver="auto",
+                 stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
+                 initialModel=None):
+        super().__init__()
+        self._setDefault(loss="squaredError", epsilon=1.35)
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs):
+        return self._set(**self._input_kwargs)
+
+    def getLoss(self) -> str:
+        return self.getOrDefault(self.loss)
+
+    def getEpsilon(self) -> float:
+        return self.getOrDefault(self.epsilon)
+
+    def _loss(self, stats) -> str:
+        return _MLLIB_LOSS[self.getLoss()]
+
+    def _loss_options(self) -> dict:
+        return {"epsilon": self.getEpsilon()} if self.getLoss() == "huber" else {}
+
+    def _make_model(self, fit, stats):
+        model = LinearRegressionModel()
+        model._init_from_fit(fit, stats)
+        return model
+
+
+class PoissonRegressionModel(_RegressionModel):
+    """Fitted Poisson regression (log link): prediction = exp(x.beta + c)."""
+
+    def _score(self, X):
+        return {self.getPredictionCol(): np.exp(np.minimum(self._margin(X), 709.0))}
+
+
+class PoissonRegression(_SparkoptEstimator):
+    """Poisson regression, log link: (1/sum w) sum w_i (exp(m_i) - y_i m_i) + regParam * penalty
+    (half the mean deviance up to a constant; scikit-learn's PoissonRegressor convention). At
+    regParam = 0 it equals MLlib's GeneralizedLinearRegression(family='poisson')."""
+
+    link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
+    _extra_validators = {"link": (lambda v: v == "log", "'log'")}
+    _summary_class = RegressionSummary
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
+                 regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, standardization=True,
+                 weightCol=None, aggregationDepth=2, link="log", solver="auto", stepSize=None,
+                 miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None, initialModel=None):
+        super().__init__()
+        self._setDefault(link="log")
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **kwargs):
+        return self._set(**self._input_kwargs)
+
+    def _loss(self, stats) -> str:
+        return "poisson"
+
+    def _make_model(self, fit, stats):
+        model = PoissonRegressionModel()
+        model._init_from_fit(fit, stats)
+        return model
