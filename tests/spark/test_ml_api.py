@@ -1,0 +1,208 @@
+"""The estimators as a pyspark.ml user calls them: columns, persistence, Pipelines, tuning, params."""
+import json
+import os
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import classification as mlc
+from pyspark.ml import regression as mlr
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
+from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.linalg import Vectors
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
+from pyspark.sql import functions as F
+
+from sparkopt.errors import InputError
+from sparkopt.ml import (LinearRegression, LinearRegressionModel, LinearSVC, LinearSVCModel, LogisticRegression,
+                         LogisticRegressionModel, PoissonRegression, PoissonRegressionModel, clear_cache)
+
+from conftest import dataset
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def binary(spark):
+    df = (spark.read.format("libsvm").option("numFeatures", 126)
+          .load(str(dataset("angel_agaricus_127d_train.libsvm"))).repartition(3).cache())
+    df.count()
+    yield df
+    df.unpersist()
+
+
+@pytest.fixture(scope="module")
+def regression(spark):
+    df = spark.read.format("libsvm").option("numFeatures", 8).load(str(dataset("angel_abalone_8d_train.libsvm")))
+    df = df.repartition(2).cache()
+    yield df
+    df.unpersist()
+
+
+def _schema(df):
+    return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+
+
+def test_transform_columns_match_mllib(binary, regression):
+    ours = LogisticRegression(regParam=0.01).fit(binary).transform(binary)
+    theirs = mlc.LogisticRegression(regParam=0.01).fit(binary).transform(binary)
+    assert _schema(ours) == _schema(theirs)
+    svc_ours = LinearSVC(regParam=0.01, maxIter=50).fit(binary).transform(binary)
+    svc_theirs = mlc.LinearSVC(regParam=0.01, maxIter=50).fit(binary).transform(binary)
+    assert _schema(svc_ours) == _schema(svc_theirs)
+    lin_ours = LinearRegression(regParam=0.1).fit(regression).transform(regression)
+    lin_theirs = mlr.LinearRegression(regParam=0.1).fit(regression).transform(regression)
+    assert _schema(lin_ours) == _schema(lin_theirs)
+    # same predictions as MLlib's model up to the optimizer's tolerance
+    agree = (ours.select("prediction").toPandas().to_numpy() == theirs.select("prediction").toPandas().to_numpy())
+    assert agree.mean() > 0.999
+
+
+def test_probability_and_prediction_are_consistent(binary):
+    model = LogisticRegression(regParam=0.01, threshold=0.3).fit(binary)
+    rows = model.transform(binary).select("rawPrediction", "probability", "prediction").collect()
+    for r in rows[:200]:
+        m = r.rawPrediction[1]
+        assert r.rawPrediction[0] == -m
+        assert r.probability[1] == pytest.approx(1 / (1 + np.exp(-m)), rel=1e-12)
+        assert r.prediction == float(r.probability[1] > 0.3)
+    x = rows[0]
+    first = binary.first().features
+    assert model.predict(first) == model.transform(binary.limit(1)).first().prediction
+    assert model.predictRaw(first)[1] == pytest.approx(model.coefficients.dot(first) + model.intercept)
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")   # LinearSVC capped at maxIter=30
+def test_save_load_roundtrip_same_predictions(binary, regression, tmp_path):
+    cases = [(LogisticRegression(regParam=0.01), LogisticRegressionModel, binary),
+             (LinearSVC(regParam=0.01, maxIter=30), LinearSVCModel, binary),
+             (LinearRegression(loss="huber", regParam=0.01), LinearRegressionModel, regression),
+             (PoissonRegression(regParam=0.01), PoissonRegressionModel, regression.withColumn("label", F.round("label")))]
+    for i, (est, cls, df) in enumerate(cases):
+        model = est.fit(df)
+        path = str(tmp_path / f"m{i}")
+        model.write().overwrite().save(path)
+        loaded = cls.load(path)
+        assert loaded.uid == model.uid
+        assert loaded.numFeatures == model.numFeatures
+        assert loaded.extractParamMap() == model.extractParamMap()
+        assert_df_equality(loaded.transform(df), model.transform(df), ignore_row_order=False)
+        assert not loaded.hasSummary
+        # plain JSON on disk, never pickle
+        meta_dir = os.path.join(path, "metadata")
+        text = "".join(open(os.path.join(meta_dir, f)).read() for f in os.listdir(meta_dir) if f.startswith("part-"))
+        assert json.loads(text)["class"].startswith("sparkopt.ml.")
+        with pytest.raises(InputError, match="not a"):
+            (LinearRegressionModel if cls is not LinearRegressionModel else LogisticRegressionModel).load(path)
+    est = LogisticRegression(regParam=0.5, solver="lbfgs")
+    est.write().overwrite().save(str(tmp_path / "est"))
+    again = LogisticRegression.load(str(tmp_path / "est"))
+    assert again.getRegParam() == 0.5 and again.getSolver() == "lbfgs"
+
+
+def test_pipeline_with_assembler_and_scaler(spark, tmp_path):
+    raw = spark.read.option("inferSchema", True).csv(str(dataset("magic04.data")))
+    cols = raw.columns[:-1]
+    df = raw.withColumn("label", F.when(F.col(raw.columns[-1]) == "g", 1.0).otherwise(0.0))
+    pipe = Pipeline(stages=[VectorAssembler(inputCols=cols, outputCol="raw_features"),
+                            StandardScaler(inputCol="raw_features", outputCol="features"),
+                            LogisticRegression(regParam=1e-3)])
+    model = pipe.fit(df)
+    auc = BinaryClassificationEvaluator().evaluate(model.transform(df))
+    assert auc > 0.8
+    model.write().overwrite().save(str(tmp_path / "pipe"))
+    loaded = PipelineModel.load(str(tmp_path / "pipe"))
+    assert isinstance(loaded.stages[-1], LogisticRegressionModel)
+    assert_df_equality(loaded.transform(df), model.transform(df))
+
+
+def test_cross_validator_over_reg_param(binary):
+    lr = LogisticRegression(maxIter=50)
+    grid = ParamGridBuilder().addGrid(lr.regParam, [1e-1, 1e-2, 1e-3]).build()
+    cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
+                        numFolds=3, seed=1, parallelism=1)
+    model = cv.fit(binary)
+    assert len(model.avgMetrics) == 3
+    assert model.bestModel.getRegParam() == grid[int(np.argmax(model.avgMetrics))][lr.regParam]
+    tvs = TrainValidationSplit(estimator=LinearRegression(), evaluator=RegressionEvaluator(), trainRatio=0.75,
+                               estimatorParamMaps=ParamGridBuilder().addGrid(LinearRegression().regParam, [0.1, 0.0]).build())
+    assert tvs.fit(binary).bestModel.numFeatures == 126
+
+
+def test_fit_multiple_reuses_ingest_and_warm_starts(binary):
+    clear_cache()
+    lr = LogisticRegression(tol=1e-8)
+    maps = [{lr.regParam: r} for r in (1e-3, 1e-1, 1e-2)]
+    models = dict(lr.fitMultiple(binary, maps))
+    cold = {i: lr.copy(m).fit(binary) for i, m in enumerate(maps)}
+    for i in range(3):
+        # agaricus is nearly collinear (one-hot groups): compare the objective, which is well determined
+        assert models[i].summary.objective == pytest.approx(cold[i].summary.objective, rel=1e-10)
+        assert models[i].summary.converged
+        assert models[i].getRegParam() == maps[i][lr.regParam]
+    # warm starts along decreasing regParam save iterations on the later fits
+    warm_iters = sum(models[i].summary.totalIterations for i in (0, 2))
+    cold_iters = sum(cold[i].summary.totalIterations for i in (0, 2))
+    assert warm_iters < cold_iters
+    # the blocks were ingested once: every fit after the first reports no ingest time
+    assert sorted(m.summary.ingestSeconds == 0 for m in cold.values()) == [True, True, True]
+
+
+def test_summary_fields(binary, regression):
+    model = LogisticRegression(regParam=0.01).fit(binary)
+    s = model.summary
+    assert s.converged and s.status == "CONVERGED" and s.solver == "newton"
+    assert s.totalIterations == len(s.objectiveHistory) - 1
+    assert s.totalPasses >= s.totalIterations
+    assert np.all(np.diff(s.objectiveHistory) <= 1e-12)
+    assert 0.9 < s.areaUnderROC <= 1 and 0.9 < s.accuracy <= 1
+    hist = s.history
+    assert hist.columns == ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
+    assert hist.count() == len(s.objectiveHistory)
+    reg = LinearRegression(regParam=0.1).fit(regression).summary
+    assert reg.rootMeanSquaredError > 0 and 0 < reg.r2 < 1
+
+
+def test_initial_model_warm_start(binary):
+    first = LogisticRegression(regParam=0.01, tol=1e-10).fit(binary)
+    again = LogisticRegression(regParam=0.01, tol=1e-10, initialModel=first).fit(binary)
+    assert again.summary.totalIterations <= 1
+    np.testing.assert_allclose(again.coefficients.toArray(), first.coefficients.toArray(), atol=1e-8)
+    with pytest.raises(InputError, match="initialModel"):
+        LinearSVC(initialModel=first, loss="squared_hinge").fit(binary)
+
+
+@pytest.mark.parametrize("param, value", [
+    ("regParam", -1.0), ("elasticNetParam", 1.5), ("maxIter", -1), ("tol", 0.0), ("solver", "adam"),
+    ("aggregationDepth", 0), ("miniBatchFraction", 0.0), ("stepSize", -0.1), ("family", "poisson"),
+    ("threshold", 1.5),
+])
+def test_invalid_params_rejected_at_set(param, value):
+    with pytest.raises(InputError, match=param):
+        LogisticRegression(**{param: value})
+    with pytest.raises(InputError, match=param):
+        LogisticRegression()._set(**{param: value})
+
+
+def test_invalid_loss_params_rejected():
+    with pytest.raises(InputError, match="loss"):
+        LinearRegression(loss="absolute")
+    with pytest.raises(InputError, match="epsilon"):
+        LinearRegression(loss="huber", epsilon=0.5)
+    with pytest.raises(InputError, match="loss"):
+        LinearSVC(loss="logistic")
+
+
+def test_bad_labels_and_columns_are_named(spark, binary):
+    with pytest.raises(InputError, match="'nope'"):
+        LogisticRegression(featuresCol="nope").fit(binary)
+    three = spark.createDataFrame([(float(i % 3), Vectors.dense([i, 1.0 - i])) for i in range(30)], ["label", "features"])
+    with pytest.raises(InputError, match="0 and 1"):
+        LinearSVC().fit(three)
+    with pytest.raises(InputError, match="binomial"):
+        LogisticRegression(family="binomial").fit(three)
+    assert LogisticRegression(regParam=0.1).fit(three).numClasses == 3
+    negative = spark.createDataFrame([(-1.0, Vectors.dense([1.0])), (2.0, Vectors.dense([2.0]))], ["label", "features"])
+    with pytest.raises(InputError, match=">= 0"):
+        PoissonRegression().fit(negative)
