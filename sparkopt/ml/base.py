@@ -143,6 +143,22 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
         return self.getOrDefault(self.initialModel) if self.isDefined(self.initialModel) else None
 
 
+def add_setters(cls, *names):
+    """pyspark.ml-style setters (setRegParam, setMaxIter, ...) for the named params of `cls`."""
+    for name in names:
+        def setter(self, value, _name=name):
+            return self._set(**{_name: value})
+        setter.__name__ = "set" + name[0].upper() + name[1:]
+        setter.__doc__ = f"Sets the value of :py:attr:`{name}` (validated)."
+        setattr(cls, setter.__name__, setter)
+    return cls
+
+
+add_setters(_SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
+            "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
+            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel")
+
+
 # ------------------------------------------------------------------------------------ ingest cache
 class _EngineCache:
     """Ingested blocks reused across fits of the same DataFrame (a regularization path, a grid

@@ -8,7 +8,7 @@ from pyspark.ml.param.shared import HasProbabilityCol, HasRawPredictionCol, HasT
 from scipy.special import expit, softmax
 
 from ..errors import InputError
-from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, dense_matrix, dense_vector
+from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, add_setters, dense_matrix, dense_vector
 
 
 def _margins(X, coef_matrix, intercepts):
@@ -205,3 +205,9 @@ class LinearSVC(_SparkoptEstimator, HasRawPredictionCol, HasThreshold):
         model = LinearSVCModel()
         model._init_from_fit(fit, stats)
         return model
+
+
+add_setters(LogisticRegression, "probabilityCol", "rawPredictionCol", "threshold")
+add_setters(LogisticRegressionModel, "probabilityCol", "rawPredictionCol", "threshold")
+add_setters(LinearSVC, "rawPredictionCol", "threshold", "loss")
+add_setters(LinearSVCModel, "rawPredictionCol", "threshold")

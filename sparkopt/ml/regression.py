@@ -5,7 +5,7 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, dense_vector
+from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, add_setters, dense_vector
 
 _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
 
@@ -147,3 +147,6 @@ class PoissonRegression(_SparkoptEstimator):
         model = PoissonRegressionModel()
         model._init_from_fit(fit, stats)
         return model
+
+
+add_setters(LinearRegression, "loss", "epsilon")

@@ -185,6 +185,14 @@ def test_invalid_params_rejected_at_set(param, value):
         LogisticRegression()._set(**{param: value})
 
 
+def test_setters_follow_pyspark_ml():
+    lr = LogisticRegression().setRegParam(0.5).setMaxIter(7).setFeaturesCol("f").setThreshold(0.2).setFamily("binomial")
+    assert (lr.getRegParam(), lr.getMaxIter(), lr.getFeaturesCol(), lr.getThreshold()) == (0.5, 7, "f", 0.2)
+    assert LinearRegression().setLoss("huber").setEpsilon(2.0).getEpsilon() == 2.0
+    with pytest.raises(InputError, match="regParam"):
+        lr.setRegParam(-0.1)
+
+
 def test_invalid_loss_params_rejected():
     with pytest.raises(InputError, match="loss"):
         LinearRegression(loss="absolute")

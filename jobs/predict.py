@@ -1,0 +1,84 @@
+"""Score a dataset with a model saved by jobs/train.py (or any sparkopt.ml Model.save) and write
+Parquet with the model's output columns.
+
+    python jobs/predict.py --model out/a9a/model --input data/a9a.t --output out/a9a-scores
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train import FORMATS, JobError, read_dataset, spark_session  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="directory of a saved sparkopt model (train.py's DIR/model)")
+    p.add_argument("--input", required=True, help="data to score: LIBSVM, Parquet or CSV")
+    p.add_argument("--format", choices=FORMATS, default=None, help="input format (inferred when omitted)")
+    p.add_argument("--label-col", default="label", help="label column kept in the output when present")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--features-col", default="features", help="vector features column (Parquet)")
+    group.add_argument("--feature-cols", default=None, help="comma-separated numeric columns (CSV / Parquet)")
+    p.add_argument("--output", required=True, help="Parquet output directory (replaced atomically)")
+    p.add_argument("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
+    return p.parse_args(argv)
+
+
+def model_class(model_dir: Path):
+    parts = sorted((model_dir / "metadata").glob("part-*"))
+    if not parts:
+        raise JobError(f"{model_dir} is not a saved model (no metadata/)")
+    name = json.loads(parts[0].read_text())["class"]
+    module, _, cls = name.rpartition(".")
+    if not module.startswith("sparkopt.ml"):
+        raise JobError(f"{model_dir} holds a {name}, not a sparkopt model")
+    return getattr(importlib.import_module(module), cls)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.weight_col, args.num_partitions = None, None
+    output = Path(args.output).resolve()
+    staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    spark = None
+    try:
+        model_dir = Path(args.model)
+        if not model_dir.is_dir():
+            raise JobError(f"model not found: {model_dir}")
+        if not os.path.exists(args.input):
+            raise JobError(f"input not found: {args.input}")
+        cls = model_class(model_dir)
+        spark = spark_session(args.master)
+        model = cls.load(str(model_dir))
+        binary = model._state["loss"] in ("logistic", "hinge", "squared_hinge")
+        df, features, _ = read_dataset(spark, args.input, args, model.numFeatures, binary)
+        model.setFeaturesCol(features)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        model.transform(df).write.parquet(str(staging))
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except Exception as err:   # one line, never a partial output
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"predict.py: error: {reason[:500]}", file=sys.stderr)
+        return 2
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if spark is not None:
+            spark.stop()
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Fit a sparkopt model on a dataset and write the model and its report.
+
+    spark-submit jobs/train.py --input data/a9a --model logistic --output out/a9a
+    python jobs/train.py --input data/a9a --model logistic --output out/a9a   # embedded local[*]
+
+Output DIR: model/ (loadable with the estimator's Model.load), metrics.json, history.csv and
+convergence.png. Everything is written under a temporary sibling directory and renamed into
+place at the end, so a failed run never leaves an output that looks complete.
+Exit status 0 on success; 2 with a one-line reason on stderr otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
+FORMATS = ("libsvm", "parquet", "csv")
+BINARY_MODELS = ("logistic", "svm")
+
+
+class JobError(Exception):
+    """A failure the user can fix; reported as one line."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", required=True, help="training data: a LIBSVM file, a Parquet directory or a CSV file")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="input format; inferred from the extension when omitted (.parquet, .csv, else libsvm)")
+    p.add_argument("--label-col", default="label", help="label column (CSV / Parquet)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--features-col", default="features", help="vector features column (Parquet)")
+    group.add_argument("--feature-cols", default=None,
+                       help="comma-separated numeric columns assembled into the features (CSV / Parquet)")
+    p.add_argument("--weight-col", default=None, help="optional sample weight column")
+    p.add_argument("--num-features", type=int, default=None,
+                   help="LIBSVM only: number of features (default: inferred from the data)")
+    p.add_argument("--model", choices=MODELS, default="logistic",
+                   help="logistic (binary), multinomial, linear (squared error), huber, svm (hinge), poisson")
+    p.add_argument("--solver", default="auto", help="auto, gd, sgd, lbfgs, owlqn, newton or newton-cg")
+    p.add_argument("--reg-param", type=float, default=0.0, help="regularization strength (MLlib's regParam)")
+    p.add_argument("--elastic-net-param", type=float, default=0.0, help="L1 share of the penalty, in [0, 1]")
+    p.add_argument("--max-iter", type=int, default=100, help="maximum iterations")
+    p.add_argument("--tol", type=float, default=1e-6, help="convergence tolerance")
+    p.add_argument("--standardization", action=argparse.BooleanOptionalAction, default=True,
+                   help="penalize coefficients on the standardized scale (MLlib's default)")
+    p.add_argument("--fit-intercept", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit an unpenalized intercept")
+    p.add_argument("--step-size", type=float, default=None, help="gd/sgd step size (gd line-searches when omitted)")
+    p.add_argument("--mini-batch-fraction", type=float, default=1.0, help="sgd: fraction of rows per iteration")
+    p.add_argument("--num-partitions", type=int, default=None, help="repartition the input first")
+    p.add_argument("--aggregation-depth", type=int, default=2, help="treeAggregate depth")
+    p.add_argument("--test-input", default=None, help="optional held-out set, same format as --input")
+    p.add_argument("--output", required=True, help="output directory (replaced atomically when it exists)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sgd sampling)")
+    p.add_argument("--master", default=None,
+                   help="Spark master; default: the one spark-submit set, else local[*]")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration log")
+    return p.parse_args(argv)
+
+
+def spark_session(master):
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("sparkopt-train")
+    if master:
+        builder = builder.master(master)
+    elif not SparkConf().contains("spark.master"):
+        builder = builder.master("local[*]")
+    spark = (builder.config("spark.sql.shuffle.partitions", "8")
+             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def infer_format(path: str, given) -> str:
+    if given:
+        return given
+    lower = path.lower().rstrip("/")
+    if lower.endswith(".parquet") or (os.path.isdir(path) and any(Path(path).glob("*.parquet"))):
+        return "parquet"
+    if lower.endswith(".csv") or lower.endswith(".csv.gz"):
+        return "csv"
+    return "libsvm"
+
+
+def read_dataset(spark, path, args, num_features=None, binary_labels=False):
+    """DataFrame with a vector column 'features', a double label, and the weight column if any.
+    With `binary_labels`, LIBSVM labels are mapped to 0/1 (positive -> 1)."""
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import functions as F
+
+    if not os.path.exists(path) and "://" not in path:
+        raise JobError(f"input not found: {path}")
+    if os.path.isfile(path) and not os.access(path, os.R_OK):
+        raise JobError(f"input not readable: {path}")
+    fmt = infer_format(path, args.format)
+    try:
+        if fmt == "libsvm":
+            reader = spark.read.format("libsvm")
+            if num_features:
+                reader = reader.option("numFeatures", int(num_features))
+            df = reader.load(path)
+            features, label = "features", "label"
+        else:
+            df = (spark.read.option("header", True).option("inferSchema", True).csv(path) if fmt == "csv"
+                  else spark.read.parquet(path))
+            label = args.label_col
+            if args.feature_cols:
+                cols = [c.strip() for c in args.feature_cols.split(",") if c.strip()]
+                missing = [c for c in cols if c not in df.columns]
+                if missing:
+                    raise JobError(f"feature columns {missing} not found in {path}; columns: {df.columns}")
+                df = VectorAssembler(inputCols=cols, outputCol="features", handleInvalid="error").transform(df)
+                features = "features"
+            else:
+                features = args.features_col
+    except JobError:
+        raise
+    except Exception as err:   # unreadable / malformed input: one line, not a JVM trace
+        raise JobError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0][:300]}") from None
+    for role, col in (("label", label), ("features", features), ("weight", args.weight_col)):
+        if col and col not in df.columns:
+            raise JobError(f"{role} column {col!r} not found in {path}; columns: {df.columns}")
+    if fmt == "libsvm" and binary_labels and label in df.columns:
+        # LIBSVM binary sets often use -1/+1; sparkopt's binary models take 0/1 (as MLlib)
+        df = df.withColumn(label, F.when(F.col(label) > 0, 1.0).otherwise(0.0))
+    if args.num_partitions:
+        df = df.repartition(args.num_partitions)
+    return df, features, label
+
+
+def make_estimator(args, features, label):
+    from sparkopt.ml import LinearRegression, LinearSVC, LogisticRegression, PoissonRegression
+
+    common = dict(featuresCol=features, labelCol=label, maxIter=args.max_iter, tol=args.tol,
+                  regParam=args.reg_param, elasticNetParam=args.elastic_net_param,
+                  fitIntercept=args.fit_intercept, standardization=args.standardization,
+                  aggregationDepth=args.aggregation_depth, solver=args.solver, seed=args.seed,
+                  miniBatchFraction=args.mini_batch_fraction)
+    if args.step_size is not None:
+        common["stepSize"] = args.step_size
+    if args.weight_col:
+        common["weightCol"] = args.weight_col
+    if args.model == "logistic":
+        return LogisticRegression(family="binomial", **common)
+    if args.model == "multinomial":
+        return LogisticRegression(family="multinomial", **common)
+    if args.model == "linear":
+        return LinearRegression(loss="squaredError", **common)
+    if args.model == "huber":
+        return LinearRegression(loss="huber", **common)
+    if args.model == "svm":
+        return LinearSVC(**common)
+    return PoissonRegression(**common)
+
+
+def evaluate(model, df, args, label) -> dict:
+    from pyspark.ml.evaluation import (BinaryClassificationEvaluator, MulticlassClassificationEvaluator,
+                                       RegressionEvaluator)
+
+    pred = model.transform(df).cache()
+    try:
+        if args.model in BINARY_MODELS:
+            return {"auc": BinaryClassificationEvaluator(labelCol=label, metricName="areaUnderROC").evaluate(pred),
+                    "accuracy": MulticlassClassificationEvaluator(labelCol=label, metricName="accuracy").evaluate(pred)}
+        if args.model == "multinomial":
+            return {"accuracy": MulticlassClassificationEvaluator(labelCol=label, metricName="accuracy").evaluate(pred)}
+        return {"rmse": RegressionEvaluator(labelCol=label, metricName="rmse").evaluate(pred),
+                "r2": RegressionEvaluator(labelCol=label, metricName="r2").evaluate(pred)}
+    finally:
+        pred.unpersist()
+
+
+def write_history(history, path: Path) -> None:
+    keys = ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(keys)
+        for row in history:
+            writer.writerow([row.get(k) for k in keys])
+
+
+def plot_convergence(history, path: Path) -> bool:
+    """Objective gap (to the best value reached) and gradient norm against iteration and seconds."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.getLogger("sparkopt").warning("matplotlib is not installed: convergence.png skipped")
+        return False
+    import numpy as np
+
+    f = np.array([r["objective"] for r in history], dtype=float)
+    g = np.array([r["grad_norm"] for r in history], dtype=float)
+    it = np.array([r["iteration"] for r in history])
+    sec = np.array([r["seconds"] for r in history])
+    best = np.nanmin(f)
+    gap = (f - best) / max(abs(best), 1e-300)
+    gap = np.where(gap > 0, gap, np.nan)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, x, label in ((axes[0], it, "iteration"), (axes[1], sec, "seconds")):
+        ax.semilogy(x, gap, "o-", label="relative objective gap")
+        ax.semilogy(x, g, "s--", label="gradient norm")
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("sparkopt convergence")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def run(args) -> dict:
+    output = Path(args.output).resolve()
+    parent = output.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JobError(f"cannot create output directory {parent}: {err.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise JobError(f"output directory {parent} is not writable")
+    staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    for path in filter(None, (args.input, args.test_input)):
+        if "://" not in path and not os.path.exists(path):
+            raise JobError(f"input not found: {path}")
+    spark = spark_session(args.master)
+    if not args.quiet:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("sparkopt")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        binary = args.model in BINARY_MODELS
+        df, features, label = read_dataset(spark, args.input, args, args.num_features, binary)
+        estimator = make_estimator(args, features, label)
+        started = time.perf_counter()
+        model = estimator.fit(df)
+        fit_seconds = time.perf_counter() - started
+        summary = model.summary
+        staging.mkdir()
+        model.write().overwrite().save(str(staging / "model"))
+        metrics = {
+            "objective": summary.objective, "iterations": summary.totalIterations,
+            "passes": summary.totalPasses, "fit_seconds": fit_seconds, "ingest_seconds": summary.ingestSeconds,
+            "converged": summary.converged, "status": summary.status, "message": summary.message,
+            "solver": summary.solver, "num_rows": model._fit.params["num_rows"], "num_features": model.numFeatures,
+            "model": args.model, "input": args.input, "reg_param": args.reg_param,
+            "elastic_net_param": args.elastic_net_param,
+        }
+        if args.model == "multinomial":
+            metrics["coefficient_matrix"] = model.coefficientMatrix.toArray().tolist()
+            metrics["intercept_vector"] = model.interceptVector.toArray().tolist()
+        else:
+            metrics["coefficients"] = model.coefficients.toArray().tolist()
+            metrics["intercept"] = model.intercept
+        if args.model == "huber":
+            metrics["scale"] = model.scale
+        metrics["train"] = evaluate(model, df, args, label)
+        if args.test_input:
+            test_df, _, _ = read_dataset(spark, args.test_input, args, model.numFeatures, binary)
+            metrics["test"] = evaluate(model, test_df, args, label)
+        history = model._fit.result.history
+        write_history(history, staging / "history.csv")
+        plot_convergence(history, staging / "convergence.png")
+        with open(staging / "metrics.json", "w") as fh:
+            json.dump(metrics, fh, indent=2)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+        return metrics
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        from sparkopt.ml import clear_cache
+        clear_cache()
+        spark.stop()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        metrics = run(args)
+    except JobError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:   # sparkopt InputError and friends: the message names the problem
+        from sparkopt.errors import InputError
+
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "error" if isinstance(err, InputError) else f"error ({type(err).__name__})"
+        print(f"train.py: {kind}: {reason[:500]}", file=sys.stderr)
+        return 2
+    print(f"objective {metrics['objective']:.12g}  iterations {metrics['iterations']}  passes {metrics['passes']:g}  "
+          f"solver {metrics['solver']}  converged {metrics['converged']}  fit {metrics['fit_seconds']:.2f}s")
+    print(f"wrote {Path(args.output).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""jobs/train.py and jobs/predict.py as a user runs them (subprocesses with an embedded Spark)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from sparkopt.ml import LogisticRegression, LogisticRegressionModel
+
+pytestmark = pytest.mark.spark
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_job(script, *args, timeout=300):
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / script), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "a9a"
+    proc = run_job("train.py", "--input", ROOT / "data" / "a9a", "--test-input", ROOT / "data" / "a9a.t",
+                   "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4", "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_train_writes_every_output(spark, trained):
+    out, proc = trained
+    assert "iter    1" in proc.stdout and "objective" in proc.stdout          # per-iteration log
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("objective", "iterations", "passes", "fit_seconds", "converged", "status", "message", "solver",
+                "num_rows", "num_features", "coefficients", "intercept"):
+        assert key in metrics, key
+    assert metrics["converged"] and metrics["solver"] == "newton" and metrics["num_rows"] == 32561
+    assert 0.89 < metrics["train"]["auc"] < 0.92 and 0.89 < metrics["test"]["auc"] < 0.92
+    assert 0.8 < metrics["test"]["accuracy"] < 0.9
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert len(rows) == metrics["iterations"] + 1
+    assert float(rows[-1]["objective"]) == pytest.approx(metrics["objective"], rel=1e-14)
+    assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
+    model = LogisticRegressionModel.load(str(out / "model"))
+    np.testing.assert_array_equal(model.coefficients.toArray(), metrics["coefficients"])
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]          # no staging left
+
+
+def test_train_objective_matches_estimator_api(spark, trained):
+    out, _ = trained
+    df = (spark.read.format("libsvm").load(str(ROOT / "data" / "a9a"))
+          .withColumn("label", F.when(F.col("label") > 0, 1.0).otherwise(0.0)))
+    model = LogisticRegression(regParam=1e-4, solver="newton").fit(df)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["objective"] == pytest.approx(model.summary.objective, rel=1e-12)
+
+
+def test_predict_scores_with_saved_model(trained, tmp_path, spark):
+    out, _ = trained
+    proc = run_job("predict.py", "--model", out / "model", "--input", ROOT / "data" / "a9a.t",
+                   "--output", tmp_path / "scores")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = spark.read.parquet(str(tmp_path / "scores"))
+    assert {"rawPrediction", "probability", "prediction", "label"} <= set(scores.columns)
+    assert scores.count() == 16281
+    assert scores.filter("label not in (0.0, 1.0)").count() == 0
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--input", "nowhere/a9a", "--output", "{tmp}/o"], "input not found"),
+    (["--input", "data/a9a", "--model", "tree", "--output", "{tmp}/o"], "invalid choice"),
+    (["--input", "{tmp}/garbage.txt", "--output", "{tmp}/o"], "cannot read"),
+    (["--input", "{tmp}/table.csv", "--feature-cols", "a,b", "--label-col", "y", "--output", "{tmp}/o"],
+     "label column 'y' not found"),
+    (["--input", "data/a9a", "--output", "{tmp}/afile/o"], "cannot create output directory"),
+    (["--input", "data/a9a", "--reg-param", "-1", "--output", "{tmp}/o"], "regParam"),
+])
+def test_bad_invocations_fail_cleanly(tmp_path, args, reason):
+    (tmp_path / "garbage.txt").write_bytes(b"\x00\x01 this is not libsvm\nnor this: 1:x:y\n")
+    (tmp_path / "table.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    (tmp_path / "afile").write_text("a file, not a directory")
+    proc = run_job("train.py", *[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert reason in last, proc.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
