@@ -69,10 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def spark_session(master):
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # connect to the JVM first: only then does SparkConf see what spark-submit set (--master)
+    SparkContext._ensure_initialized()
     builder = SparkSession.builder.appName("sparkopt-train")
     if master:
         builder = builder.master(master)
