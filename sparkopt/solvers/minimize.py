@@ -113,7 +113,8 @@ def minimize(
     start = time.perf_counter()
     passes0 = objective.passes
     evaluations0 = getattr(objective, "evaluations", 0)
-    state = solver.init(objective, x0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        state = solver.init(objective, x0)
     scale = max(1.0, abs(state.f)) if np.isfinite(state.f) else 1.0
     history: list[dict] = []
 
@@ -151,17 +152,23 @@ def minimize(
             status = Status.MAX_PASSES
             break
         state.info = {}
-        state = solver.step(objective, state)
+        x_before = state.x
+        # overflow on the way to divergence is detected below and reported in the status
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            state = solver.step(objective, state)
         if state.stop is not None:
             status = state.stop
             break
         state.iteration += 1
         row = record(state.info)
-        if not _finite(state.x, state.g) or (solver.exact_objective and not np.isfinite(state.f)):
+        if not _finite(state.x, state.g, state.f):
             status = Status.DIVERGED
             break
-        if not solver.exact_objective or state.f <= best_f:
+        if solver.exact_objective and state.f <= best_f:
             best_x, best_f, best_g = state.x.copy(), state.f, state.g
+        elif not solver.exact_objective and np.isfinite(state.f) and state.f <= best_f:
+            # a sampled solver estimates F at the iterate it started the step from
+            best_x, best_f, best_g = x_before.copy(), state.f, None
         if callback is not None:
             try:
                 stop = callback(dict(row, x=state.x.copy()))
@@ -171,10 +178,14 @@ def minimize(
                 status = Status.CALLBACK_STOP
                 break
 
-    x, fun, g = best_x, float(best_f), best_g
-    if not solver.exact_objective or g is None:
+    if solver.exact_objective or status == Status.DIVERGED:
+        x, fun, g = best_x, float(best_f), best_g
+    else:
+        x, g = state.x, None              # a sampled solver's answer is its last iterate
+    if g is None:
         # sampled solvers only estimated F along the way: one exact pass at the end
-        fun, g = objective.loss_grad(x)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            fun, g = objective.loss_grad(x)
         fun += l1_value(objective, x)
         if not _finite(fun, g):
             status = Status.DIVERGED

@@ -1,0 +1,44 @@
+"""Divergence and extreme data: never NaN/inf coefficients; the result and a warning say what happened."""
+import numpy as np
+import pytest
+
+from sparkopt.engine import LocalEngine
+from sparkopt.fit import fit_linear_model
+from sparkopt.solvers import ConvergenceWarning, Status
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(200, 3))
+
+
+def test_diverging_sgd_returns_best_finite_iterate():
+    engine = LocalEngine.from_arrays(X, (X[:, 0] > 0).astype(float), num_partitions=2)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        fit = fit_linear_model(engine, "logistic", reg_param=0.1, solver="sgd", max_iter=50,
+                               solver_options=dict(step_size=1e6, schedule="constant"))
+    assert fit.result.status == Status.DIVERGED
+    assert np.all(np.isfinite(fit.coef_vector)) and np.isfinite(fit.objective)
+    start = fit_linear_model(engine, "logistic", reg_param=0.1, max_iter=0).objective
+    assert fit.objective <= start + 1e-12
+
+
+def test_diverging_fixed_step_gd_returns_best_finite_iterate():
+    y = X @ [1.0, 2.0, 3.0] + 0.5
+    engine = LocalEngine.from_arrays(X, y)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        fit = fit_linear_model(engine, "squared_error", reg_param=0.1, solver="gd", max_iter=50,
+                               solver_options=dict(step_size=1e3))
+    assert fit.result.status == Status.DIVERGED and np.all(np.isfinite(fit.coef_vector))
+
+
+def test_poisson_with_huge_counts_stays_finite():
+    y = np.round(np.exp(X @ [3.0, 2.0, 1.0] + 15))
+    fit = fit_linear_model(LocalEngine.from_arrays(X, y, num_partitions=2), "poisson", max_iter=100)
+    assert fit.converged and np.all(np.isfinite(fit.coef_vector))
+    np.testing.assert_allclose(fit.coefficients, [3.0, 2.0, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["auto", "lbfgs", "newton-cg"])
+def test_separable_data_without_regularization_gives_finite_coefficients(solver):
+    engine = LocalEngine.from_arrays(X, (X[:, 0] > 0).astype(float))
+    fit = fit_linear_model(engine, "logistic", solver=solver, max_iter=200)
+    assert np.all(np.isfinite(fit.coef_vector)) and 0 <= fit.objective < 1e-3
