@@ -25,7 +25,7 @@ def test_diverging_fixed_step_gd_returns_best_finite_iterate():
     y = X @ [1.0, 2.0, 3.0] + 0.5
     engine = LocalEngine.from_arrays(X, y)
     with pytest.warns(ConvergenceWarning, match="diverged"):
-        fit = fit_linear_model(engine, "squared_error", reg_param=0.1, solver="gd", max_iter=50,
+        fit = fit_linear_model(engine, "squared_error", reg_param=0.1, solver="gd", max_iter=500,
                                solver_options=dict(step_size=1e3))
     assert fit.result.status == Status.DIVERGED and np.all(np.isfinite(fit.coef_vector))
 
