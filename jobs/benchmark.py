@@ -8,7 +8,9 @@
 Everything runs in ONE process and ONE SparkSession (local[2] unless --master or spark-submit sets
 one); every system of a case fits the SAME cached DataFrame. Per system: one untimed warm-up fit
 (JVM / Python-worker warm-up; its driver memory is what ``peak_mem_mb`` reports), then ``--repeats``
-timed fits whose median is reported.
+timed fits whose median is reported. --quick warms up once per library and case (the later rows of
+a library reuse its warm JVM code and Python workers; their peak_mem_mb is then n/a). The repeated-
+fit experiments (path, cv) run once each.
 
 What each figure means
 ----------------------
@@ -36,8 +38,10 @@ What each figure means
 * ``time_vs_mllib``: fit_s / fit_s of the mllib-tight row of the same case.
 * Ratios: per-pass = one sparkopt loss+gradient pass (``LinearModelObjective.loss_grad`` ->
   ``TreeEngine.map_sum``) / the same loss and gradient in single-process numpy on the same arrays
-  in the driver (BLAS threads = cores); ingest = ``sparkopt.engine.ingest`` / a bare ``mapInArrow``
-  over the same columns that only counts rows.
+  in the driver (BLAS threads = cores); ``noop_pass_s`` is a map_sum whose block function returns
+  0 (the cost of a pass itself: job, broadcast, reading the cached blocks into Python); ingest =
+  ``sparkopt.engine.ingest`` / a bare ``mapInArrow`` over the same columns that only counts rows.
+  Full runs measure them on every single-fit case; --quick on a 1e5 x 100 dense synthetic set.
 
 Rows: ``sparkopt`` (solver auto, and each other relevant solver at its defaults: tol 1e-6, maxIter
 100); ``mllib-tight`` (tol 1e-10, maxIter 1000: meant to reach a 1e-6 gap) and ``mllib-default``
@@ -250,7 +254,7 @@ CASES = (
          driver_copy=False, note="too big for the driver copy: scored on a TreeEngine, no scikit-learn"),
     Case("a9a-path", "logistic", A9A, 0.0, kind="path", note="regParam 1e-1 .. 1e-5, 10 values"),
     Case("a9a-cv", "logistic", A9A, 0.0, kind="cv", note="3 folds x regParam 1e-1 .. 1e-4"),
-    Case("synthetic-ratios", "logistic", Synthetic(200_000, 100, persist=False), 1e-3, kind="ratios", quick=True,
+    Case("synthetic-ratios", "logistic", Synthetic(100_000, 100, persist=False), 1e-3, kind="ratios", quick=True,
          full=False, note="generated in memory by jobs/generate.py"),
 )
 
@@ -359,15 +363,14 @@ class DriverData:
 
     @classmethod
     def collect(cls, df) -> "DriverData":
-        """Through sparkopt's own ingest (so the rows are exactly the blocks sparkopt fits), streamed
-        to the driver one partition at a time."""
+        """Through sparkopt's own ingest, so the rows are exactly the blocks sparkopt fits."""
         import scipy.sparse as sp
 
         from sparkopt.engine import LocalEngine, ingest
 
         rdd, stats = ingest(df)
         try:
-            blocks = list(rdd.toLocalIterator())
+            blocks = rdd.collect()
         finally:
             rdd.unpersist()
         sparse = any(b.is_sparse for b in blocks)
@@ -411,8 +414,9 @@ class Scorer:
                                      standardization=self.standardization))
 
     def reference(self, reg_param: float) -> dict:
-        """High-precision optimum: exact Newton to tol 1e-12 (it may stop a little short of that,
-        at the attainable precision; the status says so)."""
+        """High-precision optimum: exact Newton to tol 1e-12. Below the attainable precision of the
+        gradient Newton would keep taking null steps until maxIter, so it is also stopped once F has
+        not moved by more than 1e-15 relative for two iterations (status CALLBACK_STOP)."""
         from sparkopt.fit import fit_linear_model
 
         started = now()
@@ -420,10 +424,24 @@ class Scorer:
             warnings.simplefilter("ignore")
             fit = fit_linear_model(self.engine, LOSS[self.task], reg_param=reg_param,
                                    standardization=self.standardization, solver="newton", tol=REFERENCE_TOL,
-                                   max_iter=500)
+                                   max_iter=200, callback=stall_stopper())
         return {"objective": self.value(fit.coefficients, fit.intercept, reg_param), "iterations": fit.result.nit,
                 "status": fit.result.status.name, "grad_norm": fit.result.grad_norm, "seconds": now() - started,
                 "engine": type(self.engine).__name__}
+
+
+def stall_stopper(rel: float = 1e-15, patience: int = 2) -> Callable[[dict], bool]:
+    """A minimize() callback that stops once F changed by <= rel (relative) ``patience`` times running."""
+    state = {"previous": None, "still": 0}
+
+    def callback(record: dict) -> bool:
+        f, previous = record["objective"], state["previous"]
+        still = previous is not None and abs(previous - f) <= rel * max(abs(f), 1e-300)
+        state["still"] = state["still"] + 1 if still else 0
+        state["previous"] = f
+        return state["still"] >= patience
+
+    return callback
 
 
 def relative_gap(value: Optional[float], best: float) -> Optional[float]:
@@ -544,11 +562,11 @@ class MLlibRunner:
         if self.task == "poisson":
             return Described(coef, intercept, summary.numIterations, None, "irls")
         history = list(summary.objectiveHistory)
-        solver = self.estimator.getOrDefault("solver")
-        if self.task == "linear" and len(history) <= 1:
-            solver = "normal" if solver == "auto" else solver
-        elif self.task != "linear":
-            solver = "l-bfgs"
+        solver = "l-bfgs"                   # LogisticRegression under L2 (OWL-QN only with L1)
+        if self.task == "linear":           # auto: normal equations for d <= 4096, else l-bfgs
+            solver = self.estimator.getOrDefault("solver")
+            if solver == "auto":
+                solver = "normal" if len(history) <= 1 else "l-bfgs"
         curve = []
         if len(history) >= 2:    # spread over the fit: MLlib does not time its iterations
             last = len(history) - 1
@@ -636,7 +654,7 @@ class Row:
     ingest_s_all: Optional[list]
     iterations: Optional[int]
     passes: Optional[float]
-    peak_mem_mb: float
+    peak_mem_mb: Optional[float]
     status: str = ""
     objective: Optional[float] = None
     rel_gap: Optional[float] = None
@@ -654,16 +672,19 @@ def median_or_none(values: list) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
-def measure(case: Case, runner: Any, repeats: int) -> Row:
-    """Warm-up fit (untimed, traced for memory), then ``repeats`` timed fits."""
+def measure(case: Case, runner: Any, repeats: int, warm_up: bool = True) -> Row:
+    """Warm-up fit (untimed, traced for memory), then ``repeats`` timed fits. Without the warm-up
+    (--quick, for a library already warmed up by an earlier row) peak memory is not measured."""
+    peak = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tracemalloc.start()
-        try:
-            runner.fit()
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        if warm_up:
+            tracemalloc.start()
+            try:
+                runner.fit()
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+            finally:
+                tracemalloc.stop()
         outcomes = [runner.fit() for _ in range(repeats)]
     described = runner.describe(outcomes[-1])
     solver = described.solver
@@ -675,7 +696,7 @@ def measure(case: Case, runner: Any, repeats: int) -> Row:
               warm_fit_s_all=[o.warm_seconds for o in outcomes] if outcomes[0].warm_seconds is not None else None,
               ingest_s=median_or_none([o.ingest_seconds for o in outcomes]),
               ingest_s_all=[o.ingest_seconds for o in outcomes] if outcomes[0].ingest_seconds is not None else None,
-              iterations=described.iterations, passes=described.passes, peak_mem_mb=peak / 2**20,
+              iterations=described.iterations, passes=described.passes, peak_mem_mb=peak,
               status=described.status, described=described)
     log(f"{case.name}: {row.system} {row.solver}: fit {row.fit_s:.2f}s"
         + (f" (warm {row.warm_fit_s:.2f}s, ingest {row.ingest_s:.2f}s)" if row.warm_fit_s is not None else "")
@@ -731,6 +752,11 @@ def _count_rows(batches):
     for batch in batches:
         rows += batch.num_rows
     yield pa.RecordBatch.from_arrays([pa.array([rows], type=pa.int64())], names=["rows"])
+
+
+def _noop_block(block, payload) -> float:
+    """A block function that computes nothing (isolates the cost of a pass itself)."""
+    return 0.0
 
 
 def bare_arrow_pass(df) -> int:
@@ -798,20 +824,23 @@ def measure_ratios(case: Case, df, data: Optional[DriverData], repeats: int) -> 
                                     standardization=case.standardization)[0]
         z = np.full(objective.n_params, 0.01)
         objective.loss_grad(z)                                    # warm-up
-        tree = timed(lambda: objective.loss_grad(z), repeats + 2)
+        tree = timed(lambda: objective.loss_grad(z), repeats)
+        # the same pass with nothing computed: what reading the cached blocks and running a job costs
+        noop = timed(lambda: engine.map_sum(_noop_block, None), repeats)
         coef = objective.coordinates.to_coef(z)
     finally:
         engine.unpersist()
     out = {"case": case.name, "n": int(stats.n_rows), "d": int(stats.n_features), "nnz": int(stats.nnz),
            "sparse": bool(stats.is_sparse), "ingest_s": statistics.median(ingest_times), "ingest_s_all": ingest_times,
            "bare_arrow_s": statistics.median(bare), "bare_arrow_s_all": bare,
-           "pass_s": statistics.median(tree), "pass_s_all": tree, "numpy_pass_s": None, "numpy_pass_s_all": None,
+           "pass_s": statistics.median(tree), "pass_s_all": tree, "noop_pass_s": statistics.median(noop),
+           "noop_pass_s_all": noop, "numpy_pass_s": None, "numpy_pass_s_all": None,
            "numpy_threads": DRIVER_THREADS}
     out["ingest_ratio"] = out["ingest_s"] / out["bare_arrow_s"]
     if data is not None:
         with threadpool_limits(limits=DRIVER_THREADS):
             numpy_loss_grad(case.task, data.X, data.y, coef)
-            local = timed(lambda: numpy_loss_grad(case.task, data.X, data.y, coef), repeats + 2)
+            local = timed(lambda: numpy_loss_grad(case.task, data.X, data.y, coef), repeats)
         out.update(numpy_pass_s=statistics.median(local), numpy_pass_s_all=local)
     out["pass_ratio"] = out["pass_s"] / out["numpy_pass_s"] if out["numpy_pass_s"] else None
     log(f"{case.name}: ingest {out['ingest_s']:.2f}s vs bare Arrow {out['bare_arrow_s']:.2f}s; pass {out['pass_s']:.3f}s"
@@ -861,24 +890,39 @@ def reference_scorer(case: Case, df, data: Optional[DriverData]) -> tuple[Scorer
     return Scorer(engine, case.task, case.standardization), engine.unpersist
 
 
+def load_case_data(spark, case: Case, cfg: Config) -> tuple[Any, Optional[DriverData]]:
+    """The cached DataFrame and (when the case allows) the driver's copy of the same rows."""
+    started = now()
+    df = load_cached(spark, case, cfg)
+    loaded = now()
+    data = DriverData.collect(df) if case.driver_copy else None
+    log(f"{case.name}: loaded and cached in {loaded - started:.1f}s"
+        + (f", driver copy in {now() - loaded:.1f}s" if data is not None else ""))
+    return df, data
+
+
 def run_single(spark, case: Case, cfg: Config, result: CaseResult) -> None:
     from sparkopt.ml import clear_cache
 
-    df = load_cached(spark, case, cfg)
+    df, data = load_case_data(spark, case, cfg)
     try:
-        data = DriverData.collect(df) if case.driver_copy else None
         rows: list[Row] = []
         for runner in systems_for(case, cfg, df, data):
             if runner.system == "sparkopt" and any(r.system == "sparkopt" and r.described.solver == runner.solver
                                                    for r in rows):
                 log(f"{case.name}: sparkopt {runner.solver}: same solver as auto, skipped")
                 continue
-            rows.append(measure(case, runner, cfg.repeats))
+            # --quick: one warm-up per library (JVM code paths and Python workers are shared)
+            library = runner.system.split("-")[0]
+            warm_up = not cfg.quick or not any(r.system.split("-")[0] == library for r in rows)
+            rows.append(measure(case, runner, cfg.repeats, warm_up=warm_up))
         clear_cache()
         # Scored after the timings, so a big case never holds the scoring copy while it is timed
         scorer, release = reference_scorer(case, df, data)
         try:
             result.reference = scorer.reference(case.reg_param)
+            log(f"{case.name}: reference F* = {result.reference['objective']:.12g} ({result.reference['status']}, "
+                f"{result.reference['seconds']:.1f}s on a {result.reference['engine']})")
             score_rows(rows, scorer, case.reg_param, result.reference)
             stats = scorer.engine.stats
             result.n, result.d = int(stats.n_rows), int(stats.n_features)
@@ -896,9 +940,8 @@ def run_single(spark, case: Case, cfg: Config, result: CaseResult) -> None:
 
 
 def run_ratios(spark, case: Case, cfg: Config, result: CaseResult) -> None:
-    df = load_cached(spark, case, cfg)
+    df, data = load_case_data(spark, case, cfg)
     try:
-        data = DriverData.collect(df) if case.driver_copy else None
         result.ratios = measure_ratios(case, df, data, cfg.repeats)
         result.n, result.d = result.ratios["n"], result.ratios["d"]
     finally:
@@ -1214,10 +1257,11 @@ def repeated_table(results: list[CaseResult]) -> str:
 def ratios_table(results: list[CaseResult]) -> str:
     rows = [(x["case"], x["n"], x["d"], "sparse" if x["sparse"] else "dense", _fmt(x["ingest_s"], ".2f"),
              _fmt(x["bare_arrow_s"], ".2f"), _fmt(x["ingest_ratio"], ".2f"), _fmt(x["pass_s"], ".4f"),
-             _fmt(x["numpy_pass_s"], ".4f"), _fmt(x["pass_ratio"], ".2f"), x["numpy_threads"])
+             _fmt(x["noop_pass_s"], ".4f"), _fmt(x["numpy_pass_s"], ".4f"), _fmt(x["pass_ratio"], ".2f"),
+             x["numpy_threads"])
             for x in (r.ratios for r in results if r.ratios)]
     return markdown_table(("case", "n", "d", "storage", "ingest_s", "bare_arrow_s", "ingest_ratio", "pass_s",
-                           "numpy_pass_s", "pass_ratio", "numpy_threads"), rows)
+                           "noop_pass_s", "numpy_pass_s", "pass_ratio", "numpy_threads"), rows)
 
 
 def scaling_table(results: list[CaseResult]) -> str:
@@ -1228,6 +1272,16 @@ def scaling_table(results: list[CaseResult]) -> str:
         times = dict(s["points"])
         rows.append((name, *[_fmt(times.get(n), ".2f") for n in sizes], _fmt(s["slope"], ".2f")))
     return markdown_table(("system", *[f"n={n:g} fit_s" for n in sizes], "log-log slope"), rows)
+
+
+def reference_table(results: list[CaseResult]) -> str:
+    """How each single case's F* was obtained, and how far scikit-learn's tight fit is from it."""
+    rows = [(r.name, _fmt(r.reference.get("objective"), ".12g"), r.reference.get("status", "n/a"),
+             _fmt(r.reference.get("iterations"), "d"), r.reference.get("engine", "n/a"),
+             _fmt(r.reference.get("sklearn_tight_vs_reference"), ".1e"), _fmt(r.reference.get("beaten_by"), ".1e"))
+            for r in results if r.kind == "single" and r.reference]
+    return markdown_table(("case", "reference F*", "status", "newton iterations", "engine",
+                           "sklearn-tight vs F*", "F* above best system"), rows)
 
 
 def targets_table(found: list[Target]) -> str:
@@ -1244,7 +1298,8 @@ def report(results: list[CaseResult], found: list[Target], cfg: Config, seconds:
              "(JVM excluded). mllib-tight: tol 1e-10, maxIter 1000; mllib-default / sklearn-default: library "
              "defaults.", ""]
     if any(r.rows for r in results):
-        parts += ["## Single fits", "", main_table(results), ""]
+        parts += ["## Single fits", "", main_table(results), "", "### References (exact Newton, tol 1e-12)", "",
+                  reference_table(results), ""]
     if any(r.repeated for r in results):
         parts += ["## Repeated fits", "", repeated_table(results), ""]
     if any(r.ratios for r in results):

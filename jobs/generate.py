@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -357,10 +357,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     spark = None
     try:
-        spark = spark_session(args.master)
-        parts = args.num_partitions or spark.sparkContext.defaultParallelism
         spec = Spec(n=args.n, d=args.d, density=args.density, task=args.task, classes=args.classes,
-                    seed=args.seed, num_partitions=parts, noise=args.noise)
+                    seed=args.seed, num_partitions=args.num_partitions or 1, noise=args.noise)
+        check_spec(spec)                      # bad arguments fail before a JVM starts
+        spark = spark_session(args.master)
+        if args.num_partitions is None:
+            spec = replace(spec, num_partitions=spark.sparkContext.defaultParallelism)
         target = write_dataset(spark, spec, args.output, overwrite=args.overwrite)
     except JobError as err:
         print(f"generate.py: error: {err}", file=sys.stderr)
