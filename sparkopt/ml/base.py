@@ -182,11 +182,12 @@ class _EngineCache:
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth) -> tuple[TreeEngine, float]:
         key = self._key(df, features_col, label_col, weight_col, num_partitions)
         with self._lock:
+            for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
+                self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
             hit = self._entries.get(key)
-            if hit is not None and hit[0]() is not None and hit[0]().sameSemantics(df):
+            if hit is not None and hit[0]().sameSemantics(df):
                 self._entries.move_to_end(key)
                 engine = hit[1]
-                engine.reset_counters()
                 return TreeEngine(engine.rdd, engine.stats, depth), 0.0
         start = time.perf_counter()
         rdd, stats = ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions)
