@@ -104,6 +104,9 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
                           "repartition the input into this many partitions before ingest (None keeps them)",
                           typeConverter=TypeConverters.toInt)
     initialModel = Param(Params._dummy(), "initialModel", "a fitted model of the same kind to warm-start from")
+    verbose = Param(Params._dummy(), "verbose",
+                    "show per-iteration progress: a live line in a notebook, else a line on stderr",
+                    typeConverter=TypeConverters.toBoolean)
 
     _extra_validators: dict = {}
 
@@ -111,7 +114,7 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
         super().__init__(*args)
         self._setDefault(maxIter=100, tol=1e-6, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
-                         miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0)
+                         miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False)
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -156,7 +159,40 @@ def add_setters(cls, *names):
 
 add_setters(_SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
-            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel")
+            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose")
+
+
+class Progress:
+    """Per-iteration progress for `verbose=True`: one live-updated line in a Jupyter notebook
+    (IPython's display handle), a carriage-return line on stderr elsewhere."""
+
+    def __init__(self, max_iter: int, stream=None):
+        self.max_iter = max_iter
+        self.stream = stream
+        self._handle = None
+        if stream is None:
+            try:
+                from IPython import get_ipython
+                from IPython.display import display
+
+                shell = get_ipython()
+                if shell is not None and getattr(shell, "kernel", None) is not None:
+                    self._handle = display("sparkopt: starting", display_id=True)
+            except ImportError:
+                pass
+
+    def __call__(self, row: dict) -> None:
+        text = (f"sparkopt: iter {row['iteration']}/{self.max_iter}  objective {row['objective']:.10g}  "
+                f"grad {row['grad_norm']:.2e}  passes {row['passes']:g}  {row['seconds']:.1f}s")
+        if self._handle is not None:
+            self._handle.update(text)
+        else:
+            import sys
+
+            stream = self.stream or sys.stderr
+            stream.write("\r" + text)
+            stream.flush()
+        return None
 
 
 # ------------------------------------------------------------------------------------ ingest cache
@@ -244,7 +280,9 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
             engine, loss, reg_param=self.getRegParam(), elastic_net_param=self.getElasticNetParam(),
             fit_intercept=self.getFitIntercept(), standardization=self.getStandardization(),
             solver=self.getSolver(), max_iter=self.getMaxIter(), tol=self.getTol(), initial_coef=initial,
-            solver_options=options, label_col=self.getLabelCol(), **self._loss_options())
+            solver_options=options, label_col=self.getLabelCol(),
+            callback=Progress(self.getMaxIter()) if self.getOrDefault(self.verbose) else None,
+            **self._loss_options())
         fit.params.update(fit_seconds=time.perf_counter() - started, ingest_seconds=ingest_seconds,
                           num_rows=engine.stats.n_rows)
         fit.params["fit_intercept"] = self.getFitIntercept()

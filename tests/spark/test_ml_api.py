@@ -164,6 +164,14 @@ def test_summary_fields(binary, regression):
     assert reg.rootMeanSquaredError > 0 and 0 < reg.r2 < 1
 
 
+def test_verbose_shows_progress(binary, capsys):
+    LogisticRegression(regParam=0.01, verbose=True).fit(binary)
+    err = capsys.readouterr().err
+    assert "sparkopt: iter 1/100" in err and "objective" in err
+    LogisticRegression(regParam=0.01).fit(binary)
+    assert "sparkopt: iter" not in capsys.readouterr().err          # quiet by default
+
+
 def test_initial_model_warm_start(binary):
     first = LogisticRegression(regParam=0.01, tol=1e-10).fit(binary)
     again = LogisticRegression(regParam=0.01, tol=1e-10, initialModel=first).fit(binary)
