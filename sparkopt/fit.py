@@ -190,9 +190,16 @@ def fit_linear_model(
         method = choose_solver(objective, solver)
     except ValueError as err:
         raise InputError(str(err)) from None
+    gradient_scale = None
     if initial_coef is None:
         coef0 = _initial_coef(block_objective, engine.stats, loss, fit_intercept)
     else:
+        # converge relative to the cold start's gradient, not the (small) warm one: one pass
+        cold = objective.coordinates.from_coef(_initial_coef(block_objective, engine.stats, loss, fit_intercept))
+        with np.errstate(over="ignore", invalid="ignore"):
+            _, g_cold = objective.loss_grad(cold)
+        from .solvers.state import optimality_norm
+        gradient_scale = optimality_norm(objective, cold, g_cold)
         coef0 = np.asarray(initial_coef, dtype=float).ravel()
         if coef0.shape != (block_objective.n_params,):
             raise InputError(f"initialModel has {coef0.size} parameters, this problem needs {block_objective.n_params} "
@@ -207,7 +214,7 @@ def fit_linear_model(
                                          smoothing=mu)[0])
     else:
         result = minimize(objective, z0, method, tol=tol, max_iter=max_iter, callback=callback,
-                          options=solver_options or {})
+                          options=solver_options or {}, gradient_scale=gradient_scale)
     coef = objective.coordinates.to_coef(result.x)
     return _package(loss, block_objective, objective, result, coef, classes, reg_param)
 

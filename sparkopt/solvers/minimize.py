@@ -88,10 +88,13 @@ def minimize(
     callback: Optional[Callback] = None,
     options: Optional[dict[str, Any]] = None,
     warn: bool = True,
+    gradient_scale: Optional[float] = None,
 ) -> OptimizeResult:
     """Minimize F(x) = smooth(x) + sum_j l1_j |x_j| with the named solver.
 
-    Converged (status 0) when the inf-norm of the (pseudo-)gradient is <= tol * max(1, |F(x0)|)
+    Converged (status 0) when the inf-norm of the (pseudo-)gradient is <= tol * gradient_scale,
+    by default the gradient's inf-norm at x0 (a relative reduction, as TRON / LIBLINEAR: invariant
+    to the scale of the labels); a warm start should pass the norm at the cold starting point
     (SGD: MLlib's relative iterate change < tol). callback(record) is called after every
     iteration with the history record (plus 'x'); returning True (or raising StopIteration) stops
     the run with status CALLBACK_STOP.
@@ -115,7 +118,9 @@ def minimize(
     evaluations0 = getattr(objective, "evaluations", 0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         state = solver.init(objective, x0)
-    scale = max(1.0, abs(state.f)) if np.isfinite(state.f) else 1.0
+    if gradient_scale is None:
+        gradient_scale = state.opt_norm
+    scale = float(gradient_scale) if np.isfinite(gradient_scale) and gradient_scale > 0 else 1.0
     history: list[dict] = []
 
     def record(extra: dict) -> dict:

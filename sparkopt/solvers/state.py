@@ -42,7 +42,8 @@ class Solver:
         raise NotImplementedError
 
     def converged(self, state: SolverState, tol: float, scale: float) -> bool:
-        """Gradient test shared by the deterministic solvers: ||opt||_inf <= tol * max(1, |F0|)."""
+        """Gradient test shared by the deterministic solvers: ||opt||_inf <= tol * scale, the scale
+        being the gradient's norm at the (cold) starting point."""
         return state.opt_norm <= tol * scale
 
 
