@@ -22,6 +22,8 @@ from .objectives import make_block_objective
 from .objectives.penalties import ElasticNet
 from .problem import Coordinates, LinearModelObjective
 from .solvers import ConvergenceWarning, OptimizeResult, Status, choose_solver, minimize
+from .solvers.base import STATUS_MESSAGES
+from .solvers.state import optimality_norm
 
 logger = logging.getLogger("sparkopt")
 
@@ -198,7 +200,6 @@ def fit_linear_model(
         cold = objective.coordinates.from_coef(_initial_coef(block_objective, engine.stats, loss, fit_intercept))
         with np.errstate(over="ignore", invalid="ignore"):
             _, g_cold = objective.loss_grad(cold)
-        from .solvers.state import optimality_norm
         gradient_scale = optimality_norm(objective, cold, g_cold)
         coef0 = np.asarray(initial_coef, dtype=float).ravel()
         if coef0.shape != (block_objective.n_params,):
@@ -256,7 +257,6 @@ def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback,
     x, fun = (polish.x, polish.fun) if polish.fun < smoothed_f else (smoothed_z, smoothed_f)
     if nit >= max_iter and status != Status.CONVERGED:
         status = Status.MAX_ITER
-    from .solvers.base import STATUS_MESSAGES
     message = STATUS_MESSAGES[status] + f" (smoothed hinge, final band width {mu:g})"
     result = OptimizeResult(x=x, fun=float(fun), grad_norm=float(stage_result.grad_norm if stage_result else np.inf),
                             nit=nit, passes=float(engine.passes - passes0), nfev=len(history), status=status,

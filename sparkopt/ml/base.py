@@ -534,12 +534,8 @@ class _SparkoptModel(Model, _SparkoptParams, MLWritable, MLReadable):
     def _bare_copy(self):
         bare = type(self)()
         bare._resetUid(self.uid)
-        for param, value in self._paramMap.items():
-            if param.name not in _NOT_PERSISTED:
-                bare._paramMap[bare.getParam(param.name)] = value
-        for param, value in self._defaultParamMap.items():
-            if param.name not in _NOT_PERSISTED:
-                bare._defaultParamMap[bare.getParam(param.name)] = value
+        for source, target in ((self._paramMap, bare._paramMap), (self._defaultParamMap, bare._defaultParamMap)):
+            target.update({bare.getParam(p.name): v for p, v in source.items() if p.name not in _NOT_PERSISTED})
         bare._state = dict(self._state)
         return bare
 
