@@ -59,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mini-batch-fraction", type=float, default=1.0, help="sgd: fraction of rows per iteration")
     p.add_argument("--num-partitions", type=int, default=None, help="repartition the input first")
     p.add_argument("--aggregation-depth", type=int, default=2, help="treeAggregate depth")
+    p.add_argument("--engine", choices=("auto", "tree", "resident"), default="auto",
+                   help="resident: data stay in the executors' Python workers for the fit; tree: one job per pass")
     p.add_argument("--test-input", default=None, help="optional held-out set, same format as --input")
     p.add_argument("--output", required=True, help="output directory (replaced atomically when it exists)")
     p.add_argument("--seed", type=int, default=0, help="random seed (sgd sampling)")
@@ -150,7 +152,7 @@ def make_estimator(args, features, label):
                   regParam=args.reg_param, elasticNetParam=args.elastic_net_param,
                   fitIntercept=args.fit_intercept, standardization=args.standardization,
                   aggregationDepth=args.aggregation_depth, solver=args.solver, seed=args.seed,
-                  miniBatchFraction=args.mini_batch_fraction)
+                  miniBatchFraction=args.mini_batch_fraction, engine=args.engine)
     if args.step_size is not None:
         common["stepSize"] = args.step_size
     if args.weight_col:

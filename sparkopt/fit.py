@@ -192,20 +192,31 @@ def fit_linear_model(
         method = choose_solver(objective, solver)
     except ValueError as err:
         raise InputError(str(err)) from None
-    gradient_scale = None
-    if initial_coef is None:
-        coef0 = _initial_coef(block_objective, engine.stats, loss, fit_intercept)
-    else:
-        # converge relative to the cold start's gradient, not the (small) warm one: one pass
-        cold = objective.coordinates.from_coef(_initial_coef(block_objective, engine.stats, loss, fit_intercept))
-        with np.errstate(over="ignore", invalid="ignore"):
-            _, g_cold = objective.loss_grad(cold)
-        gradient_scale = optimality_norm(objective, cold, g_cold)
-        coef0 = np.asarray(initial_coef, dtype=float).ravel()
-        if coef0.shape != (block_objective.n_params,):
-            raise InputError(f"initialModel has {coef0.size} parameters, this problem needs {block_objective.n_params} "
-                             f"({engine.stats.n_features} features, fitIntercept={fit_intercept})")
-    z0 = objective.coordinates.from_coef(coef0)
+    with engine.session():       # the resident engine keeps its tasks for the whole fit
+        gradient_scale = None
+        if initial_coef is None:
+            coef0 = _initial_coef(block_objective, engine.stats, loss, fit_intercept)
+        else:
+            # converge relative to the cold start's gradient, not the (small) warm one: one pass
+            cold = objective.coordinates.from_coef(_initial_coef(block_objective, engine.stats, loss, fit_intercept))
+            with np.errstate(over="ignore", invalid="ignore"):
+                _, g_cold = objective.loss_grad(cold)
+            gradient_scale = optimality_norm(objective, cold, g_cold)
+            coef0 = np.asarray(initial_coef, dtype=float).ravel()
+            if coef0.shape != (block_objective.n_params,):
+                raise InputError(f"initialModel has {coef0.size} parameters, this problem needs {block_objective.n_params} "
+                                 f"({engine.stats.n_features} features, fitIntercept={fit_intercept})")
+        z0 = objective.coordinates.from_coef(coef0)
+        result = _run_solver(engine, objective, z0, loss, solver, method, reg_param=reg_param,
+                             elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
+                             standardization=standardization, label_col=label_col, tol=tol, max_iter=max_iter,
+                             callback=callback, solver_options=solver_options, gradient_scale=gradient_scale)
+    coef = objective.coordinates.to_coef(result.x)
+    return _package(loss, block_objective, objective, result, coef, classes, reg_param)
+
+
+def _run_solver(engine, objective, z0, loss, solver, method, *, reg_param, elastic_net_param, fit_intercept,
+                standardization, label_col, tol, max_iter, callback, solver_options, gradient_scale) -> OptimizeResult:
     if loss == "hinge" and solver in ("auto", "newton"):
         result = _hinge_by_smoothing(engine, objective, z0, tol=tol, max_iter=max_iter, callback=callback,
                                      build=lambda mu: build_objective(
@@ -216,8 +227,7 @@ def fit_linear_model(
     else:
         result = minimize(objective, z0, method, tol=tol, max_iter=max_iter, callback=callback,
                           options=solver_options or {}, gradient_scale=gradient_scale)
-    coef = objective.coordinates.to_coef(result.x)
-    return _package(loss, block_objective, objective, result, coef, classes, reg_param)
+    return result
 
 
 HINGE_MIN_SMOOTHING = 1e-2

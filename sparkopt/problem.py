@@ -109,6 +109,14 @@ class LinearModelObjective:
     def evaluations(self) -> int:
         return self.engine.evaluations
 
+    @property
+    def bytes_sent(self) -> int:
+        return getattr(self.engine, "bytes_sent", 0)
+
+    @property
+    def bytes_received(self) -> int:
+        return getattr(self.engine, "bytes_received", 0)
+
     def _valid(self, coef) -> bool:
         return self._sigma_index is None or coef[self._sigma_index] > 0
 

@@ -5,9 +5,12 @@ Importing this package does not import pyspark (``ingest`` imports it when calle
 """
 from __future__ import annotations
 
+from .choose import ENGINES, make_engine
 from .ingest import ingest
 from .local import LocalEngine
+from .resident import ResidentEngine, SessionLost, TaskError
 from .stats import DataStats
 from .tree import TreeEngine
 
-__all__ = ["ingest", "TreeEngine", "LocalEngine", "DataStats"]
+__all__ = ["ingest", "make_engine", "ENGINES", "TreeEngine", "ResidentEngine", "LocalEngine", "DataStats",
+           "SessionLost", "TaskError"]

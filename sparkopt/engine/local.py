@@ -14,6 +14,7 @@ Engine contract (both engines):
 """
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any, Callable, Iterable, Sequence
 
@@ -114,12 +115,19 @@ class EngineBase:
     _depth: int
 
     def __init__(self) -> None:
-        self.evaluations = 0
-        self.passes = 0.0
+        self.reset_counters()
 
     def reset_counters(self) -> None:
         self.evaluations = 0
         self.passes = 0.0
+        # payload bytes sent to the workers and partial-sum bytes sent back (0 for LocalEngine)
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @contextlib.contextmanager
+    def session(self):
+        """Hold whatever the engine needs for a series of passes (a fit); nothing by default."""
+        yield self
 
     def _count(self, fraction: float | None) -> None:
         self.evaluations += 1
@@ -161,6 +169,8 @@ class LocalEngine(EngineBase):
 
     ``stats`` defaults to the fold of :func:`block_stats` over the blocks; ``depth`` is kept only
     for interface parity with :class:`TreeEngine` (the local fold is sequential)."""
+
+    kind = "local"
 
     def __init__(
         self,

@@ -36,7 +36,7 @@ from pyspark.ml.param.shared import (
 )
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
-from ..engine import TreeEngine, ingest
+from ..engine import ENGINES, TreeEngine, ingest, make_engine
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
 from ..solvers import SOLVERS
@@ -71,6 +71,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epsilon": (lambda v: np.isfinite(v) and v > 1.0, "> 1.0"),
     "numPartitions": (lambda v: v >= 1, ">= 1"),
     "memory": (lambda v: v >= 1, ">= 1"),
+    "engine": (lambda v: v in ENGINES, f"one of {ENGINES}"),
 }
 
 
@@ -104,6 +105,10 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
                           "repartition the input into this many partitions before ingest (None keeps them)",
                           typeConverter=TypeConverters.toInt)
     initialModel = Param(Params._dummy(), "initialModel", "a fitted model of the same kind to warm-start from")
+    engine = Param(Params._dummy(), "engine",
+                   "how passes run on Spark: 'resident' keeps the data in the executors' Python workers for the "
+                   "whole fit, 'tree' runs one treeAggregate job per pass, 'auto' picks resident when every "
+                   "partition can run at once", typeConverter=TypeConverters.toString)
     verbose = Param(Params._dummy(), "verbose",
                     "show per-iteration progress: a live line in a notebook, else a line on stderr",
                     typeConverter=TypeConverters.toBoolean)
@@ -114,7 +119,8 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
         super().__init__(*args)
         self._setDefault(maxIter=100, tol=1e-6, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
-                         miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False)
+                         miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False,
+                         engine="auto")
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -142,6 +148,9 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
     def getStepSchedule(self) -> str:
         return self.getOrDefault(self.stepSchedule)
 
+    def getEngine(self) -> str:
+        return self.getOrDefault(self.engine)
+
     def getInitialModel(self):
         return self.getOrDefault(self.initialModel) if self.isDefined(self.initialModel) else None
 
@@ -159,7 +168,7 @@ def add_setters(cls, *names):
 
 add_setters(_SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
-            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose")
+            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose", "engine")
 
 
 class Progress:
@@ -215,7 +224,9 @@ class _EngineCache:
         return (plan, df.sparkSession.sparkContext.applicationId, str(features_col), label_col,
                 weight_col, num_partitions)
 
-    def get(self, df, features_col, label_col, weight_col, num_partitions, depth) -> tuple[TreeEngine, float]:
+    def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
+            engine: str = "auto") -> tuple[TreeEngine, float]:
+        """A fresh engine of the requested kind over the (cached) blocks, and the ingest seconds."""
         key = self._key(df, features_col, label_col, weight_col, num_partitions)
         with self._lock:
             for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
@@ -223,18 +234,17 @@ class _EngineCache:
             hit = self._entries.get(key)
             if hit is not None and hit[0]().sameSemantics(df):
                 self._entries.move_to_end(key)
-                engine = hit[1]
-                return TreeEngine(engine.rdd, engine.stats, depth), 0.0
+                cached = hit[1]
+                return make_engine(cached.rdd, cached.stats, depth, engine), 0.0
         start = time.perf_counter()
         rdd, stats = ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions)
         seconds = time.perf_counter() - start
-        engine = TreeEngine(rdd, stats, depth)
         with self._lock:
-            self._entries[key] = (weakref.ref(df), engine)
+            self._entries[key] = (weakref.ref(df), TreeEngine(rdd, stats, depth))
             while len(self._entries) > self.capacity:
                 _, (_, old) = self._entries.popitem(last=False)
                 old.unpersist()
-        return TreeEngine(rdd, stats, depth), seconds
+        return make_engine(rdd, stats, depth, engine), seconds
 
     def clear(self) -> None:
         with self._lock:
@@ -284,7 +294,7 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
             callback=Progress(self.getMaxIter()) if self.getOrDefault(self.verbose) else None,
             **self._loss_options())
         fit.params.update(fit_seconds=time.perf_counter() - started, ingest_seconds=ingest_seconds,
-                          num_rows=engine.stats.n_rows)
+                          num_rows=engine.stats.n_rows, engine=engine.kind)
         fit.params["fit_intercept"] = self.getFitIntercept()
         model = self._make_model(fit, engine.stats)
         self._copyValues(model)
@@ -297,7 +307,7 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
         weight = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         num_partitions = self.getOrDefault(self.numPartitions) if self.isDefined(self.numPartitions) else None
         return ENGINE_CACHE.get(dataset, self.getFeaturesCol(), self.getLabelCol(), weight, num_partitions,
-                                self.getAggregationDepth())
+                                self.getAggregationDepth(), self.getEngine())
 
     def _fit(self, dataset):
         engine, seconds = self._engine_for(dataset)
@@ -401,6 +411,11 @@ class TrainingSummary:
     @property
     def fitSeconds(self) -> float:
         return self._fit.params.get("fit_seconds", float("nan"))
+
+    @property
+    def engine(self) -> str:
+        """The engine that ran the passes: 'resident' or 'tree'."""
+        return self._fit.params.get("engine", "tree")
 
     @property
     def ingestSeconds(self) -> float:

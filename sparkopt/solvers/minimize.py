@@ -116,6 +116,8 @@ def minimize(
     start = time.perf_counter()
     passes0 = objective.passes
     evaluations0 = getattr(objective, "evaluations", 0)
+    # communication, when the objective's engine counts it (cumulative since the start, like passes)
+    traffic0 = {key: getattr(objective, key) for key in ("bytes_sent", "bytes_received") if hasattr(objective, key)}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         state = solver.init(objective, x0)
     if gradient_scale is None:
@@ -132,6 +134,8 @@ def minimize(
             "passes": float(objective.passes - passes0),
             "seconds": time.perf_counter() - start,
         }
+        for key, base in traffic0.items():
+            row[key] = int(getattr(objective, key) - base)
         row.update(extra)
         history.append(row)
         logger.info(
