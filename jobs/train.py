@@ -64,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-input", default=None, help="optional held-out set, same format as --input")
     p.add_argument("--output", required=True, help="output directory (replaced atomically when it exists)")
     p.add_argument("--seed", type=int, default=0, help="random seed (sgd sampling)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save the solver state here (a path on the driver's filesystem); rerunning the same "
+                        "command after a crash resumes the fit from the newest checkpoint")
+    p.add_argument("--checkpoint-interval", type=int, default=10,
+                   help="iterations between checkpoints (with --checkpoint-dir)")
     p.add_argument("--master", default=None,
                    help="Spark master; default: the one spark-submit set, else local[*]")
     p.add_argument("--quiet", action="store_true", help="no per-iteration log")
@@ -157,6 +162,9 @@ def make_estimator(args, features, label):
         common["stepSize"] = args.step_size
     if args.weight_col:
         common["weightCol"] = args.weight_col
+    if args.checkpoint_dir:
+        common["checkpointDir"] = os.path.abspath(args.checkpoint_dir)
+        common["checkpointInterval"] = args.checkpoint_interval
     if args.model == "logistic":
         return LogisticRegression(family="binomial", **common)
     if args.model == "multinomial":

@@ -11,9 +11,10 @@ scale. Features with sd_j = 0 get coefficient 0, as in MLlib.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .errors import InputError
 from .objectives import make_block_objective
 from .objectives.penalties import ElasticNet
 from .problem import Coordinates, LinearModelObjective
-from .solvers import ConvergenceWarning, OptimizeResult, Status, choose_solver, minimize
+from .solvers import CheckpointWarning, ConvergenceWarning, OptimizeResult, Status, choose_solver, minimize
 from .solvers.base import STATUS_MESSAGES
 from .solvers.state import optimality_norm
 
@@ -65,6 +66,16 @@ def validate_params(reg_param, elastic_net_param, max_iter, tol, loss) -> None:
         raise InputError(f"tol must be > 0, got {tol!r}")
     if loss == "huber" and elastic_net_param != 0:
         raise InputError(f"elasticNetParam must be 0 with loss='huber' (L2 only, as MLlib), got {elastic_net_param!r}")
+
+
+def validate_checkpoint(checkpoint_dir, checkpoint_interval) -> None:
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise InputError(f"checkpointDir must be a path (str), got {checkpoint_dir!r}")
+    if checkpoint_dir is not None and not str(checkpoint_dir):
+        raise InputError("checkpointDir must not be empty")
+    if not (isinstance(checkpoint_interval, (int, np.integer)) and not isinstance(checkpoint_interval, bool)
+            and checkpoint_interval >= 1):
+        raise InputError(f"checkpointInterval must be an integer >= 1, got {checkpoint_interval!r}")
 
 
 def check_labels(stats, loss: str, label_col: str = "label") -> int:
@@ -180,9 +191,19 @@ def fit_linear_model(
     callback: Optional[Callable[[dict], Optional[bool]]] = None,
     solver_options: Optional[dict] = None,
     label_col: str = "label",
+    checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
+    checkpoint_interval: int = 10,
 ) -> LinearFit:
-    """Minimize the pinned objective for `loss` over the engine's blocks; see the module docstring."""
+    """Minimize the pinned objective for `loss` over the engine's blocks; see the module docstring.
+
+    With `checkpoint_dir` (a path the driver can write; executors never see it) the solver's
+    state is saved there every `checkpoint_interval` iterations and a rerun with the same
+    directory resumes from it (see `minimize`). The hinge's smoothing continuation keeps one
+    sub-directory per stage (stage-0, stage-1, ..., polish): a rerun replays the finished stages
+    from their final checkpoints without passes over the data and resumes the interrupted one.
+    """
     validate_params(reg_param, elastic_net_param, max_iter, tol, loss)
+    validate_checkpoint(checkpoint_dir, checkpoint_interval)
     if not (np.isfinite(epsilon) and epsilon > 1.0) and loss == "huber":
         raise InputError(f"epsilon must be > 1.0 for loss='huber', got {epsilon!r}")
     objective, block_objective, classes = build_objective(
@@ -207,33 +228,36 @@ def fit_linear_model(
                 raise InputError(f"initialModel has {coef0.size} parameters, this problem needs {block_objective.n_params} "
                                  f"({engine.stats.n_features} features, fitIntercept={fit_intercept})")
         z0 = objective.coordinates.from_coef(coef0)
-        result = _run_solver(engine, objective, z0, loss, solver, method, reg_param=reg_param,
-                             elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
-                             standardization=standardization, label_col=label_col, tol=tol, max_iter=max_iter,
-                             callback=callback, solver_options=solver_options, gradient_scale=gradient_scale)
+        checkpoint = None
+        if checkpoint_dir is not None:
+            # in the user's terms, so that a refused checkpoint names the param that differs
+            stats = engine.stats
+            checkpoint = dict(checkpoint_interval=checkpoint_interval, checkpoint_fingerprint={
+                "loss": loss, "regParam": float(reg_param), "elasticNetParam": float(elastic_net_param),
+                "fitIntercept": bool(fit_intercept), "standardization": bool(standardization),
+                "epsilon": float(epsilon) if loss == "huber" else None, "numClasses": int(classes),
+                "solver": solver, "numFeatures": int(stats.n_features), "numRows": int(stats.n_rows)})
+        if loss == "hinge" and solver in ("auto", "newton"):
+            result = _hinge_by_smoothing(engine, objective, z0, tol=tol, max_iter=max_iter, callback=callback,
+                                         checkpoint_dir=checkpoint_dir, checkpoint=checkpoint,
+                                         build=lambda mu: build_objective(
+                                             engine, "smoothed_hinge", reg_param=reg_param,
+                                             elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
+                                             standardization=standardization, n_classes=2, label_col=label_col,
+                                             smoothing=mu)[0])
+        else:
+            result = minimize(objective, z0, method, tol=tol, max_iter=max_iter, callback=callback,
+                              options=solver_options or {}, gradient_scale=gradient_scale,
+                              checkpoint_dir=checkpoint_dir, **(checkpoint or {}))
     coef = objective.coordinates.to_coef(result.x)
     return _package(loss, block_objective, objective, result, coef, classes, reg_param)
-
-
-def _run_solver(engine, objective, z0, loss, solver, method, *, reg_param, elastic_net_param, fit_intercept,
-                standardization, label_col, tol, max_iter, callback, solver_options, gradient_scale) -> OptimizeResult:
-    if loss == "hinge" and solver in ("auto", "newton"):
-        result = _hinge_by_smoothing(engine, objective, z0, tol=tol, max_iter=max_iter, callback=callback,
-                                     build=lambda mu: build_objective(
-                                         engine, "smoothed_hinge", reg_param=reg_param,
-                                         elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
-                                         standardization=standardization, n_classes=2, label_col=label_col,
-                                         smoothing=mu)[0])
-    else:
-        result = minimize(objective, z0, method, tol=tol, max_iter=max_iter, callback=callback,
-                          options=solver_options or {}, gradient_scale=gradient_scale)
-    return result
 
 
 HINGE_MIN_SMOOTHING = 1e-2
 
 
-def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback, build) -> OptimizeResult:
+def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback, build,
+                        checkpoint_dir=None, checkpoint=None) -> OptimizeResult:
     """The hinge is not differentiable; L-BFGS on it (MLlib's way) stalls away from the optimum.
     Solve a sequence of softplus-smoothed hinges (mu = 1, 0.1, ..., 1e-4; each within mu*log 2
     of the hinge) with Newton, warm-started, then keep the best of that point and an L-BFGS
@@ -241,15 +265,28 @@ def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback,
     in-memory fold): mu down to 1e-2 plus the polish ends 1.3e-6 relative above the best value
     known (continuation down to mu = 1e-6) in ~300 passes; 300 L-BFGS iterations on the hinge
     alone (MLlib's method) stop 1e-4 above it."""
-    passes0 = engine.passes
     history: list[dict] = []
-    z, mu, nit = z0, 1.0, 0
+    z, mu, nit, passes = z0, 1.0, 0, 0.0
     stage_result = None
+
+    def stage_checkpoint(name):
+        if checkpoint_dir is None:
+            return {}
+        return dict(checkpoint, checkpoint_dir=os.path.join(checkpoint_dir, name))
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # CheckpointWarning (a corrupt checkpoint skipped) must reach the user
+        warnings.simplefilter("default", CheckpointWarning)
+        stage_index = 0
         while nit < max_iter:
             stage = build(mu)
-            stage_result = minimize(stage, z, "auto", tol=tol, max_iter=max_iter - nit, callback=callback, warn=False)
+            stage_result = minimize(stage, z, "auto", tol=tol, max_iter=max_iter - nit, callback=callback, warn=False,
+                                    **stage_checkpoint(f"stage-{stage_index}"))
+            stage_index += 1
+            # counted per stage, not from the engine's counter, so a resumed run (whose finished
+            # stages replay from checkpoints without passes) still reports the whole fit's passes
+            passes += stage_result.passes
             seconds0 = history[-1]["seconds"] if history else 0.0
             passes_before = history[-1]["passes"] if history else 0.0
             for row in stage_result.history[(1 if history else 0):]:
@@ -262,14 +299,16 @@ def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback,
             mu *= 0.1
         smoothed_z = z
         smoothed_f = hinge_objective.total(z)
-        polish = minimize(hinge_objective, z, "lbfgs", tol=tol, max_iter=max(0, min(100, max_iter - nit)), warn=False)
+        polish = minimize(hinge_objective, z, "lbfgs", tol=tol, max_iter=max(0, min(100, max_iter - nit)), warn=False,
+                          **stage_checkpoint("polish"))
+        passes += 1.0 + polish.passes           # the total() above and the polish
     status = stage_result.status if stage_result is not None else Status.MAX_ITER
     x, fun = (polish.x, polish.fun) if polish.fun < smoothed_f else (smoothed_z, smoothed_f)
     if nit >= max_iter and status != Status.CONVERGED:
         status = Status.MAX_ITER
     message = STATUS_MESSAGES[status] + f" (smoothed hinge, final band width {mu:g})"
     result = OptimizeResult(x=x, fun=float(fun), grad_norm=float(stage_result.grad_norm if stage_result else np.inf),
-                            nit=nit, passes=float(engine.passes - passes0), nfev=len(history), status=status,
+                            nit=nit, passes=float(passes), nfev=len(history), status=status,
                             message=message, solver="newton-smoothing", history=history)
     if not result.success:
         warnings.warn(f"sparkopt newton-smoothing: {message}", ConvergenceWarning, stacklevel=3)

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .objectives.penalties import ElasticNet
+from .solvers.checkpoint import approx_scalar, array_digest
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,23 @@ class LinearModelObjective:
             return self.penalty.smooth_value(z), self.penalty.smooth_grad(z)
         return (f / wsum + self.penalty.smooth_value(z),
                 self.coordinates.to_z_grad(g) / wsum + self.penalty.smooth_grad(z))
+
+    def fingerprint(self) -> dict:
+        """What identifies this problem for a checkpoint (see solvers/checkpoint.py): the loss and
+        its settings, the layout, the penalty and the data's shape. Data-derived floats are
+        rounded (10 digits / float32 digests) so a repartitioned rerun of the same data matches."""
+        bo, pen, stats = self.block_objective, self.penalty, self.engine.stats
+        return {
+            "loss": getattr(bo, "loss", type(bo).__name__), "n_features": int(bo.n_features),
+            "fit_intercept": bool(bo.fit_intercept), "n_classes": int(bo.n_classes),
+            "epsilon": float(bo.epsilon), "smoothing": float(getattr(bo, "smoothing", 0.0)),
+            "n_coef": int(bo.n_params), "n_active": int(self.n_params),
+            "coordinates": array_digest(self.coordinates.inv_scale),
+            "reg_param": float(pen.reg_param), "elastic_net_param": float(pen.elastic_net_param),
+            "penalty_scale": array_digest(pen.scale),
+            "data": {"n_rows": int(stats.n_rows), "weight_sum": approx_scalar(self.weight_sum),
+                     "label_mean": approx_scalar(stats.label_mean)},
+        }
 
     def total(self, z) -> float:
         """F(z) including the L1 term (one pass)."""

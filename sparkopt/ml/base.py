@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import weakref
@@ -21,6 +22,7 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vector, Ve
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
+    HasCheckpointInterval,
     HasElasticNetParam,
     HasFeaturesCol,
     HasFitIntercept,
@@ -72,6 +74,9 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "numPartitions": (lambda v: v >= 1, ">= 1"),
     "memory": (lambda v: v >= 1, ">= 1"),
     "engine": (lambda v: v in ENGINES, f"one of {ENGINES}"),
+    # pyspark's convention: -1 disables checkpointing
+    "checkpointInterval": (lambda v: v == -1 or v >= 1, ">= 1 (or -1 to disable)"),
+    "checkpointDir": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
 }
 
 
@@ -90,7 +95,7 @@ def _validate_param(name: str, value: Any, extra: Optional[dict] = None) -> None
 
 class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol, HasMaxIter, HasTol, HasRegParam,
                       HasElasticNetParam, HasFitIntercept, HasStandardization, HasAggregationDepth, HasSeed,
-                      HasStepSize):
+                      HasStepSize, HasCheckpointInterval):
     """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
 
     solver = Param(Params._dummy(), "solver",
@@ -112,6 +117,10 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
     verbose = Param(Params._dummy(), "verbose",
                     "show per-iteration progress: a live line in a notebook, else a line on stderr",
                     typeConverter=TypeConverters.toBoolean)
+    checkpointDir = Param(Params._dummy(), "checkpointDir",
+                          "directory (on the driver's filesystem: local or shared) where the solver state is saved "
+                          "every checkpointInterval iterations; a fit rerun with the same directory resumes from it "
+                          "(None: no checkpoints)", typeConverter=TypeConverters.toString)
 
     _extra_validators: dict = {}
 
@@ -120,7 +129,7 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
         self._setDefault(maxIter=100, tol=1e-6, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
                          miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False,
-                         engine="auto")
+                         checkpointInterval=10, engine="auto")
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -154,6 +163,19 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
     def getInitialModel(self):
         return self.getOrDefault(self.initialModel) if self.isDefined(self.initialModel) else None
 
+    def getCheckpointDir(self) -> Optional[str]:
+        return self.getOrDefault(self.checkpointDir) if self.isDefined(self.checkpointDir) else None
+
+    def _checkpoint_kwargs(self, namespace: Optional[str] = None) -> dict:
+        """fit_linear_model's checkpoint arguments (none when checkpointDir is unset or the
+        interval is -1); `namespace` is a sub-directory, one per fit of a param grid."""
+        directory, interval = self.getCheckpointDir(), self.getCheckpointInterval()
+        if not directory or interval == -1:
+            return {}
+        if namespace:
+            directory = os.path.join(directory, namespace)
+        return {"checkpoint_dir": directory, "checkpoint_interval": interval}
+
 
 def add_setters(cls, *names):
     """pyspark.ml-style setters (setRegParam, setMaxIter, ...) for the named params of `cls`."""
@@ -168,7 +190,8 @@ def add_setters(cls, *names):
 
 add_setters(_SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
-            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose", "engine")
+            "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
+            "checkpointInterval", "checkpointDir", "engine")
 
 
 class Progress:
@@ -274,7 +297,8 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
 
     _summary_class: type = None   # set below to TrainingSummary; subclasses refine it
 
-    def _fit_on_engine(self, engine: TreeEngine, ingest_seconds: float, dataset, warm: Optional[np.ndarray] = None):
+    def _fit_on_engine(self, engine: TreeEngine, ingest_seconds: float, dataset, warm: Optional[np.ndarray] = None,
+                       checkpoint_namespace: Optional[str] = None):
         self._validate_all()
         loss = self._loss(engine.stats)
         initial = warm
@@ -292,7 +316,7 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
             solver=self.getSolver(), max_iter=self.getMaxIter(), tol=self.getTol(), initial_coef=initial,
             solver_options=options, label_col=self.getLabelCol(),
             callback=Progress(self.getMaxIter()) if self.getOrDefault(self.verbose) else None,
-            **self._loss_options())
+            **self._checkpoint_kwargs(checkpoint_namespace), **self._loss_options())
         fit.params.update(fit_seconds=time.perf_counter() - started, ingest_seconds=ingest_seconds,
                           num_rows=engine.stats.n_rows, engine=engine.kind)
         fit.params["fit_intercept"] = self.getFitIntercept()
@@ -340,7 +364,8 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
                     engine, seconds = est._engine_for(dataset)
                 key = (est._loss(engine.stats), est.getFitIntercept(), est.getStandardization())
                 warm = state["previous"].get(key) if est.getInitialModel() is None else None
-                model = est._fit_on_engine(engine, seconds, dataset, warm=warm)
+                # one checkpoint sub-directory per param map: the fits of a grid are different problems
+                model = est._fit_on_engine(engine, seconds, dataset, warm=warm, checkpoint_namespace=f"fit-{index}")
                 if model._fit.result.success:
                     state["previous"][key] = model._fit.coef_vector
                 return index, model

@@ -122,7 +122,8 @@ class LogisticRegression(_SparkoptEstimator, HasProbabilityCol, HasRawPrediction
                  probabilityCol="probability", rawPredictionCol="rawPrediction", standardization=True,
                  weightCol=None, aggregationDepth=2, family="auto", solver="auto", stepSize=None,
                  miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
-                 initialModel=None, verbose=False, engine="auto"):
+                 initialModel=None, verbose=False,
+                 checkpointDir=None, checkpointInterval=10, engine="auto"):
         super().__init__()
         self._setDefault(family="auto", threshold=0.5, probabilityCol="probability", rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)
@@ -185,7 +186,8 @@ class LinearSVC(_SparkoptEstimator, HasRawPredictionCol, HasThreshold):
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, rawPredictionCol="rawPrediction", fitIntercept=True,
                  standardization=True, threshold=0.0, weightCol=None, aggregationDepth=2, loss="hinge",
                  solver="auto", stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0,
-                 numPartitions=None, initialModel=None, verbose=False, engine="auto"):
+                 numPartitions=None, initialModel=None, verbose=False,
+                 checkpointDir=None, checkpointInterval=10, engine="auto"):
         super().__init__()
         self._setDefault(loss="hinge", threshold=0.0, rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)

@@ -84,7 +84,8 @@ class LinearRegression(_SparkoptEstimator):
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, standardization=True,
                  weightCol=None, aggregationDepth=2, loss="squaredError", epsilon=1.35, solver="auto",
                  stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
-                 initialModel=None, verbose=False, engine="auto"):
+                 initialModel=None, verbose=False,
+                 checkpointDir=None, checkpointInterval=10, engine="auto"):
         super().__init__()
         self._setDefault(loss="squaredError", epsilon=1.35)
         self._set(**self._input_kwargs)
@@ -132,7 +133,8 @@ class PoissonRegression(_SparkoptEstimator):
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, standardization=True,
                  weightCol=None, aggregationDepth=2, link="log", solver="auto", stepSize=None,
                  miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
-                 initialModel=None, verbose=False, engine="auto"):
+                 initialModel=None, verbose=False,
+                 checkpointDir=None, checkpointInterval=10, engine="auto"):
         super().__init__()
         self._setDefault(link="log")
         self._set(**self._input_kwargs)

@@ -6,12 +6,14 @@ and the final OptimizeResult; a solver only knows how to take one step.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from .checkpoint import CheckpointStore, array_digest, restore, snapshot
 from .base import STATUS_MESSAGES, Callback, ConvergenceWarning, Objective, OptimizeResult, Status
 from .gd import GradientDescent
 from .lbfgs import LBFGS, OWLQN
@@ -73,6 +75,34 @@ def make_solver(name: str, options: dict[str, Any], l1: bool = False) -> Solver:
     raise ValueError(f"solver must be one of {SOLVERS}, got {name!r}")
 
 
+def _solver_config(solver: Solver) -> dict:
+    """A solver's settings (scalar attributes, nested solvers) for the checkpoint fingerprint."""
+    out: dict[str, Any] = {"class": type(solver).__name__}
+    for key, value in sorted(vars(solver).items()):
+        if isinstance(value, Solver):
+            out[key] = _solver_config(value)
+        elif value is None or isinstance(value, (bool, int, float, str, np.number)):
+            out[key] = value
+    return out
+
+
+def problem_fingerprint(objective: Objective, solver: Solver, x0: np.ndarray, extra: Optional[dict] = None) -> dict:
+    """What a checkpoint must agree on to be resumed: parameters, solver and its settings, x0,
+    the L1 weights, the objective's own description (`objective.fingerprint()`, optional) and
+    whatever the caller adds (`extra`)."""
+    l1 = objective.l1_weights
+    fp: dict[str, Any] = {
+        "n_params": int(objective.n_params), "solver": solver.name, "solver_config": _solver_config(solver),
+        "x0": array_digest(x0), "l1_weights": None if l1 is None else array_digest(l1),
+    }
+    describe = getattr(objective, "fingerprint", None)
+    if callable(describe):
+        fp["objective"] = describe()
+    if extra:
+        fp["caller"] = dict(extra)
+    return fp
+
+
 def _finite(*arrays) -> bool:
     return all(bool(np.all(np.isfinite(a))) for a in arrays)
 
@@ -89,6 +119,9 @@ def minimize(
     options: Optional[dict[str, Any]] = None,
     warn: bool = True,
     gradient_scale: Optional[float] = None,
+    checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
+    checkpoint_interval: int = 10,
+    checkpoint_fingerprint: Optional[dict] = None,
 ) -> OptimizeResult:
     """Minimize F(x) = smooth(x) + sum_j l1_j |x_j| with the named solver.
 
@@ -98,6 +131,17 @@ def minimize(
     (SGD: MLlib's relative iterate change < tol). callback(record) is called after every
     iteration with the history record (plus 'x'); returning True (or raising StopIteration) stops
     the run with status CALLBACK_STOP.
+
+    With `checkpoint_dir`, the loop's whole state (iterate, f, g, solver memory, iteration count,
+    history, best-iterate bookkeeping, convergence scale, pass/evaluation/second counters) is
+    written there every `checkpoint_interval` iterations and when the run ends without failing
+    (converged, max_iter, max_passes, callback stop), and a run that finds a checkpoint there
+    resumes from it instead of calling the solver's init: the result (x, history, nit, passes) is
+    then the one an uninterrupted run gives (bit for bit for the deterministic solvers; SGD's
+    samples are seeded by (seed, iteration), so it too). The checkpoint must belong to the same
+    problem: n_params, solver and its settings, x0, the objective's own `fingerprint()` when it
+    has one, and `checkpoint_fingerprint` (what the caller knows: loss, params, data shape);
+    a difference raises CheckpointError. One run per directory; see solvers/checkpoint.py.
     """
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0):
         raise ValueError(f"maxIter must be an integer >= 0, got {max_iter!r}")
@@ -105,6 +149,9 @@ def minimize(
         raise ValueError(f"tol must be > 0, got {tol!r}")
     if max_passes is not None and not max_passes > 0:
         raise ValueError(f"maxPasses must be > 0, got {max_passes!r}")
+    if checkpoint_dir is not None and not (isinstance(checkpoint_interval, (int, np.integer))
+                                           and not isinstance(checkpoint_interval, bool) and checkpoint_interval >= 1):
+        raise ValueError(f"checkpointInterval must be an integer >= 1, got {checkpoint_interval!r}")
     if isinstance(method, Solver):
         solver = method
     else:
@@ -113,17 +160,51 @@ def minimize(
     if x0.shape != (objective.n_params,):
         raise ValueError(f"x0 must have shape ({objective.n_params},), got {x0.shape}")
 
+    store = None
+    loaded = None
+    if checkpoint_dir is not None:
+        store = CheckpointStore(checkpoint_dir, problem_fingerprint(objective, solver, x0, checkpoint_fingerprint))
+        loaded = store.load()
+
     start = time.perf_counter()
     passes0 = objective.passes
     evaluations0 = getattr(objective, "evaluations", 0)
-    # communication, when the objective's engine counts it (cumulative since the start, like passes)
+    # communication, when the objective's engine counts it (cumulative since this call, like passes)
     traffic0 = {key: getattr(objective, key) for key in ("bytes_sent", "bytes_received") if hasattr(objective, key)}
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        state = solver.init(objective, x0)
-    if gradient_scale is None:
-        gradient_scale = state.opt_norm
-    scale = float(gradient_scale) if np.isfinite(gradient_scale) and gradient_scale > 0 else 1.0
-    history: list[dict] = []
+    # counters carried over from the run a checkpoint came from (zero on a fresh start)
+    passes_before, evaluations_before, seconds_before = 0.0, 0, 0.0
+
+    def passes_done() -> float:
+        return passes_before + float(objective.passes - passes0)
+
+    def seconds_done() -> float:
+        return seconds_before + time.perf_counter() - start
+
+    if loaded is not None:
+        state, loop = restore(*loaded)
+        history: list[dict] = loop["history"]
+        scale = loop["scale"]
+        best_x, best_f, best_g = loop["best_x"], loop["best_f"], loop["best_g"]
+        passes_before, evaluations_before, seconds_before = loop["passes"], loop["evaluations"], loop["seconds"]
+        saved_iteration = state.iteration
+        logger.info("resuming from checkpoint at iteration %d (%s)", state.iteration, store.directory)
+    else:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            state = solver.init(objective, x0)
+        if gradient_scale is None:
+            gradient_scale = state.opt_norm
+        scale = float(gradient_scale) if np.isfinite(gradient_scale) and gradient_scale > 0 else 1.0
+        history = []
+        saved_iteration = None
+
+    def checkpoint() -> None:
+        nonlocal saved_iteration
+        meta, arrays = snapshot(state, dict(history=history, best_x=best_x, best_f=best_f, best_g=best_g,
+                                            scale=scale, passes=passes_done(), seconds=seconds_done(),
+                                            evaluations=evaluations_before + getattr(objective, "evaluations", 0)
+                                            - evaluations0))
+        store.save(state.iteration, meta, arrays)
+        saved_iteration = state.iteration
 
     def record(extra: dict) -> dict:
         row = {
@@ -131,8 +212,8 @@ def minimize(
             "objective": float(state.f),
             "grad_norm": float(state.opt_norm),
             "step_size": float(state.step_size),
-            "passes": float(objective.passes - passes0),
-            "seconds": time.perf_counter() - start,
+            "passes": passes_done(),
+            "seconds": seconds_done(),
         }
         for key, base in traffic0.items():
             row[key] = int(getattr(objective, key) - base)
@@ -144,12 +225,13 @@ def minimize(
         )
         return row
 
-    record({})
-    # the best finite iterate is what a diverging run returns
-    best_x, best_f, best_g = (state.x.copy(), state.f, state.g) if _finite(state.f, state.x) else (x0, np.inf, None)
     status: Optional[Status] = None
-    if not _finite(state.f, state.g):
-        status = Status.DIVERGED
+    if loaded is None:
+        record({})
+        # the best finite iterate is what a diverging run returns
+        best_x, best_f, best_g = (state.x.copy(), state.f, state.g) if _finite(state.f, state.x) else (x0, np.inf, None)
+        if not _finite(state.f, state.g):
+            status = Status.DIVERGED
     while status is None:
         if solver.converged(state, tol, scale):
             status = Status.CONVERGED
@@ -157,7 +239,7 @@ def minimize(
         if state.iteration >= max_iter:
             status = Status.MAX_ITER
             break
-        if max_passes is not None and objective.passes - passes0 >= max_passes:
+        if max_passes is not None and passes_done() >= max_passes:
             status = Status.MAX_PASSES
             break
         state.info = {}
@@ -178,6 +260,9 @@ def minimize(
         elif not solver.exact_objective and np.isfinite(state.f) and state.f <= best_f:
             # a sampled solver estimates F at the iterate it started the step from
             best_x, best_f, best_g = x_before.copy(), state.f, None
+        # before the callback: a callback that interrupts (KeyboardInterrupt) loses nothing
+        if store is not None and state.iteration % checkpoint_interval == 0:
+            checkpoint()
         if callback is not None:
             try:
                 stop = callback(dict(row, x=state.x.copy()))
@@ -186,6 +271,14 @@ def minimize(
             if stop:
                 status = Status.CALLBACK_STOP
                 break
+
+    # a clean end leaves a checkpoint of the final state: a rerun then returns this result
+    # without passes over the data, and a larger max_iter continues from here; a failed step
+    # (no progress, divergence) may have left the state half-updated, so its rerun replays the
+    # last interval instead
+    if (store is not None and saved_iteration != state.iteration
+            and status in (Status.CONVERGED, Status.MAX_ITER, Status.MAX_PASSES, Status.CALLBACK_STOP)):
+        checkpoint()
 
     if solver.exact_objective or status == Status.DIVERGED:
         x, fun, g = best_x, float(best_f), best_g
@@ -204,8 +297,8 @@ def minimize(
         message += f" (gradient norm {grad_norm:.3g} is within 10x of the tolerance: tol may be tighter than the attainable precision)"
     result = OptimizeResult(
         x=x, fun=float(fun), grad_norm=float(grad_norm), nit=state.iteration,
-        passes=float(objective.passes - passes0), nfev=int(getattr(objective, "evaluations", 0) - evaluations0), status=status, message=message,
-        solver=solver.name, history=history, jac=g, seconds=time.perf_counter() - start,
+        passes=passes_done(), nfev=int(evaluations_before + getattr(objective, "evaluations", 0) - evaluations0),
+        status=status, message=message, solver=solver.name, history=history, jac=g, seconds=seconds_done(),
     )
     if status not in (Status.CONVERGED, Status.CALLBACK_STOP) and warn:
         warnings.warn(f"sparkopt {solver.name}: {message} (nit={result.nit}, grad_norm={grad_norm:.3g})",

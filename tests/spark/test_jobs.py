@@ -90,3 +90,27 @@ def test_bad_invocations_fail_cleanly(tmp_path, args, reason):
     assert reason in last, proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
+
+
+def test_train_resumes_from_checkpoint_dir(trained, tmp_path):
+    """A job stopped after 2 iterations (as if killed: the checkpoint is all that survives) and
+    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`) ended."""
+    ckpt = tmp_path / "ckpt"
+    common = ["--input", ROOT / "data" / "a9a", "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4",
+              "--checkpoint-dir", ckpt, "--checkpoint-interval", "1"]
+    first = run_job("train.py", *common, "--max-iter", "2", "--output", tmp_path / "first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((tmp_path / "first" / "metrics.json").read_text())["iterations"] == 2
+    assert sorted(p.name for p in ckpt.iterdir()) == ["ckpt-000001.json", "ckpt-000001.npz",
+                                                      "ckpt-000002.json", "ckpt-000002.npz"]
+    resumed = run_job("train.py", *common, "--output", tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from checkpoint at iteration 2" in resumed.stdout
+    assert "iter    1 " not in resumed.stdout                 # iterations 1-2 were not redone
+    got = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    ref = json.loads((trained[0] / "metrics.json").read_text())
+    assert got["converged"] and got["iterations"] == ref["iterations"] and got["passes"] == ref["passes"]
+    assert got["objective"] == pytest.approx(ref["objective"], rel=1e-13)
+    np.testing.assert_allclose(got["coefficients"], ref["coefficients"], rtol=1e-10, atol=1e-13)
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "history.csv")))
+    assert [int(r["iteration"]) for r in rows] == list(range(ref["iterations"] + 1))    # the full history

@@ -1,0 +1,382 @@
+"""Checkpoint files for the minimize() loop: atomic, checksummed, rotated, plain data.
+
+numpy only; never imports pyspark. Checkpoints are written by the driver to a directory only the
+driver needs to reach (a local disk or a shared filesystem for a restarted driver); executors
+never read them.
+
+Layout of a directory (one run per directory; `seq` increases with every write):
+
+    ckpt-000007.npz    arrays (x, g, best iterate, solver memory), np.savez, no pickled objects
+    ckpt-000007.json   the manifest: format/version, seq, iteration, problem fingerprint,
+                       scalars and history (JSON), sha256 and size of the .npz, and a sha256
+                       over the manifest's own payload
+
+A checkpoint exists once its manifest exists: the .npz is written first (temp file in the same
+directory, fsync, os.replace), then the manifest the same way, then the directory is fsynced.
+A crash at any point leaves either the previous checkpoints only, or a complete new one. The
+newest `keep` (2) manifests are kept so a corrupt newest one falls back to the one before.
+
+Public API: :class:`CheckpointStore` (save / load / latest), :func:`encode_memory` /
+:func:`decode_memory` (solver memory <-> JSON + arrays), :func:`fingerprint_differences`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+FORMAT = "sparkopt-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{6,})\.(json|npz)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written, or belongs to a different problem (names what differs)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was unreadable (corrupt, partial, wrong format) and was skipped."""
+
+
+# ------------------------------------------------------------------------ solver memory codec
+def _scalar(value: Any) -> Any:
+    """A JSON scalar for a Python / NumPy scalar, or raise TypeError."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)    # exact: json writes repr(float), which round-trips
+    raise TypeError(type(value).__name__)
+
+
+def encode_memory(memory: dict[str, Any], prefix: str = "memory/") -> tuple[dict, dict[str, np.ndarray]]:
+    """Split a solver's `state.memory` into (JSON-able description, arrays for the .npz).
+
+    Supported values:
+      - scalars: None, bool, int, float (inf / nan included), str, and their NumPy types;
+      - np.ndarray of a numeric or bool dtype (any shape);
+      - lists of scalars (stored in the JSON) and lists of equally shaped arrays (stored stacked,
+        shape (len, ...), with the length; an empty list restores as []);
+      - np.random.Generator (its bit generator's state, a dict of ints, restored exactly).
+    Anything else raises CheckpointError naming the key and the type.
+    """
+    spec: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in memory.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"state.memory keys must be strings to checkpoint, got {key!r}")
+        where = f"state.memory[{key!r}]"
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "biufc":
+                raise CheckpointError(f"{where} has dtype {value.dtype}: only numeric arrays can be checkpointed")
+            arrays[prefix + key] = value
+            spec[key] = {"kind": "array"}
+        elif isinstance(value, np.random.Generator):
+            spec[key] = {"kind": "generator", "state": value.bit_generator.state}
+        elif isinstance(value, list):
+            if value and all(isinstance(v, np.ndarray) for v in value):
+                shapes = {v.shape for v in value}
+                if len(shapes) != 1 or any(v.dtype.kind not in "biufc" for v in value):
+                    raise CheckpointError(f"{where} is a list of arrays of different shapes or non-numeric "
+                                          f"dtypes ({sorted(shapes)}): cannot stack it")
+                arrays[prefix + key] = np.stack(value)
+                spec[key] = {"kind": "array_list", "length": len(value)}
+            else:
+                try:
+                    spec[key] = {"kind": "scalar_list", "values": [_scalar(v) for v in value]}
+                except TypeError as err:
+                    raise CheckpointError(f"{where} is a list holding a {err}: supported are lists of scalars "
+                                          "or of equally shaped arrays") from None
+        else:
+            try:
+                spec[key] = {"kind": "scalar", "value": _scalar(value)}
+            except TypeError:
+                raise CheckpointError(
+                    f"{where} has unsupported type {type(value).__name__}: a checkpoint stores scalars, numeric "
+                    "arrays, lists of those and np.random.Generator") from None
+    return spec, arrays
+
+
+def decode_memory(spec: dict, arrays: dict[str, np.ndarray], prefix: str = "memory/") -> dict[str, Any]:
+    """Inverse of :func:`encode_memory` (fresh objects: nothing is shared with the arrays dict)."""
+    memory: dict[str, Any] = {}
+    for key, item in spec.items():
+        kind = item["kind"]
+        if kind == "array":
+            memory[key] = np.array(arrays[prefix + key], copy=True)
+        elif kind == "array_list":
+            stacked = arrays.get(prefix + key)
+            memory[key] = [] if item["length"] == 0 else [np.array(row, copy=True) for row in stacked]
+        elif kind == "scalar_list":
+            memory[key] = list(item["values"])
+        elif kind == "scalar":
+            memory[key] = item["value"]
+        elif kind == "generator":
+            state = item["state"]
+            bit_generator = getattr(np.random, state["bit_generator"])()
+            bit_generator.state = state
+            memory[key] = np.random.Generator(bit_generator)
+        else:
+            raise CheckpointError(f"unknown memory kind {kind!r} for key {key!r}")
+    return memory
+
+
+# ------------------------------------------------------------------------ fingerprints
+def _canonical(obj: Any) -> Any:
+    """JSON round trip: what a fingerprint looks like after it was stored."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def fingerprint_differences(stored: dict, current: dict) -> list[str]:
+    """'name: checkpoint A, this run B' for every (dotted) key whose values differ."""
+    a, b = _flatten(_canonical(stored)), _flatten(_canonical(current))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if va != vb and not (isinstance(va, float) and isinstance(vb, float) and np.isnan(va) and np.isnan(vb)):
+            out.append(f"{key}: checkpoint {va!r}, this run {vb!r}")
+    return out
+
+
+def array_digest(a: np.ndarray, approx: bool = True) -> str:
+    """A short sha256 of an array's values (for fingerprints: x0, scales). With `approx` the
+    values are rounded to float32 first: quantities computed from data sums (feature sd, the
+    intercept's start) differ in the last bits when the same data are partitioned differently,
+    which must not make a checkpoint look like another problem's."""
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.float32 if approx else np.float64))
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
+def approx_scalar(v: float) -> str:
+    """A float to 10 significant digits, for fingerprints (see :func:`array_digest`)."""
+    return f"{float(v):.10g}"
+
+
+# ------------------------------------------------------------------------ the store
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:          # e.g. platforms without directory fds: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so a reader sees either the old file or all of the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class CheckpointStore:
+    """The checkpoints of one run in `directory` (created if missing).
+
+    `fingerprint` describes the problem (plain JSON-able values, nested dicts allowed); a
+    checkpoint whose fingerprint differs is refused by :meth:`load` with a CheckpointError naming
+    every differing entry. `keep` newest checkpoints are kept (>= 2, so that a corrupt newest one
+    has a fallback).
+    """
+
+    def __init__(self, directory: Union[str, os.PathLike], fingerprint: dict, keep: int = 2):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"checkpointDir {str(self.directory)!r} cannot be created: {err.strerror}") from None
+        if not os.access(self.directory, os.W_OK):
+            raise CheckpointError(f"checkpointDir {str(self.directory)!r} is not writable")
+        self.fingerprint = _canonical(fingerprint)
+        self.keep = keep
+
+    # -- listing -----------------------------------------------------------------------------
+    def _files(self) -> dict[int, dict[str, Path]]:
+        found: dict[int, dict[str, Path]] = {}
+        for entry in self.directory.iterdir():
+            m = _NAME.match(entry.name)
+            if m:
+                found.setdefault(int(m.group(1)), {})[m.group(2)] = entry
+        return found
+
+    def manifests(self) -> list[Path]:
+        """Manifest paths, newest first."""
+        files = self._files()
+        return [files[s]["json"] for s in sorted(files, reverse=True) if "json" in files[s]]
+
+    # -- writing -----------------------------------------------------------------------------
+    def save(self, iteration: int, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+        """Write one checkpoint atomically and drop the ones older than the newest `keep`.
+        `meta`: JSON-able scalars/lists/dicts; `arrays`: name -> numeric ndarray. Returns the
+        manifest path. Errors of the filesystem propagate (the previous checkpoints stay valid)."""
+        files = self._files()
+        seq = max(files, default=0) + 1
+        buffer = io.BytesIO()
+        for name, a in arrays.items():
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "biufc":
+                raise CheckpointError(f"checkpoint array {name!r} must be a numeric ndarray, got "
+                                      f"{getattr(a, 'dtype', type(a).__name__)}")
+        np.savez(buffer, **arrays)     # numeric arrays only: nothing is pickled
+        blob = buffer.getvalue()
+        npz_path = self.directory / f"ckpt-{seq:06d}.npz"
+        payload = {
+            "format": FORMAT, "version": VERSION, "seq": seq, "iteration": int(iteration),
+            "fingerprint": self.fingerprint, "meta": meta,
+            "arrays": {"file": npz_path.name, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)},
+        }
+        text = json.dumps(payload, sort_keys=True, default=_json_default)
+        manifest = {"sha256": hashlib.sha256(text.encode()).hexdigest(), "payload": payload}
+        _write_atomic(npz_path, blob)
+        json_path = self.directory / f"ckpt-{seq:06d}.json"
+        # written in insertion order (history rows keep their column order); the checksum is over
+        # the sorted form, which the reader recomputes from the parsed payload
+        _write_atomic(json_path, json.dumps(manifest, default=_json_default).encode())
+        _fsync_dir(self.directory)
+        self._rotate()
+        return json_path
+
+    def _rotate(self) -> None:
+        files = self._files()
+        kept = [s for s in sorted(files, reverse=True) if "json" in files[s]][: self.keep]
+        oldest_kept = min(kept, default=0)
+        for seq, parts in files.items():
+            # older than the kept ones, or an orphan .npz below them (a write that crashed
+            # before its manifest); manifests go first so no manifest outlives its arrays
+            if seq not in kept and seq < oldest_kept:
+                for kind in ("json", "npz"):
+                    if kind in parts:
+                        try:
+                            parts[kind].unlink()
+                        except FileNotFoundError:
+                            pass
+
+    # -- reading -----------------------------------------------------------------------------
+    def _read(self, path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+        """(payload, arrays) of one checkpoint; ValueError saying why it is unusable."""
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"manifest unreadable ({type(err).__name__}: {err})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("payload"), dict):
+            raise ValueError("manifest has no payload")
+        payload = manifest["payload"]
+        text = json.dumps(payload, sort_keys=True, default=_json_default)
+        if hashlib.sha256(text.encode()).hexdigest() != manifest.get("sha256"):
+            raise ValueError("manifest checksum mismatch")
+        if payload.get("format") != FORMAT or payload.get("version") != VERSION:
+            raise ValueError(f"not a {FORMAT} version {VERSION} file "
+                             f"(format {payload.get('format')!r}, version {payload.get('version')!r})")
+        info = payload["arrays"]
+        npz_path = self.directory / info["file"]
+        try:
+            blob = npz_path.read_bytes()
+        except OSError as err:
+            raise ValueError(f"arrays file {info['file']} unreadable ({err.strerror})") from None
+        if len(blob) != info["size"] or hashlib.sha256(blob).hexdigest() != info["sha256"]:
+            raise ValueError(f"arrays file {info['file']} checksum mismatch ({len(blob)} bytes, "
+                             f"expected {info['size']})")
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        return payload, arrays
+
+    def load(self) -> Optional[tuple[dict, dict[str, np.ndarray]]]:
+        """The newest usable checkpoint as (payload, arrays), or None when there is none.
+
+        Unreadable ones are skipped with a CheckpointWarning (then the previous one is tried;
+        with none left the caller starts fresh). A readable checkpoint of a different problem
+        raises CheckpointError: resuming it would silently solve the wrong problem."""
+        manifests = self.manifests()
+        for path in manifests:
+            try:
+                payload, arrays = self._read(path)
+            except (ValueError, KeyError, TypeError) as err:
+                warnings.warn(f"sparkopt checkpoint {path} is corrupt or partial and was skipped: {err}",
+                              CheckpointWarning, stacklevel=3)
+                continue
+            diffs = fingerprint_differences(payload["fingerprint"], self.fingerprint)
+            if diffs:
+                raise CheckpointError(
+                    f"checkpoint {path} is from a different problem; differences: {'; '.join(diffs)}. "
+                    f"Use another checkpointDir, or delete {str(self.directory)!r} to start over")
+            return payload, arrays
+        if manifests:
+            warnings.warn(f"sparkopt: no usable checkpoint in {str(self.directory)!r} (all {len(manifests)} "
+                          "corrupt); starting from the beginning", CheckpointWarning, stacklevel=3)
+        return None
+
+
+# ------------------------------------------------------------------------ minimize() loop state
+def snapshot(state, loop: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, arrays) for a SolverState and the loop's bookkeeping.
+
+    `loop`: history (list of dicts of scalars), best_x (n,), best_f, best_g ((n,) or None),
+    scale (the convergence test's reference norm), passes, evaluations, seconds so far."""
+    memory_spec, arrays = encode_memory(state.memory)
+    arrays["state/x"] = np.asarray(state.x, dtype=float)
+    arrays["state/g"] = np.asarray(state.g, dtype=float)
+    arrays["loop/best_x"] = np.asarray(loop["best_x"], dtype=float)
+    if loop["best_g"] is not None:
+        arrays["loop/best_g"] = np.asarray(loop["best_g"], dtype=float)
+    meta = {
+        "state": {"f": float(state.f), "opt_norm": float(state.opt_norm), "iteration": int(state.iteration),
+                  "step_size": float(state.step_size), "memory": memory_spec},
+        "loop": {"best_f": float(loop["best_f"]), "scale": float(loop["scale"]), "passes": float(loop["passes"]),
+                 "evaluations": int(loop["evaluations"]), "seconds": float(loop["seconds"]),
+                 "history": loop["history"]},
+    }
+    return meta, arrays
+
+
+def restore(payload: dict, arrays: dict[str, np.ndarray]):
+    """(SolverState, loop dict) from a loaded checkpoint; inverse of :func:`snapshot`."""
+    from .state import SolverState
+
+    s, loop = payload["meta"]["state"], payload["meta"]["loop"]
+    state = SolverState(x=np.array(arrays["state/x"], copy=True), f=s["f"], g=np.array(arrays["state/g"], copy=True),
+                        opt_norm=s["opt_norm"], iteration=int(s["iteration"]), step_size=s["step_size"],
+                        memory=decode_memory(s["memory"], arrays))
+    best_g = arrays.get("loop/best_g")
+    out = dict(loop, best_x=np.array(arrays["loop/best_x"], copy=True),
+               best_g=None if best_g is None else np.array(best_g, copy=True))
+    return state, out
