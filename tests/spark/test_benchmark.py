@@ -140,6 +140,10 @@ def test_benchmark_quick(tmp_path):
     assert auto["ingest_s"] > 0 and auto["warm_fit_s"] > 0 and auto["passes"] > 0
     ratios = next(c["ratios"] for c in results["cases"] if c["kind"] == "ratios")
     assert ratios["pass_ratio"] > 0 and ratios["ingest_ratio"] > 0
+    # the resident engine's pass and empty pass are measured, and far cheaper than one job per pass
+    assert 0 < ratios["resident_noop_pass_s"] < ratios["noop_pass_s"]
+    assert ratios["resident_pass_ratio"] > 0 and ratios["resident_start_s"] > 0
+    assert any("overhead" in t for t in measured)
 
     png = out / "a9a-1e-3.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
