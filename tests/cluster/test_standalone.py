@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pyspark
@@ -132,3 +133,68 @@ def test_train_job_on_standalone_cluster(cluster, tmp_path):
         assert stderr_logs, f"no executor ran on {wdir.name}"
         assert any("Running task" in p.read_text(errors="replace") for p in stderr_logs), \
             f"no task ran on {wdir.name}"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process started (transitively) by `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["tree", "resident"])
+def test_fit_survives_a_killed_worker(tmp_path, engine):
+    """SIGKILL one worker with its executor and Python workers mid-fit: the fit ends with the
+    coefficients of an undisturbed fit over the same blocks (1e-8)."""
+    (tmp_path / "cluster").mkdir()
+    c = StandaloneCluster(tmp_path / "cluster").start()
+    try:
+        markers, out = tmp_path / "markers", tmp_path / "out.json"
+        markers.mkdir()
+        cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", c.url,
+               "--conf", "spark.executor.memory=512m", "--conf", "spark.executor.cores=1",
+               "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}",
+               # a barrier stage waits for free slots; after the loss there is one fewer
+               "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
+               "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures=10",
+               str(ROOT / "tests" / "cluster" / "executor_loss_job.py"), "--data", str(ROOT / "data" / "a9a"),
+               "--engine", engine, "--markers", str(markers), "--out", str(out)]
+        job = subprocess.Popen(cmd, env=c.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        try:
+            wait_for(lambda: (markers / "paused").exists() or job.poll() is not None, 300, "the fit to pause")
+            assert job.poll() is None, job.stdout.read()[-3000:]
+            # both executors hold data; kill the first worker and everything it started
+            victim = c.processes[1]
+            doomed = [victim.pid, *_descendants(victim.pid)]
+            assert len(doomed) >= 3, "the worker should have an executor (and its Python workers) running"
+            for pid in doomed:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            (markers / "killed").write_text("1")
+            output, _ = job.communicate(timeout=600)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
+        assert job.returncode == 0, output[-4000:]
+        result = json.loads(out.read_text())
+        assert result["engine"] == engine and result["status"] == "CONVERGED", result["nit"]
+        coef, ref = np.array(result["coef"]), np.array(result["reference_coef"])
+        assert np.max(np.abs(coef - ref)) <= 1e-8 * np.max(np.abs(ref))
+        if engine == "resident":
+            assert result["restarts"] >= 1
+    finally:
+        c.stop()
