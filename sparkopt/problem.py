@@ -13,12 +13,14 @@ Solvers work in coordinates z over the *active* parameters only, with coef = emb
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
 import numpy as np
 
+from .engine.local import add_results, fold_partition
 from .objectives.penalties import ElasticNet
 from .solvers.checkpoint import approx_scalar, array_digest
 
@@ -186,6 +188,69 @@ class LinearModelObjective:
                      "label_mean": approx_scalar(stats.label_mean)},
         }
 
+    def penalty_value(self, z) -> float:
+        """The smooth (L2) part of the penalty at z."""
+        return self.penalty.smooth_value(z)
+
+    def penalty_grad(self, z) -> np.ndarray:
+        return self.penalty.smooth_grad(z)
+
+    def run_parameter_server(self, server, *, fraction: float, seed: int, delays: dict) -> list:
+        """Run :func:`async_worker` on every worker of the engine, served by ``server`` (which works
+        in solver coordinates; the workers see coefficients). Returns the workers' summaries."""
+        config = {"fraction": fraction, "seed": seed, "delays": dict(delays)}
+        return self.engine.run_workers(partial(async_worker, self.block_objective), config,
+                                       _CoefficientServer(server, self.coordinates))
+
     def total(self, z) -> float:
         """F(z) including the L1 term (one pass)."""
         return self.loss(z) + self.penalty.l1_value(z)
+
+
+class _CoefficientServer:
+    """Translates between a parameter server in solver coordinates and workers in coefficients."""
+
+    def __init__(self, server, coordinates: Coordinates) -> None:
+        self.server, self.coordinates = server, coordinates
+
+    def start(self, workers: list) -> None:
+        self.server.start(workers)
+
+    def handle(self, worker: int, message: tuple) -> list:
+        if message[0] == "push":
+            _, clock, version, f_sum, g_sum, w_sum = message
+            message = ("push", clock, version, f_sum, self.coordinates.to_z_grad(np.asarray(g_sum)), w_sum)
+        replies = []
+        for target, reply in self.server.handle(worker, message):
+            if reply[0] == "model":
+                _, z, version, clock = reply
+                reply = ("model", self.coordinates.to_coef(z), version, clock)
+            replies.append((target, reply))
+        return replies
+
+
+def async_worker(block_objective, channel, worker_index: int, partitions: dict, config: dict) -> dict:
+    """A parameter-server worker (runs in a resident task or a thread): until told to stop, take
+    the model (coefficients), push the loss / gradient / weight sums of the mini-batch of its clock
+    over its partitions (sampled exactly as MiniBatchSGD samples that iteration)."""
+    fraction = config["fraction"]
+    fraction = None if fraction >= 1.0 else fraction
+    delay = float(config["delays"].get(worker_index, 0.0))
+    fn = partial(_stochastic, block_objective)
+    channel.send(("pull", 0))
+    pushes = 0
+    while True:
+        message = channel.recv()
+        if message[0] != "model":
+            break
+        _, coef, version, clock = message
+        sample_seed = (config["seed"] * 1_000_003 + clock + 1) % (2**63)
+        acc = None
+        for index in sorted(partitions):
+            acc = add_results(acc, fold_partition(fn, coef, index, partitions[index], fraction, sample_seed))
+        f, g, w = acc if acc is not None else (0.0, np.zeros_like(coef), 0.0)
+        if delay:
+            time.sleep(delay)      # a straggler, for benchmarks
+        channel.send(("push", clock, version, float(f), g, float(w)))
+        pushes += 1
+    return {"pushes": pushes}

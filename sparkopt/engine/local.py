@@ -15,7 +15,9 @@ Engine contract (both engines):
 from __future__ import annotations
 
 import contextlib
+import queue
 import secrets
+import threading
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -129,6 +131,12 @@ class EngineBase:
         """Hold whatever the engine needs for a series of passes (a fit); nothing by default."""
         yield self
 
+    def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
+        """Run a worker program on every worker at once, its messages served by ``server`` (see
+        :meth:`ResidentEngine.run_workers`). Needs workers that live across messages."""
+        raise InputError(f"{type(self).__name__} cannot run worker programs (asynchronous solvers): "
+                         "use engine='resident' (or a LocalEngine)")
+
     def _count(self, fraction: float | None) -> None:
         self.evaluations += 1
         self.passes += 1.0 if fraction is None else fraction
@@ -161,6 +169,19 @@ class EngineBase:
 
     def unpersist(self) -> None:  # pragma: no cover - overridden
         pass
+
+
+class _QueueChannel:
+    """A worker thread's end of the channel (LocalEngine.run_workers)."""
+
+    def __init__(self, index: int, inbox: "queue.Queue", outbox: "queue.Queue") -> None:
+        self._index, self._inbox, self._outbox = index, inbox, outbox
+
+    def send(self, message: Any) -> None:
+        self._inbox.put((self._index, message))
+
+    def recv(self) -> Any:
+        return self._outbox.get()
 
 
 # -------------------------------------------------------------------- the local engine
@@ -280,6 +301,45 @@ class LocalEngine(EngineBase):
 
     def collect_blocks(self) -> list[list[Block]]:
         return [list(p) for p in self._partitions]
+
+    def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
+        """One thread per partition runs ``worker_fn(channel, p, {p: blocks}, config)``; messages
+        are routed through ``server`` on the calling thread, as the resident engine does."""
+        n = len(self._partitions)
+        inbox: queue.Queue = queue.Queue()
+        outboxes = [queue.Queue() for _ in range(n)]
+        server.start([{"partitions": [p], "rows": sum(b.n_rows for b in blocks),
+                       "weight": float(sum(float(b.w.sum()) for b in blocks))}
+                      for p, blocks in enumerate(self._partitions)])
+
+        def work(p: int) -> None:
+            try:
+                summary = worker_fn(_QueueChannel(p, inbox, outboxes[p]), p, {p: self._partitions[p]}, config)
+                inbox.put((p, ("done", summary)))
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+                inbox.put((p, ("error", exc)))
+
+        threads = [threading.Thread(target=work, args=(p,), name=f"sparkopt-local-worker-{p}", daemon=True)
+                   for p in range(n)]
+        for t in threads:
+            t.start()
+        summaries: dict[int, Any] = {}
+        try:
+            while len(summaries) < n:
+                p, message = inbox.get()
+                if message[0] == "done":
+                    summaries[p] = message[1]
+                elif message[0] == "error":
+                    raise message[1]
+                else:
+                    for target, reply in server.handle(p, message):
+                        outboxes[target].put(reply)
+        finally:
+            for box in outboxes:           # unblock any worker still waiting, then let it end
+                box.put(("stop",))
+            for t in threads:
+                t.join(5.0)
+        return [summaries[p] for p in range(n)]
 
     def unpersist(self) -> None:
         """Nothing to release (kept for interface parity)."""

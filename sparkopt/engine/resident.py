@@ -100,11 +100,12 @@ def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
         del tagged_blocks
         order = sorted(partitions)
         rows = sum(b.n_rows for blocks in partitions.values() for b in blocks)
+        weight = float(sum(float(b.w.sum()) for blocks in partitions.values() for b in blocks))
         conn = Client(address, authkey=authkey)      # mutual HMAC challenge before any data
         served = 0
         try:
             conn.send_bytes(pickle.dumps(
-                ("hello", session_id, context.partitionId(), context.attemptNumber(), order, rows),
+                ("hello", session_id, context.partitionId(), context.attemptNumber(), order, rows, weight),
                 protocol=pickle.HIGHEST_PROTOCOL))
             while True:
                 try:
@@ -113,6 +114,17 @@ def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
                     break                             # the driver closed the session
                 if request[0] == "stop":
                     break
+                if request[0] == "run":
+                    _, worker_fn, config = request
+                    try:
+                        summary = worker_fn(_TaskChannel(conn), context.partitionId(),
+                                            {index: partitions[index] for index in order}, config)
+                        reply = ("done", summary)
+                    except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
+                        reply = ("error", type(exc).__name__, str(exc), traceback.format_exc())
+                    conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+                    served += 1
+                    continue
                 _, fn, payload, fraction, seed = request
                 try:
                     acc = None
@@ -128,6 +140,19 @@ def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
         yield context.partitionId(), served
 
     return run
+
+
+class _TaskChannel:
+    """A worker program's end of the channel inside a resident task (pickled messages)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def send(self, message: Any) -> None:
+        self._conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def recv(self) -> Any:
+        return pickle.loads(self._conn.recv_bytes())
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -162,6 +187,7 @@ class _Session:
         self._pending: list[tuple[Connection, tuple]] = []
         self._pending_lock = threading.Condition()
         self.connections: dict[int, Connection] = {}    # group index -> connection
+        self.workers: dict[int, dict] = {}               # group index -> partitions, rows, weight
         self.job_error: Optional[BaseException] = None
         self._job_done = threading.Event()
         self._sc = tagged.context
@@ -227,11 +253,12 @@ class _Session:
         with self._pending_lock:
             while True:
                 for conn, hello in self._pending:
-                    kind, session_id, group, _attempt, _parts, _rows = hello
+                    kind, session_id, group, _attempt, parts, rows, weight = hello
                     if kind != "hello" or session_id != self.id or group in self.connections:
                         conn.close()
                         continue
                     self.connections[group] = conn
+                    self.workers[group] = {"partitions": list(parts), "rows": int(rows), "weight": float(weight)}
                 self._pending.clear()
                 if len(self.connections) == self.groups:
                     return
@@ -275,6 +302,49 @@ class _Session:
         for group in sorted(replies):
             acc = add_results(acc, replies[group][1])
         return acc, received
+
+    def run(self, message: bytes, server: Any) -> tuple[list, int, int]:
+        """Start a worker program on every task and route its messages through ``server`` until
+        every task's program has returned; (summaries in group order, bytes sent, bytes received)."""
+        sent = received = 0
+        groups = sorted(self.connections)
+        server.start([self.workers[g] for g in groups])
+        index_of = {g: i for i, g in enumerate(groups)}
+        try:
+            for conn in self.connections.values():
+                conn.send_bytes(message)
+                sent += len(message)
+        except OSError as exc:
+            raise SessionLost(f"a resident task is gone ({exc})") from exc
+        summaries: dict[int, Any] = {}
+        waiting = {conn: group for group, conn in self.connections.items()}
+        while waiting:
+            ready = wait(list(waiting), timeout=1.0)
+            if not ready and self._job_done.is_set():
+                raise SessionLost(f"the resident job failed: {_brief(self.job_error)}")
+            for conn in ready:
+                group = waiting[conn]
+                try:
+                    data = conn.recv_bytes()
+                except (EOFError, OSError) as exc:
+                    raise SessionLost(f"resident task {group} closed its channel mid-run") from exc
+                received += len(data)
+                message_in = pickle.loads(data)
+                if message_in[0] == "done":
+                    summaries[group] = message_in[1]
+                    del waiting[conn]
+                    continue
+                if message_in[0] == "error":
+                    _, name, text, trace = message_in
+                    raise TaskError(f"{name}: {text}\n--- task traceback ---\n{trace}")
+                for target, reply in server.handle(index_of[group], message_in):
+                    blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+                    try:
+                        self.connections[groups[target]].send_bytes(blob)
+                    except OSError as exc:
+                        raise SessionLost(f"resident task {groups[target]} is gone ({exc})") from exc
+                    sent += len(blob)
+        return [summaries[g] for g in groups], sent, received
 
     def close(self) -> None:
         """Stop the tasks, end the job, release the socket and threads (idempotent)."""
@@ -431,6 +501,32 @@ class ResidentEngine(TreeEngine):
         if result is None:
             raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
         return result
+
+    def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
+        """Run ``worker_fn(channel, worker_index, partitions, config)`` in every resident task at
+        once (``partitions``: {partition index: [Block, ...]}; ``channel.send/recv`` talk to the
+        driver). Every message a worker sends goes to ``server.handle(worker, message)``, which
+        returns the ``[(worker, reply), ...]`` to send; ``server.start(workers)`` is called first
+        with each worker's partitions, rows and weight. Returns the workers' return values.
+
+        A worker program keeps state between messages, so a lost task cannot be replayed: a
+        lost session raises :class:`SessionLost` (the caller still holds its driver-side state)."""
+        from pyspark import cloudpickle
+
+        message = cloudpickle.dumps(("run", worker_fn, config), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            try:
+                if self._session is None:
+                    self._session = self._start()
+                summaries, sent, received = self._session.run(message, server)
+            except BaseException:
+                self.close()      # a half-run program leaves the tasks in an unknown state
+                raise
+            if self._depth_open == 0:
+                self.close()
+        self.bytes_sent += sent
+        self.bytes_received += received
+        return summaries
 
     def __repr__(self) -> str:
         return (f"ResidentEngine(n_rows={self.n_rows}, n_features={self.n_features}, "

@@ -15,6 +15,7 @@ import numpy as np
 
 from .checkpoint import CheckpointStore, array_digest, restore, snapshot
 from .base import STATUS_MESSAGES, Callback, ConvergenceWarning, Objective, OptimizeResult, Status
+from .async_sgd import AsyncSGD
 from .gd import GradientDescent
 from .lbfgs import LBFGS, OWLQN
 from .newton import Newton, ProximalNewton, TrustRegionNewtonCG
@@ -23,7 +24,7 @@ from .state import Solver, optimality_norm, l1_value
 
 logger = logging.getLogger("sparkopt")
 
-SOLVERS = ("auto", "gd", "sgd", "lbfgs", "owlqn", "newton", "newton-cg")
+SOLVERS = ("auto", "gd", "sgd", "lbfgs", "owlqn", "newton", "newton-cg", "async-sgd")
 # exact Newton aggregates a dense p x p Hessian per partition: keep p small enough to be cheap
 EXACT_NEWTON_MAX_PARAMS = 1024
 
@@ -64,6 +65,10 @@ def make_solver(name: str, options: dict[str, Any], l1: bool = False) -> Solver:
         return GradientDescent(step_size=opts.pop("step_size", None))
     if name == "sgd":
         return MiniBatchSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "momentum", "seed") if k in opts})
+    if name == "async-sgd":
+        return AsyncSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "seed",
+                                                "deterministic", "delays") if k in opts},
+                        tau=opts.get("staleness", 2))
     if name == "lbfgs":
         return LBFGS(memory=opts.get("memory", 10))
     if name == "owlqn":
@@ -152,13 +157,22 @@ def minimize(
     if checkpoint_dir is not None and not (isinstance(checkpoint_interval, (int, np.integer))
                                            and not isinstance(checkpoint_interval, bool) and checkpoint_interval >= 1):
         raise ValueError(f"checkpointInterval must be an integer >= 1, got {checkpoint_interval!r}")
-    if isinstance(method, Solver):
+    if isinstance(method, (Solver, AsyncSGD)):
         solver = method
     else:
         solver = make_solver(choose_solver(objective, method), options or {}, l1=_has_l1(objective))
     x0 = np.zeros(objective.n_params) if x0 is None else np.array(x0, dtype=float, copy=True)
     if x0.shape != (objective.n_params,):
         raise ValueError(f"x0 must have shape ({objective.n_params},), got {x0.shape}")
+    if isinstance(solver, AsyncSGD):
+        # workers and a parameter server, not one step at a time: its own loop
+        if checkpoint_dir is not None:
+            raise ValueError("checkpointDir is not supported with solver='async-sgd' (its state lives in the workers)")
+        result = solver.run(objective, x0, tol=tol, max_iter=max_iter, callback=callback)
+        if result.status not in (Status.CONVERGED, Status.CALLBACK_STOP) and warn:
+            warnings.warn(f"sparkopt {solver.name}: {result.message} (nit={result.nit}, "
+                          f"grad_norm={result.grad_norm:.3g})", ConvergenceWarning, stacklevel=2)
+        return result
 
     store = None
     loaded = None

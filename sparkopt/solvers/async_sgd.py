@@ -1,0 +1,263 @@
+"""Parameter-server SGD with bounded staleness (``solver="async-sgd"``).
+
+The driver holds the model in a :class:`ParameterServer`; every worker (a resident task, or a
+thread per partition in memory) loops: receive the model, compute the gradient of a mini-batch of
+its own rows, push it, receive the next model. Nobody waits for the others except through the
+staleness bound.
+
+Clocks (stale synchronous parallel, Ho et al. 2013): worker k's clock c_k counts its pushes. A
+worker asking for the model of its clock c waits while ``c - min_j c_j > tau`` (it may run at most
+tau clocks ahead of the slowest worker); ``tau=None`` never waits.
+
+Updates (z: solver coordinates, t_c: the step schedule at clock c, shares s_k: worker k's part of
+the total sample weight, G_k / W_k: the mini-batch gradient sum / weight it pushed):
+
+* ``tau >= 1`` (or None): each push is applied when it arrives,
+  ``z <- prox_{t_c s_k l1}(z - t_c s_k (G_k / W_k + grad penalty(z)))``.
+* ``tau = 0``: nobody can run ahead, so the K pushes of a clock are applied as one step,
+  ``z <- prox_{t_c l1}(z - t_c (sum G_k / sum W_k + grad penalty(z)))``: synchronous mini-batch
+  SGD, and with the same seed exactly :class:`~sparkopt.solvers.sgd.MiniBatchSGD` (the mini-batch of
+  clock c is drawn as MiniBatchSGD draws iteration c+1's).
+
+``deterministic=True`` (tests, studies of staleness) fixes the order: pushes are applied in the
+order (clock, worker) whatever their arrival, and the model sent for clock c is the one at the end
+of clock c - tau - 1, so every update has the largest staleness the bound allows and two runs give
+the same numbers. The default mode is truly asynchronous: pushes apply on arrival and pulls get
+the newest model. Every applied update's staleness (versions applied between its pull and its
+push) is recorded; ``result.extra["staleness_histogram"]`` counts them.
+
+Stops when every worker has done ``max_iter`` clocks, or when the model moved less than ``tol``
+(relative, MLlib's SGD test) over a completed clock; F is then evaluated exactly once.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .base import STATUS_MESSAGES, Callback, Objective, OptimizeResult, Status
+from .sgd import MiniBatchSGD
+from .state import l1_value, optimality_norm, soft_threshold
+
+__all__ = ["AsyncSGD", "ParameterServer"]
+
+
+class ParameterServer:
+    """The driver's model and the staleness rules; see the module docstring.
+
+    Messages from worker k: ``("pull", clock)`` and ``("push", clock, version, f_sum, g_sum, w_sum)``
+    (g_sum in solver coordinates, (n_params,)); a push is also the pull of the next clock. Replies:
+    ``("model", z, version, clock)`` or ``("stop",)``."""
+
+    def __init__(self, objective: Objective, z0: np.ndarray, *, tau: Optional[int], deterministic: bool,
+                 step_size_at: Callable[[int], float], fraction: float, max_clocks: int, tol: float,
+                 callback: Optional[Callback] = None) -> None:
+        self.objective = objective
+        self.z = np.array(z0, dtype=float, copy=True)
+        self.tau, self.deterministic = tau, deterministic
+        self.step_size_at, self.fraction = step_size_at, fraction
+        self.max_clocks, self.tol, self.callback = max_clocks, tol, callback
+        self.l1 = objective.l1_weights
+        self.version = 0
+        self.staleness: Counter = Counter()
+        self.history: list[dict] = []
+        self.status: Optional[Status] = None
+        self.started = time.perf_counter()
+
+    # -- set-up
+    def start(self, workers: list[dict]) -> None:
+        self.k = len(workers)
+        weights = np.array([w["weight"] for w in workers], dtype=float)
+        self.shares = weights / weights.sum() if weights.sum() > 0 else np.full(self.k, 1.0 / self.k)
+        self.clocks = [0] * self.k                 # pushes received per worker
+        self.waiting: dict[int, int] = {}          # worker -> clock it waits to start
+        self.pulled_version: dict[int, int] = {}
+        self.buffer: dict[tuple[int, int], tuple] = {}  # (clock, worker) -> push, until applied
+        self.next_index = 0                        # deterministic order: clock * K + worker
+        self.completed = 0                         # clocks every worker has had applied
+        self.snapshots = {-1: (self.z.copy(), 0)}  # (model, version) at the end of recent clocks
+        self.passes = 0.0                          # data touched by applied pushes, in passes
+        self.clock_sums: dict[int, list] = {}      # clock -> [f, w, g] over its pushes
+        self.applied_per_clock: Counter = Counter()
+        self.last_completed_z = self.z.copy()
+        self.best = (self.z.copy(), np.inf)
+        self._row(0, np.nan, np.nan, np.nan)
+
+    # -- messages
+    def handle(self, worker: int, message: tuple) -> list[tuple[int, tuple]]:
+        if message[0] == "push":
+            _, clock, version, f_sum, g_sum, w_sum = message
+            self.clocks[worker] = clock + 1
+            if self.status is None:
+                self._receive(worker, clock, version, float(f_sum), np.asarray(g_sum, dtype=float), float(w_sum))
+            self.waiting[worker] = clock + 1
+        elif message[0] == "pull":
+            self.waiting[worker] = int(message[1])
+        else:
+            raise ValueError(f"parameter server: unknown message {message[0]!r} from worker {worker}")
+        return self._answer()
+
+    def _answer(self) -> list[tuple[int, tuple]]:
+        replies = []
+        slowest = min(self.clocks)
+        for worker, clock in list(self.waiting.items()):
+            if self.status is not None or clock >= self.max_clocks:
+                replies.append((worker, ("stop",)))
+                del self.waiting[worker]
+                continue
+            if self.tau is not None and clock - slowest > self.tau:
+                continue
+            if self.tau == 0 or self.deterministic:
+                # the model at the end of clock c - tau - 1 (the newest one in the synchronous case)
+                ready = max(clock - (self.tau or 0) - 1, -1)
+                if self.completed - 1 < ready:
+                    continue
+                z, version = self.snapshots[ready]
+            else:
+                z, version = self.z, self.version
+            replies.append((worker, ("model", z.copy(), version, clock)))
+            self.pulled_version[worker] = version
+            del self.waiting[worker]
+        return replies
+
+    # -- updates
+    def _receive(self, worker, clock, version, f_sum, g_sum, w_sum) -> None:
+        sums = self.clock_sums.setdefault(clock, [0.0, 0.0, np.zeros_like(self.z)])
+        sums[0] += f_sum
+        sums[1] += w_sum
+        sums[2] += g_sum
+        if self.tau == 0:
+            self.buffer[(clock, worker)] = (version,)
+            if sum(1 for (c, _) in self.buffer if c == clock) == self.k:
+                for k in range(self.k):
+                    self.staleness[self.version - self.buffer.pop((clock, k))[0]] += 1
+                f, w, g = sums
+                self._step(clock, g, w, share=1.0)
+                self.passes += self.fraction
+                self._complete(clock)
+            return
+        if self.deterministic:
+            self.buffer[(clock, worker)] = (version, g_sum, w_sum)
+            while True:
+                key = divmod(self.next_index, self.k)
+                if key not in self.buffer:
+                    break
+                version_k, g_k, w_k = self.buffer.pop(key)
+                self._apply(key[0], key[1], version_k, g_k, w_k)
+                self.next_index += 1
+            return
+        self._apply(clock, worker, version, g_sum, w_sum)
+
+    def _apply(self, clock, worker, version, g_sum, w_sum) -> None:
+        self.staleness[self.version - version] += 1
+        self._step(clock, g_sum, w_sum, share=float(self.shares[worker]))
+        self.passes += self.fraction * float(self.shares[worker])
+        self.applied_per_clock[clock] += 1
+        while self.applied_per_clock[self.completed] == self.k:
+            self._complete(self.completed)
+
+    def _step(self, clock, g_sum, w_sum, share) -> None:
+        t = self.step_size_at(clock + 1)
+        g = self.objective.penalty_grad(self.z)
+        if w_sum > 0:
+            g = g + g_sum / w_sum
+        z = self.z - t * share * g
+        if self.l1 is not None:
+            z = soft_threshold(z, t * share * self.l1)
+        self.z = z
+        self.version += 1
+        if not np.all(np.isfinite(z)):
+            self.status = Status.DIVERGED
+
+    def _complete(self, clock) -> None:
+        self.completed = clock + 1
+        self.snapshots[clock] = (self.z.copy(), self.version)
+        # a pull is for a clock >= completed and needs the snapshot of clock - tau - 1
+        for old in [c for c in self.snapshots if c < self.completed - (self.tau or 0) - 2]:
+            del self.snapshots[old]
+        f, w, g = self.clock_sums.pop(clock)
+        change = float(np.linalg.norm(self.z - self.last_completed_z)) / max(float(np.linalg.norm(self.z)), 1.0)
+        self.last_completed_z = self.z.copy()
+        estimate = (f / w if w > 0 else np.nan) + self._penalty_value(self.z)
+        self._row(clock + 1, estimate, float(np.max(np.abs(g / w))) if w > 0 else np.nan,
+                  self.step_size_at(clock + 1), change=change)
+        if np.isfinite(estimate) and estimate <= self.best[1]:
+            self.best = (self.z.copy(), estimate)
+        if self.status is None and change < self.tol:
+            self.status = Status.CONVERGED
+        if self.status is None and self.callback is not None:
+            try:
+                stop = self.callback(dict(self.history[-1], x=self.z.copy()))
+            except StopIteration:
+                stop = True
+            if stop:
+                self.status = Status.CALLBACK_STOP
+
+    def _penalty_value(self, z) -> float:
+        return self.objective.penalty_value(z) + l1_value(self.objective, z)
+
+    def _row(self, iteration, objective, grad_norm, step, **extra) -> None:
+        self.history.append({"iteration": iteration, "objective": float(objective), "grad_norm": float(grad_norm),
+                             "step_size": float(step), "passes": self.passes, "rounds": iteration,
+                             "updates": int(self.version),
+                             "max_staleness": int(max(self.staleness, default=0)),
+                             "seconds": time.perf_counter() - self.started, **extra})
+
+
+class AsyncSGD:
+    """Parameter-server SGD; see the module docstring. ``step_size``, ``fraction``, ``schedule``,
+    ``decay`` and ``seed`` mean what they mean for :class:`MiniBatchSGD`; ``tau`` is the staleness
+    bound in clocks (None: unbounded); ``delays`` ({worker: seconds}) slows workers down, for
+    benchmarks of stragglers only."""
+
+    name = "async-sgd"
+
+    def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "inverse_sqrt",
+                 decay: float = 0.99, seed: int = 0, tau: Optional[int] = 2, deterministic: bool = False,
+                 delays: Optional[dict] = None) -> None:
+        # MiniBatchSGD validates the shared settings and defines the schedule
+        self._schedule = MiniBatchSGD(step_size=step_size, fraction=fraction, schedule=schedule, decay=decay,
+                                      seed=seed)
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 0):
+            raise ValueError(f"staleness (tau) must be an integer >= 0 or None, got {tau!r}")
+        delays = dict(delays or {})
+        if any(not (np.isfinite(v) and v >= 0) for v in delays.values()):
+            raise ValueError(f"delays must be seconds >= 0, got {delays!r}")
+        self.fraction, self.seed = float(fraction), int(seed)
+        self.tau = None if tau is None else int(tau)
+        self.deterministic, self.delays = bool(deterministic), delays
+
+    def run(self, objective: Objective, x0: np.ndarray, *, tol: float, max_iter: int,
+            callback: Optional[Callback] = None) -> OptimizeResult:
+        if not hasattr(objective, "run_parameter_server"):
+            raise ValueError("solver='async-sgd' needs an objective over an engine with workers "
+                             "(engine='resident' on Spark, or a LocalEngine)")
+        start = time.perf_counter()
+        passes0, evaluations0 = objective.passes, getattr(objective, "evaluations", 0)
+        server = ParameterServer(objective, x0, tau=self.tau, deterministic=self.deterministic,
+                                 step_size_at=self._schedule.step_size_at, fraction=self.fraction,
+                                 max_clocks=max_iter, tol=tol, callback=callback)
+        # overflow on the way to divergence is detected and reported in the status
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            summaries = objective.run_parameter_server(server, fraction=self.fraction, seed=self.seed,
+                                                       delays=self.delays)
+        status = server.status or Status.MAX_ITER
+        x = server.z if status != Status.DIVERGED else server.best[0]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            fun, g = objective.loss_grad(x)
+        fun += l1_value(objective, x)
+        if not (np.isfinite(fun) and np.all(np.isfinite(g))):
+            status = Status.DIVERGED
+        grad_norm = optimality_norm(objective, x, g) if np.all(np.isfinite(g)) else float("inf")
+        pushes = sum(int(s.get("pushes", 0)) for s in summaries)
+        passes = server.passes + float(objective.passes - passes0)     # the final exact pass included
+        return OptimizeResult(
+            x=np.array(x, copy=True), fun=float(fun), grad_norm=float(grad_norm), nit=server.completed,
+            passes=passes, nfev=int(getattr(objective, "evaluations", 0) - evaluations0) + pushes,
+            status=status, message=STATUS_MESSAGES[status], solver=self.name, history=server.history, jac=g,
+            seconds=time.perf_counter() - start,
+            extra={"staleness_histogram": dict(sorted(server.staleness.items())), "updates": server.version,
+                   "pushes": pushes, "tau": self.tau, "deterministic": self.deterministic,
+                   "pushes_per_worker": [int(s.get("pushes", 0)) for s in summaries]})
