@@ -18,12 +18,13 @@ from .base import STATUS_MESSAGES, Callback, ConvergenceWarning, Objective, Opti
 from .gd import GradientDescent
 from .lbfgs import LBFGS, OWLQN
 from .newton import Newton, ProximalNewton, TrustRegionNewtonCG
+from .local_sgd import LocalSGD
 from .sgd import MiniBatchSGD
 from .state import Solver, optimality_norm, l1_value
 
 logger = logging.getLogger("sparkopt")
 
-SOLVERS = ("auto", "gd", "sgd", "lbfgs", "owlqn", "newton", "newton-cg")
+SOLVERS = ("auto", "gd", "sgd", "local-sgd", "lbfgs", "owlqn", "newton", "newton-cg")
 # exact Newton aggregates a dense p x p Hessian per partition: keep p small enough to be cheap
 EXACT_NEWTON_MAX_PARAMS = 1024
 
@@ -64,6 +65,9 @@ def make_solver(name: str, options: dict[str, Any], l1: bool = False) -> Solver:
         return GradientDescent(step_size=opts.pop("step_size", None))
     if name == "sgd":
         return MiniBatchSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "momentum", "seed") if k in opts})
+    if name == "local-sgd":
+        return LocalSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "local_steps",
+                                                "combination", "seed") if k in opts})
     if name == "lbfgs":
         return LBFGS(memory=opts.get("memory", 10))
     if name == "owlqn":
@@ -227,7 +231,7 @@ def minimize(
 
     status: Optional[Status] = None
     if loaded is None:
-        record({})
+        record(state.info)      # a solver's init may start its own columns (local-sgd: rounds 0)
         # the best finite iterate is what a diverging run returns
         best_x, best_f, best_g = (state.x.copy(), state.f, state.g) if _finite(state.f, state.x) else (x0, np.inf, None)
         if not _finite(state.f, state.g):
