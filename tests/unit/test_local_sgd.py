@@ -192,3 +192,34 @@ def test_needs_an_objective_that_runs_rounds():
     objective = CountingObjective(lambda x: float(x @ x), lambda x: 2 * x, 3)
     with pytest.raises(ValueError, match="local_sgd_round"):
         minimize(objective, np.ones(3), "local-sgd")
+
+
+# ------------------------------------------------------------------ wiring (no SparkSession needed)
+def test_estimator_params_and_train_job_arguments():
+    import sys
+    from pathlib import Path
+
+    from sparkopt.errors import InputError
+    from sparkopt.ml import LinearRegression, LogisticRegression
+
+    lr = LogisticRegression(solver="local-sgd", localSteps=5, localCombination=2.0)
+    assert (lr.getSolver(), lr.getLocalSteps(), lr.getLocalCombination()) == ("local-sgd", 5, 2.0)
+    assert LinearRegression().getLocalSteps() == 1 and LinearRegression().getLocalCombination() == 1.0
+    assert lr.setLocalSteps(3).getLocalSteps() == 3
+    for bad, named in ((dict(localSteps=0), "localSteps"), (dict(localCombination=0.5), "localCombination"),
+                       (dict(localCombination=float("nan")), "localCombination")):
+        with pytest.raises(InputError, match=named):
+            LogisticRegression(**bad)
+    with pytest.raises(InputError, match="localSteps"):
+        lr.setLocalSteps(-2)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
+    args = train.parse_args(["--input", "x", "--output", "y", "--solver", "local-sgd", "--local-steps", "7",
+                             "--local-combination", "1.5", "--mini-batch-fraction", "0.2"])
+    estimator = train.make_estimator(args, "features", "label")
+    assert (estimator.getSolver(), estimator.getLocalSteps(), estimator.getLocalCombination(),
+            estimator.getMiniBatchFraction()) == ("local-sgd", 7, 1.5, 0.2)
