@@ -141,8 +141,8 @@ def minimize(
     written there every `checkpoint_interval` iterations and when the run ends without failing
     (converged, max_iter, max_passes, callback stop), and a run that finds a checkpoint there
     resumes from it instead of calling the solver's init: the result (x, history, nit, passes) is
-    then the one an uninterrupted run gives (bit for bit for the deterministic solvers; SGD's
-    samples are seeded by (seed, iteration), so it too). The checkpoint must belong to the same
+    then the one an uninterrupted run gives (bit for bit for the deterministic solvers; SGD's and local SGD's
+    samples are seeded by (seed, iteration), so they too). The checkpoint must belong to the same
     problem: n_params, solver and its settings, x0, the objective's own `fingerprint()` when it
     has one, and `checkpoint_fingerprint` (what the caller knows: loss, params, data shape);
     a difference raises CheckpointError. One run per directory; see solvers/checkpoint.py.
