@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LIBSVM only: number of features (default: inferred from the data)")
     p.add_argument("--model", choices=MODELS, default="logistic",
                    help="logistic (binary), multinomial, linear (squared error), huber, svm (hinge), poisson")
-    p.add_argument("--solver", default="auto", help="auto, gd, sgd, lbfgs, owlqn, newton or newton-cg")
+    p.add_argument("--solver", default="auto", help="auto, gd, sgd, local-sgd, lbfgs, owlqn, newton or newton-cg")
     p.add_argument("--reg-param", type=float, default=0.0, help="regularization strength (MLlib's regParam)")
     p.add_argument("--elastic-net-param", type=float, default=0.0, help="L1 share of the penalty, in [0, 1]")
     p.add_argument("--max-iter", type=int, default=100, help="maximum iterations")
@@ -56,7 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fit-intercept", action=argparse.BooleanOptionalAction, default=True,
                    help="fit an unpenalized intercept")
     p.add_argument("--step-size", type=float, default=None, help="gd/sgd step size (gd line-searches when omitted)")
-    p.add_argument("--mini-batch-fraction", type=float, default=1.0, help="sgd: fraction of rows per iteration")
+    p.add_argument("--mini-batch-fraction", type=float, default=1.0,
+                   help="sgd / local-sgd: fraction of rows per iteration (local-sgd: per local step)")
+    p.add_argument("--local-steps", type=int, default=1,
+                   help="local-sgd: SGD steps per shard between communication rounds (--max-iter counts rounds)")
+    p.add_argument("--local-combination", type=float, default=1.0,
+                   help="local-sgd: beta >= 1; 1 averages the shard models, the number of shards adds their deltas")
     p.add_argument("--num-partitions", type=int, default=None, help="repartition the input first")
     p.add_argument("--aggregation-depth", type=int, default=2, help="treeAggregate depth")
     p.add_argument("--engine", choices=("auto", "tree", "resident"), default="auto",
@@ -157,7 +162,8 @@ def make_estimator(args, features, label):
                   regParam=args.reg_param, elasticNetParam=args.elastic_net_param,
                   fitIntercept=args.fit_intercept, standardization=args.standardization,
                   aggregationDepth=args.aggregation_depth, solver=args.solver, seed=args.seed,
-                  miniBatchFraction=args.mini_batch_fraction, engine=args.engine)
+                  miniBatchFraction=args.mini_batch_fraction, engine=args.engine, localSteps=args.local_steps,
+                  localCombination=args.local_combination)
     if args.step_size is not None:
         common["stepSize"] = args.step_size
     if args.weight_col:
@@ -197,6 +203,8 @@ def evaluate(model, df, args, label) -> dict:
 
 def write_history(history, path: Path) -> None:
     keys = ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
+    if history and all("rounds" in row for row in history):     # local-sgd: communication rounds
+        keys.append("rounds")
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(keys)

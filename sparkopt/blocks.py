@@ -42,3 +42,12 @@ class Block:
         """Bernoulli(fraction) sample of rows, as Spark's RDD.sample(False, fraction) does."""
         keep = np.flatnonzero(rng.random(self.n_rows) < fraction)
         return self.take(keep)
+
+
+def sample_rng(seed: int, partition_index: int, block_index: int) -> np.random.Generator:
+    """The generator that samples block ``block_index`` of partition ``partition_index``.
+
+    Defined here (not in the engine) so that block-side code that samples for itself (local SGD's
+    steps, sparkopt.objectives.local_sgd) draws from the same generator as the engines' sampling
+    and needs no import of the engine package."""
+    return np.random.default_rng([seed, partition_index, block_index])

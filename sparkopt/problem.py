@@ -21,8 +21,10 @@ from typing import Optional
 import numpy as np
 
 from .engine.local import add_results, fold_partition
+from .objectives.local_sgd import LocalSGDBlockFn, local_steps
 from .objectives.penalties import ElasticNet
 from .solvers.checkpoint import approx_scalar, array_digest
+from .solvers.sgd import round_seed
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class LinearModelObjective:
         self.l1_weights = l1 if np.any(l1 > 0) else None
         self.weight_sum = float(engine.weight_sum)
         self._sigma_index = self._find_sigma()
+        # local SGD rounds touch H * fraction of the data in one engine call, which the engine
+        # counts as one pass: the difference is kept here (see local_sgd_round)
+        self._extra_passes = 0.0
 
     def _find_sigma(self) -> Optional[int]:
         if getattr(self.block_objective, "loss", None) != "huber":
@@ -106,7 +111,7 @@ class LinearModelObjective:
 
     @property
     def passes(self) -> float:
-        return self.engine.passes
+        return self.engine.passes + self._extra_passes
 
     @property
     def evaluations(self) -> int:
@@ -170,6 +175,35 @@ class LinearModelObjective:
             return self.penalty.smooth_value(z), self.penalty.smooth_grad(z)
         return (f / wsum + self.penalty.smooth_value(z),
                 self.coordinates.to_z_grad(g) / wsum + self.penalty.smooth_grad(z))
+
+    def local_sgd_round(self, z, step_sizes, fraction, seed):
+        """One communication round of local SGD: one ``engine.map_sum`` in which every block (a
+        shard) runs len(step_sizes) = H local proximal SGD steps from z (n,) on Bernoulli(fraction)
+        samples of its own rows (sparkopt.objectives.local_sgd has the update rule and seeding).
+
+        Returns (delta (n,), f_estimate, weight): delta = sum_b S_b (u_b - z) / sum_b S_b, the
+        shards' pre-prox endpoints u_b averaged with weights S_b = the weight of the rows shard b
+        used (fraction 1: H times its weight sum, so shards of unequal size count in proportion
+        to their data, and H = 1 is the full-gradient step; with sampling, H = 1 is exactly
+        MiniBatchSGD's step on the union of the samples); f_estimate = F's smooth part at z
+        estimated on the union of the step-1 samples; weight = sum_b S_b. When no shard sampled
+        a row, delta is the penalty-only path. Counts H * min(fraction, 1) passes.
+        """
+        step_sizes = np.asarray(step_sizes, dtype=float).ravel()
+        z = np.asarray(z, dtype=float)
+        fraction = float(min(fraction, 1.0))
+        fn = LocalSGDBlockFn(self.block_objective, self.coordinates, self.penalty, self.l1_weights,
+                             self._sigma_index)
+        passes_before = self.engine.passes
+        delta_sum, weight, f1, w1 = self.engine.map_sum(fn, (z, step_sizes, fraction, int(seed)))
+        # the data the shards touched, not the one engine call
+        self._extra_passes += len(step_sizes) * fraction - (self.engine.passes - passes_before)
+        if weight > 0:
+            delta = np.asarray(delta_sum, dtype=float) / weight
+        else:
+            delta = local_steps(z, step_sizes, lambda x, h: (0.0, None, 0.0), self.penalty, self.l1_weights)[0]
+        f = (f1 / w1 if w1 > 0 else 0.0) + self.penalty.smooth_value(z)
+        return delta, float(f), float(weight)
 
     def fingerprint(self) -> dict:
         """What identifies this problem for a checkpoint (see solvers/checkpoint.py): the loss and
@@ -244,7 +278,7 @@ def async_worker(block_objective, channel, worker_index: int, partitions: dict, 
         if message[0] != "model":
             break
         _, coef, version, clock = message
-        sample_seed = (config["seed"] * 1_000_003 + clock + 1) % (2**63)
+        sample_seed = round_seed(config["seed"], clock + 1)
         acc = None
         for index in sorted(partitions):
             acc = add_results(acc, fold_partition(fn, coef, index, partitions[index], fraction, sample_seed))

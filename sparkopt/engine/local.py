@@ -10,7 +10,10 @@ Engine contract (both engines):
 * ``map_sum(fn, payload, fraction=None, seed=None)`` returns the element-wise sum over all blocks of
   ``fn(block, payload)`` (a float, an ndarray, or a tuple of those);
 * with ``fraction`` set, block ``j`` of partition ``p`` is first replaced by
-  ``block.sample(fraction, np.random.default_rng([seed, p, j]))``.
+  ``block.sample(fraction, np.random.default_rng([seed, p, j]))``;
+* a ``fn`` with a true attribute ``wants_index`` is called as ``fn(block, payload, (p, j))``:
+  block-side code that draws its own samples (local SGD's steps) seeds them from its position,
+  which is the same on every engine because every engine folds through :func:`fold_partition`.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..blocks import Block
+from ..blocks import Block, sample_rng
 from ..errors import InputError
 from .stats import DataStats, block_stats, combine_partitions, data_problems
 
@@ -66,11 +69,6 @@ def add_results(acc: Any, r: Any) -> Any:
     return acc + r
 
 
-def sample_rng(seed: int, partition_index: int, block_index: int) -> np.random.Generator:
-    """The generator that samples block ``block_index`` of partition ``partition_index``."""
-    return np.random.default_rng([seed, partition_index, block_index])
-
-
 def fold_partition(
     fn: BlockFn,
     value: Any,
@@ -79,12 +77,16 @@ def fold_partition(
     fraction: float | None = None,
     seed: int | None = None,
 ) -> Any:
-    """Sum of ``fn(block, value)`` over one partition's blocks, in order (None if no blocks)."""
+    """Sum of ``fn(block, value)`` over one partition's blocks, in order (None if no blocks).
+
+    ``fn(block, value, (partition_index, j))`` when ``fn.wants_index`` is true (see the module
+    docstring); ``j`` counts the partition's blocks from 0, before any sampling."""
+    with_index = bool(getattr(fn, "wants_index", False))
     acc = None
     for j, block in enumerate(blocks):
         if fraction is not None:
             block = block.sample(fraction, sample_rng(seed, partition_index, j))
-        acc = add_results(acc, fn(block, value))
+        acc = add_results(acc, fn(block, value, (partition_index, j)) if with_index else fn(block, value))
     return acc
 
 

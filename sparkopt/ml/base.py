@@ -66,6 +66,8 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stepSize": (lambda v: np.isfinite(v) and v > 0, "> 0"),
     "miniBatchFraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "solver": (lambda v: v in ESTIMATOR_SOLVERS, f"one of {ESTIMATOR_SOLVERS}"),
+    "localSteps": (lambda v: v >= 1, ">= 1"),
+    "localCombination": (lambda v: np.isfinite(v) and v >= 1, "a finite number >= 1"),
     "stepSchedule": (lambda v: v in ("constant", "inverse_sqrt", "exponential"),
                      "one of ('constant', 'inverse_sqrt', 'exponential')"),
     "threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -99,13 +101,20 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
     """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
 
     solver = Param(Params._dummy(), "solver",
-                   "optimizer: auto, gd, sgd, lbfgs, owlqn, newton or newton-cg (auto picks Newton for small "
+                   "optimizer: auto, gd, sgd, local-sgd, lbfgs, owlqn, newton or newton-cg (auto picks Newton for small "
                    "models, OWL-QN under L1, L-BFGS otherwise)", typeConverter=TypeConverters.toString)
     miniBatchFraction = Param(Params._dummy(), "miniBatchFraction",
                               "fraction of every partition sampled per SGD iteration, in (0, 1]",
                               typeConverter=TypeConverters.toFloat)
     stepSchedule = Param(Params._dummy(), "stepSchedule", "SGD step schedule: constant, inverse_sqrt, exponential",
                          typeConverter=TypeConverters.toString)
+    localSteps = Param(Params._dummy(), "localSteps",
+                       "local-sgd: SGD steps every shard takes on its own data per communication round (>= 1)",
+                       typeConverter=TypeConverters.toInt)
+    localCombination = Param(Params._dummy(), "localCombination",
+                             "local-sgd: beta >= 1 in x + beta * (weighted mean of the shard deltas); 1 averages "
+                             "the shard models, the number of shards adds their deltas (CoCoA+)",
+                             typeConverter=TypeConverters.toFloat)
     numPartitions = Param(Params._dummy(), "numPartitions",
                           "repartition the input into this many partitions before ingest (None keeps them)",
                           typeConverter=TypeConverters.toInt)
@@ -129,7 +138,7 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
         self._setDefault(maxIter=100, tol=1e-6, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
                          miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False,
-                         checkpointInterval=10, engine="auto")
+                         checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0)
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -156,6 +165,12 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
 
     def getStepSchedule(self) -> str:
         return self.getOrDefault(self.stepSchedule)
+
+    def getLocalSteps(self) -> int:
+        return self.getOrDefault(self.localSteps)
+
+    def getLocalCombination(self) -> float:
+        return self.getOrDefault(self.localCombination)
 
     def getEngine(self) -> str:
         return self.getOrDefault(self.engine)
@@ -191,7 +206,7 @@ def add_setters(cls, *names):
 add_setters(_SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
             "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
-            "checkpointInterval", "checkpointDir", "engine")
+            "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination")
 
 
 class Progress:
@@ -306,7 +321,8 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
         if initial is None and model0 is not None:
             initial = model0._coef_vector_for(loss, engine.stats.n_features, self.getFitIntercept())
         options = dict(step_size=self.getStepSize(), fraction=self.getMiniBatchFraction(),
-                       schedule=self.getStepSchedule(), seed=self.getSeed())
+                       schedule=self.getStepSchedule(), seed=self.getSeed(), local_steps=self.getLocalSteps(),
+                       combination=self.getLocalCombination())
         if self.getSolver() == "gd" and not self.isSet(self.stepSize):
             options.pop("step_size")          # GD line-searches unless the user fixed a step
         started = time.perf_counter()
@@ -449,12 +465,17 @@ class TrainingSummary:
     @property
     def history(self):
         """Per-iteration records as a Spark DataFrame (iteration, objective, grad_norm, step_size,
-        passes, seconds)."""
+        passes, seconds; plus rounds for local-sgd)."""
         spark = self._dataset.sparkSession
+        history = self._fit.result.history
         cols = ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
-        rows = [tuple(float(r[c]) if c != "iteration" else int(r[c]) for c in cols) for r in self._fit.result.history]
-        return spark.createDataFrame(rows, "iteration int, objective double, grad_norm double, step_size double, "
-                                           "passes double, seconds double")
+        schema = ("iteration int, objective double, grad_norm double, step_size double, passes double, "
+                  "seconds double")
+        if history and all("rounds" in r for r in history):      # local-sgd: communication rounds
+            cols.append("rounds")
+            schema += ", rounds int"
+        rows = [tuple(int(r[c]) if c in ("iteration", "rounds") else float(r[c]) for c in cols) for r in history]
+        return spark.createDataFrame(rows, schema)
 
     @property
     def predictions(self):

@@ -123,7 +123,8 @@ class LogisticRegression(_SparkoptEstimator, HasProbabilityCol, HasRawPrediction
                  weightCol=None, aggregationDepth=2, family="auto", solver="auto", stepSize=None,
                  miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto"):
+                 checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
+                 localCombination=1.0):
         super().__init__()
         self._setDefault(family="auto", threshold=0.5, probabilityCol="probability", rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)
@@ -187,7 +188,8 @@ class LinearSVC(_SparkoptEstimator, HasRawPredictionCol, HasThreshold):
                  standardization=True, threshold=0.0, weightCol=None, aggregationDepth=2, loss="hinge",
                  solver="auto", stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0,
                  numPartitions=None, initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto"):
+                 checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
+                 localCombination=1.0):
         super().__init__()
         self._setDefault(loss="hinge", threshold=0.0, rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)

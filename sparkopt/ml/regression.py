@@ -85,7 +85,8 @@ class LinearRegression(_SparkoptEstimator):
                  weightCol=None, aggregationDepth=2, loss="squaredError", epsilon=1.35, solver="auto",
                  stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto"):
+                 checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
+                 localCombination=1.0):
         super().__init__()
         self._setDefault(loss="squaredError", epsilon=1.35)
         self._set(**self._input_kwargs)
@@ -134,7 +135,8 @@ class PoissonRegression(_SparkoptEstimator):
                  weightCol=None, aggregationDepth=2, link="log", solver="auto", stepSize=None,
                  miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto"):
+                 checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
+                 localCombination=1.0):
         super().__init__()
         self._setDefault(link="log")
         self._set(**self._input_kwargs)

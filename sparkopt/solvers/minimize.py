@@ -19,12 +19,13 @@ from .async_sgd import AsyncSGD
 from .gd import GradientDescent
 from .lbfgs import LBFGS, OWLQN
 from .newton import Newton, ProximalNewton, TrustRegionNewtonCG
+from .local_sgd import LocalSGD
 from .sgd import MiniBatchSGD
 from .state import Solver, optimality_norm, l1_value
 
 logger = logging.getLogger("sparkopt")
 
-SOLVERS = ("auto", "gd", "sgd", "lbfgs", "owlqn", "newton", "newton-cg", "async-sgd")
+SOLVERS = ("auto", "gd", "sgd", "local-sgd", "async-sgd", "lbfgs", "owlqn", "newton", "newton-cg")
 # exact Newton aggregates a dense p x p Hessian per partition: keep p small enough to be cheap
 EXACT_NEWTON_MAX_PARAMS = 1024
 
@@ -69,6 +70,9 @@ def make_solver(name: str, options: dict[str, Any], l1: bool = False) -> Solver:
         return AsyncSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "seed",
                                                 "deterministic", "delays") if k in opts},
                         tau=opts.get("staleness", 2))
+    if name == "local-sgd":
+        return LocalSGD(**{k: opts[k] for k in ("step_size", "fraction", "schedule", "decay", "local_steps",
+                                                "combination", "seed") if k in opts})
     if name == "lbfgs":
         return LBFGS(memory=opts.get("memory", 10))
     if name == "owlqn":
@@ -142,8 +146,8 @@ def minimize(
     written there every `checkpoint_interval` iterations and when the run ends without failing
     (converged, max_iter, max_passes, callback stop), and a run that finds a checkpoint there
     resumes from it instead of calling the solver's init: the result (x, history, nit, passes) is
-    then the one an uninterrupted run gives (bit for bit for the deterministic solvers; SGD's
-    samples are seeded by (seed, iteration), so it too). The checkpoint must belong to the same
+    then the one an uninterrupted run gives (bit for bit for the deterministic solvers; SGD's and local SGD's
+    samples are seeded by (seed, iteration), so they too). The checkpoint must belong to the same
     problem: n_params, solver and its settings, x0, the objective's own `fingerprint()` when it
     has one, and `checkpoint_fingerprint` (what the caller knows: loss, params, data shape);
     a difference raises CheckpointError. One run per directory; see solvers/checkpoint.py.
@@ -241,7 +245,7 @@ def minimize(
 
     status: Optional[Status] = None
     if loaded is None:
-        record({})
+        record(state.info)      # a solver's init may start its own columns (local-sgd: rounds 0)
         # the best finite iterate is what a diverging run returns
         best_x, best_f, best_g = (state.x.copy(), state.f, state.g) if _finite(state.f, state.x) else (x0, np.inf, None)
         if not _finite(state.f, state.g):

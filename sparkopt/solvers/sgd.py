@@ -9,6 +9,33 @@ from .state import Solver, SolverState, l1_value, soft_threshold
 SCHEDULES = ("constant", "inverse_sqrt", "exponential")
 
 
+def round_seed(seed: int, k: int) -> int:
+    """The sampling seed of iteration (round) k >= 1: MiniBatchSGD and LocalSGD draw from the same
+    one, so local SGD with H = 1 samples exactly the rows MiniBatchSGD does."""
+    return (seed * 1_000_003 + k) % (2**63)
+
+
+def scheduled_step(step0: float, schedule: str, decay: float, k: int) -> float:
+    """t_k of iteration (round) k >= 1 under a schedule (see MiniBatchSGD)."""
+    if schedule == "constant":
+        return step0
+    if schedule == "inverse_sqrt":
+        return step0 / np.sqrt(k)
+    return step0 * decay ** (k - 1)
+
+
+def check_sgd_params(step_size, fraction, schedule, decay) -> None:
+    """ValueError naming the param (the estimators' names) for a bad SGD setting."""
+    if not step_size > 0:
+        raise ValueError(f"stepSize must be > 0, got {step_size!r}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"miniBatchFraction must be in (0, 1], got {fraction!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"stepSchedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay!r}")
+
+
 class MiniBatchSGD(Solver):
     """x_{k+1} = prox(x_k - t_k * v_k), v_k = momentum * v_{k-1} + g_k, g_k the gradient on a
     Bernoulli(fraction) sample of every partition, seeded by (seed, k) so a run is reproducible.
@@ -23,25 +50,14 @@ class MiniBatchSGD(Solver):
 
     def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "inverse_sqrt",
                  decay: float = 0.99, momentum: float = 0.0, seed: int = 0):
-        if not step_size > 0:
-            raise ValueError(f"stepSize must be > 0, got {step_size!r}")
-        if not 0 < fraction <= 1:
-            raise ValueError(f"miniBatchFraction must be in (0, 1], got {fraction!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"stepSchedule must be one of {SCHEDULES}, got {schedule!r}")
-        if not 0 < decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {decay!r}")
+        check_sgd_params(step_size, fraction, schedule, decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.step0, self.fraction, self.schedule = float(step_size), float(fraction), schedule
         self.decay, self.momentum, self.seed = float(decay), float(momentum), int(seed)
 
     def step_size_at(self, k: int) -> float:
-        if self.schedule == "constant":
-            return self.step0
-        if self.schedule == "inverse_sqrt":
-            return self.step0 / np.sqrt(k)
-        return self.step0 * self.decay ** (k - 1)
+        return scheduled_step(self.step0, self.schedule, self.decay, k)
 
     def init(self, objective, x0):
         state = super().init(objective, x0)
@@ -51,7 +67,7 @@ class MiniBatchSGD(Solver):
 
     def step(self, objective: Objective, state: SolverState) -> SolverState:
         k = state.iteration + 1
-        sample_seed = (self.seed * 1_000_003 + k) % (2**63)
+        sample_seed = round_seed(self.seed, k)
         f_sample, g = objective.stochastic_loss_grad(state.x, self.fraction, sample_seed)
         v = self.momentum * state.memory["velocity"] + g
         t = self.step_size_at(k)

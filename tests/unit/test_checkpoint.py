@@ -45,6 +45,8 @@ CASES = {
     "gd": dict(solver="gd", reg_param=1e-3, max_iter=40),
     "sgd": dict(solver="sgd", reg_param=1e-3, max_iter=30,
                 solver_options=dict(step_size=0.5, fraction=0.2, schedule="constant", momentum=0.5, seed=7)),
+    "local-sgd": dict(solver="local-sgd", reg_param=1e-3, max_iter=30,
+                      solver_options=dict(step_size=0.3, fraction=0.2, schedule="constant", local_steps=3, seed=7)),
     "lbfgs": dict(solver="lbfgs", reg_param=1e-3, max_iter=40),
     "owlqn": dict(solver="owlqn", reg_param=1e-3, elastic_net_param=0.5, max_iter=40),
     "newton": dict(solver="newton", reg_param=1e-3),
@@ -215,7 +217,7 @@ def test_same_data_repartitioned_is_the_same_problem(a9a, references, tmp_path):
 
 
 # ------------------------------------------------------------------------ (5) plain data
-@pytest.mark.parametrize("case", ["lbfgs", "newton", "sgd", "gd"])
+@pytest.mark.parametrize("case", ["lbfgs", "newton", "sgd", "local-sgd", "gd"])
 def test_checkpoints_are_plain_json_and_npz_without_pickle(a9a, tmp_path, case):
     fit(a9a, case, checkpoint_dir=tmp_path, checkpoint_interval=3, max_iter=8)
     files = sorted(p.name for p in tmp_path.iterdir())

@@ -259,6 +259,26 @@ def test_fold_pieces_do_not_modify_results_of_fn(data):
     assert sample_rng(1, 2, 3).random() == np.random.default_rng([1, 2, 3]).random()
 
 
+class _Positions:
+    """A block fn that asks for its (partition, block) position and records it."""
+    wants_index = True
+
+    def __call__(self, block, payload, index):
+        return np.array([index[0] * 100 + index[1]], dtype=float), 1.0
+
+
+def test_fold_passes_block_positions_to_a_fn_that_wants_them(data):
+    X, y, w = data
+    # 4 partitions, blocks of 10 rows: positions are (p, j) with j restarting in every partition
+    eng = LocalEngine.from_arrays(X, y, w, num_partitions=4, block_rows=10)
+    expected = [p * 100 + j for p, part in enumerate(eng.collect_blocks()) for j in range(len(part))]
+    total, count = eng.map_sum(_Positions(), None)
+    assert count == len(expected) and len(expected) > 4
+    assert total[0] == sum(expected)
+    # a fn without the attribute keeps the two-argument call
+    assert eng.map_sum(lambda b, v: float(b.n_rows), None) == X.shape[0]
+
+
 def test_map_sum_raises_when_every_partition_is_empty():
     eng = LocalEngine([[], []], stats=DataStats.empty(3))
     with pytest.raises(RuntimeError, match="every partition is empty"):
