@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LIBSVM only: number of features (default: inferred from the data)")
     p.add_argument("--model", choices=MODELS, default="logistic",
                    help="logistic (binary), multinomial, linear (squared error), huber, svm (hinge), poisson")
-    p.add_argument("--solver", default="auto", help="auto, gd, sgd, local-sgd, lbfgs, owlqn, newton or newton-cg")
+    p.add_argument("--solver", default="auto", help="auto, gd, sgd, local-sgd, async-sgd (needs --engine resident), lbfgs, owlqn, newton or newton-cg")
     p.add_argument("--reg-param", type=float, default=0.0, help="regularization strength (MLlib's regParam)")
     p.add_argument("--elastic-net-param", type=float, default=0.0, help="L1 share of the penalty, in [0, 1]")
     p.add_argument("--max-iter", type=int, default=100, help="maximum iterations")
@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--step-size", type=float, default=None, help="gd/sgd step size (gd line-searches when omitted)")
     p.add_argument("--mini-batch-fraction", type=float, default=1.0,
                    help="sgd / local-sgd: fraction of rows per iteration (local-sgd: per local step)")
+    p.add_argument("--staleness", type=int, default=2,
+                   help="async-sgd: clocks a worker may run ahead of the slowest (0 = synchronous, -1 = unbounded)")
     p.add_argument("--local-steps", type=int, default=1,
                    help="local-sgd: SGD steps per shard between communication rounds (--max-iter counts rounds)")
     p.add_argument("--local-combination", type=float, default=1.0,
@@ -163,7 +165,7 @@ def make_estimator(args, features, label):
                   fitIntercept=args.fit_intercept, standardization=args.standardization,
                   aggregationDepth=args.aggregation_depth, solver=args.solver, seed=args.seed,
                   miniBatchFraction=args.mini_batch_fraction, engine=args.engine, localSteps=args.local_steps,
-                  localCombination=args.local_combination)
+                  localCombination=args.local_combination, staleness=args.staleness)
     if args.step_size is not None:
         common["stepSize"] = args.step_size
     if args.weight_col:

@@ -68,6 +68,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "solver": (lambda v: v in ESTIMATOR_SOLVERS, f"one of {ESTIMATOR_SOLVERS}"),
     "localSteps": (lambda v: v >= 1, ">= 1"),
     "localCombination": (lambda v: np.isfinite(v) and v >= 1, "a finite number >= 1"),
+    "staleness": (lambda v: v >= -1, ">= 0 (or -1 for unbounded)"),
     "stepSchedule": (lambda v: v in ("constant", "inverse_sqrt", "exponential"),
                      "one of ('constant', 'inverse_sqrt', 'exponential')"),
     "threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -101,7 +102,7 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
     """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
 
     solver = Param(Params._dummy(), "solver",
-                   "optimizer: auto, gd, sgd, local-sgd, lbfgs, owlqn, newton or newton-cg (auto picks Newton for small "
+                   "optimizer: auto, gd, sgd, local-sgd, async-sgd (resident engine), lbfgs, owlqn, newton or newton-cg (auto picks Newton for small "
                    "models, OWL-QN under L1, L-BFGS otherwise)", typeConverter=TypeConverters.toString)
     miniBatchFraction = Param(Params._dummy(), "miniBatchFraction",
                               "fraction of every partition sampled per SGD iteration, in (0, 1]",
@@ -115,6 +116,9 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
                              "local-sgd: beta >= 1 in x + beta * (weighted mean of the shard deltas); 1 averages "
                              "the shard models, the number of shards adds their deltas (CoCoA+)",
                              typeConverter=TypeConverters.toFloat)
+    staleness = Param(Params._dummy(), "staleness",
+                      "async-sgd: a worker may run at most this many clocks ahead of the slowest one (0 is "
+                      "synchronous SGD, -1 unbounded)", typeConverter=TypeConverters.toInt)
     numPartitions = Param(Params._dummy(), "numPartitions",
                           "repartition the input into this many partitions before ingest (None keeps them)",
                           typeConverter=TypeConverters.toInt)
@@ -138,7 +142,8 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
         self._setDefault(maxIter=100, tol=1e-6, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
                          miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False,
-                         checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0)
+                         checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0,
+                         staleness=2)
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -171,6 +176,11 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
 
     def getLocalCombination(self) -> float:
         return self.getOrDefault(self.localCombination)
+
+    def getStaleness(self) -> Optional[int]:
+        """The async-sgd staleness bound (None when unbounded, i.e. the param is -1)."""
+        value = self.getOrDefault(self.staleness)
+        return None if value == -1 else value
 
     def getEngine(self) -> str:
         return self.getOrDefault(self.engine)
@@ -206,7 +216,7 @@ def add_setters(cls, *names):
 add_setters(_SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
             "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
-            "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination")
+            "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination", "staleness")
 
 
 class Progress:
@@ -322,7 +332,7 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
             initial = model0._coef_vector_for(loss, engine.stats.n_features, self.getFitIntercept())
         options = dict(step_size=self.getStepSize(), fraction=self.getMiniBatchFraction(),
                        schedule=self.getStepSchedule(), seed=self.getSeed(), local_steps=self.getLocalSteps(),
-                       combination=self.getLocalCombination())
+                       combination=self.getLocalCombination(), staleness=self.getStaleness())
         if self.getSolver() == "gd" and not self.isSet(self.stepSize):
             options.pop("step_size")          # GD line-searches unless the user fixed a step
         started = time.perf_counter()

@@ -124,7 +124,7 @@ class LogisticRegression(_SparkoptEstimator, HasProbabilityCol, HasRawPrediction
                  miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0):
+                 localCombination=1.0, staleness=2):
         super().__init__()
         self._setDefault(family="auto", threshold=0.5, probabilityCol="probability", rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)
@@ -189,7 +189,7 @@ class LinearSVC(_SparkoptEstimator, HasRawPredictionCol, HasThreshold):
                  solver="auto", stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0,
                  numPartitions=None, initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0):
+                 localCombination=1.0, staleness=2):
         super().__init__()
         self._setDefault(loss="hinge", threshold=0.0, rawPredictionCol="rawPrediction")
         self._set(**self._input_kwargs)

@@ -86,7 +86,7 @@ class LinearRegression(_SparkoptEstimator):
                  stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0):
+                 localCombination=1.0, staleness=2):
         super().__init__()
         self._setDefault(loss="squaredError", epsilon=1.35)
         self._set(**self._input_kwargs)
@@ -136,7 +136,7 @@ class PoissonRegression(_SparkoptEstimator):
                  miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0):
+                 localCombination=1.0, staleness=2):
         super().__init__()
         self._setDefault(link="log")
         self._set(**self._input_kwargs)

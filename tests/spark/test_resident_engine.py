@@ -256,3 +256,31 @@ def test_balanced_groups_put_largest_partitions_apart():
     assignment = balanced_groups({0: 100, 1: 1, 2: 1, 3: 99, 4: 2}, 2)
     loads = [sum(r for p, r in {0: 100, 1: 1, 2: 1, 3: 99, 4: 2}.items() if assignment[p] == g) for g in range(2)]
     assert assignment[0] != assignment[3] and max(loads) - min(loads) <= 2
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
+def test_async_sgd_on_resident_tasks(engines):
+    """tau = 0 is synchronous SGD (equal to the tree engine's sgd); deterministic tau = 2 equals the
+    same program on in-memory workers over the same blocks (one worker per partition)."""
+    from sparkopt.engine import LocalEngine
+    from sparkopt.solvers import minimize
+
+    tree, resident = engines["binary"]
+    build = lambda engine: build_objective(engine, "logistic", reg_param=1e-3)[0]     # noqa: E731
+    settings = dict(step_size=0.3, fraction=0.2, schedule="constant", seed=4)
+    sync = minimize(build(tree), None, "sgd", tol=1e-12, max_iter=12, options=settings)
+    asyn = minimize(build(resident), None, "async-sgd", tol=1e-12, max_iter=12, options=dict(settings, staleness=0))
+    assert asyn.nit == 12 and rel(asyn.x, sync.x) < 1e-10
+    assert not resident.active
+    free = minimize(build(resident), None, "async-sgd", tol=1e-12, max_iter=12,
+                    options=dict(settings, staleness=None))
+    assert sum(free.extra["pushes_per_worker"]) >= 12 * len(free.extra["pushes_per_worker"]) - 1
+    assert free.history[-1]["updates"] == free.extra["updates"]
+    if tree.num_partitions <= 2:
+        local = LocalEngine(tree.collect_blocks(), stats=tree.stats)
+        options = dict(settings, staleness=2, deterministic=True)
+        a = minimize(build(resident), None, "async-sgd", tol=1e-12, max_iter=12, options=options)
+        b = minimize(build(local), None, "async-sgd", tol=1e-12, max_iter=12, options=options)
+        assert rel(a.x, b.x) < 1e-10 and a.extra["staleness_histogram"] == b.extra["staleness_histogram"]
+    with pytest.raises(Exception, match="engine='resident'"):
+        minimize(build(tree), None, "async-sgd", max_iter=2)
