@@ -78,18 +78,18 @@ def test_deterministic_mode_is_reproducible_with_the_staleness_it_promises(a9a):
 
 def test_async_reaches_1e3_of_the_optimum_in_a_stated_budget(a9a):
     """Truly asynchronous (arrival order), staleness bound 2, MLlib's default standardization: within
-    1e-3 relative of F* after 1000 clocks of 10% mini-batches (101 passes with the final exact one;
-    measured 8.4e-4 after 800 clocks, a constant step stalls near 5e-3: SGD needs a decaying step)."""
+    1e-3 relative of F* after 2000 rounds of 10% mini-batches (201 passes with the final exact one;
+    measured 5.5e-4 to 8e-4; a constant step stalls near 5e-3: SGD needs a decaying step)."""
     objective = _objective(a9a, standardization=True)
     best = minimize(objective, None, "newton", tol=1e-10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = minimize(objective, None, "async-sgd", tol=1e-12, max_iter=1000,
-                       options=dict(step_size=0.5, fraction=0.1, schedule="exponential", decay=0.995, seed=5,
+        fit = minimize(objective, None, "async-sgd", tol=1e-12, max_iter=2000,
+                       options=dict(step_size=0.5, fraction=0.1, schedule="exponential", decay=0.997, seed=5,
                                     staleness=2))
     gap = (fit.fun - best.fun) / best.fun
     assert 0 <= gap < 1e-3, gap
-    assert fit.passes <= 101.5
+    assert fit.passes <= 201.5
     assert max(fit.extra["staleness_histogram"]) <= 3 * 3 - 1
     assert sum(fit.extra["staleness_histogram"].values()) == fit.extra["updates"]
     rows = fit.history
@@ -107,9 +107,11 @@ def test_straggler_waits_only_within_the_bound(a9a):
         warnings.simplefilter("ignore", ConvergenceWarning)
         bounded = minimize(objective, None, "async-sgd", tol=1e-12, max_iter=15, options=dict(common, staleness=1))
         free = minimize(objective, None, "async-sgd", tol=1e-12, max_iter=15, options=dict(common, staleness=None))
-    assert max(bounded.extra["pushes_per_worker"]) <= 15 + 1
-    assert all(p <= 15 for p in free.extra["pushes_per_worker"])
-    assert bounded.nit == free.nit == 15
+    pushes = bounded.extra["pushes_per_worker"]
+    assert max(pushes) - min(pushes) <= 1 + 1          # tau clocks ahead, plus the push in flight
+    fast, slow = free.extra["pushes_per_worker"][:2], free.extra["pushes_per_worker"][2]
+    assert slow < min(fast) / 2                          # nobody waited for the straggler
+    assert bounded.nit == free.nit == 15 and free.extra["updates"] == 15 * 3   # the budget is in rounds
     assert np.isfinite(free.fun) and np.isfinite(bounded.fun)
 
 
