@@ -93,6 +93,7 @@ except ImportError:                   # a plain checkout: make the package visib
 
 import numpy as np  # noqa: E402
 
+import bench_solvers  # noqa: E402
 import generate  # noqa: E402
 
 GAP_TARGET = 1e-6
@@ -208,8 +209,10 @@ def dataset_path(name: str) -> Path:
 @dataclass(frozen=True)
 class Case:
     """One benchmark case. ``kind``: 'single' (every system fits once per repeat), 'path' (a
-    10-value regParam path), 'cv' (3-fold x 4-value CrossValidator) or 'ratios' (per-pass and
-    ingest ratios only). ``driver_copy``: the rows fit on the driver, so the reference, scikit-learn
+    10-value regParam path), 'cv' (3-fold x 4-value CrossValidator), 'ratios' (per-pass and
+    ingest ratios only) or 'solvers' (synchronous, local and asynchronous solvers on the resident
+    engine, see bench_solvers.py; ``straggler``: seconds worker 1 sleeps per push in the extra
+    straggler runs). ``driver_copy``: the rows fit on the driver, so the reference, scikit-learn
     and the numpy per-pass baseline use an in-memory copy."""
 
     name: str
@@ -223,6 +226,7 @@ class Case:
     quick: bool = False
     full: bool = True
     scaling_n: Optional[int] = None
+    straggler: float = 0.0
     note: str = ""
 
 
@@ -254,6 +258,10 @@ CASES = (
          driver_copy=False, note="too big for the driver copy: scored on a TreeEngine, no scikit-learn"),
     Case("a9a-path", "logistic", A9A, 0.0, kind="path", note="regParam 1e-1 .. 1e-5, 10 values"),
     Case("a9a-cv", "logistic", A9A, 0.0, kind="cv", note="3 folds x regParam 1e-1 .. 1e-4"),
+    Case("a9a-solvers", "logistic", A9A, 1e-3, standardization=True, kind="solvers", straggler=0.01,
+         note="gd/lbfgs/newton/sgd/local-sgd/async-sgd; straggler: worker 1 +10 ms per push"),
+    Case("synthetic-1e6-solvers", "logistic", Synthetic(1_000_000, 100), 1e-4, standardization=True,
+         kind="solvers", note="gd/lbfgs/newton/sgd/local-sgd/async-sgd on 1e6 x 100 dense"),
     Case("synthetic-ratios", "logistic", Synthetic(100_000, 100, persist=False), 1e-3, kind="ratios", quick=True,
          full=False, note="generated in memory by jobs/generate.py"),
 )
@@ -885,6 +893,7 @@ class CaseResult:
     reference: dict = field(default_factory=dict)
     ratios: Optional[dict] = None
     scaling_n: Optional[int] = None
+    solvers: Optional[dict] = None
     seconds: float = 0.0
     error: Optional[str] = None
 
@@ -1083,7 +1092,12 @@ def score_repeated(case: Case, result: CaseResult, trains: dict) -> None:
     set_time_vs_mllib(result.repeated, "total_s")
 
 
-RUNNERS = {"single": run_single, "ratios": run_ratios, "path": run_path, "cv": run_cv}
+def run_solvers(spark, case: Case, cfg: Config, result: CaseResult) -> None:
+    result.solvers = bench_solvers.run_solvers(case, cfg, lambda c, conf: load_cached(spark, c, conf), LOSS, log)
+    result.n, result.d = result.solvers["n"], result.solvers["d"]
+
+
+RUNNERS = {"single": run_single, "ratios": run_ratios, "path": run_path, "cv": run_cv, "solvers": run_solvers}
 
 
 def run_case(spark, case: Case, cfg: Config) -> CaseResult:
@@ -1154,6 +1168,7 @@ T_PASSES = "Newton-family passes to 1e-6 gap"
 T_PASS_COST = "per-pass cost / single-process numpy"
 T_INGEST = "ingest / bare mapInArrow row count"
 T_OVERHEAD = "resident engine: per-iteration overhead (empty pass)"
+T_STRAGGLER = "straggler: async-sgd time to 1e-3 gap faster than synchronous SGD"
 T_SCALING = "scaling: log-log slope of fit time in n"
 
 
@@ -1235,6 +1250,20 @@ def ratio_targets(results: list[CaseResult]) -> list[Target]:
     return out
 
 
+def straggler_targets(results: list[CaseResult]) -> list[Target]:
+    out = []
+    for res in results:
+        info = bench_solvers.straggler_speedup(res.solvers["runs"]) if res.solvers else None
+        if info is None:
+            continue
+        measured = (f"{info['speedup']:.1f}x faster ({info['async_s']:.2f}s vs sync {info['sync_s']:.2f}s, "
+                    f"worker 1 +{info['delay_s'] * 1e3:.0f} ms per push)" if info["speedup"]
+                    else f"1e-3 not reached (sync {info['sync_s']}, async {info['async_s']})")
+        out.append(Target(T_STRAGGLER, res.name, measured, "> 1x",
+                          "PASS" if info["speedup"] and info["speedup"] > 1 else "MISS"))
+    return out
+
+
 def scaling_targets(results: list[CaseResult]) -> list[Target]:
     out = []
     series = scaling_series(results)
@@ -1251,9 +1280,9 @@ def scaling_targets(results: list[CaseResult]) -> list[Target]:
 def targets(results: list[CaseResult]) -> list[Target]:
     """Every target of the issue with its measured value; the ones this run did not measure say so."""
     out = (single_fit_targets(results) + repeated_targets(results) + passes_targets(results)
-           + ratio_targets(results) + scaling_targets(results))
+           + ratio_targets(results) + scaling_targets(results) + straggler_targets(results))
     measured = {t.target for t in out}
-    for name in (T_SINGLE, T_REPEATED, T_PASSES, T_PASS_COST, T_OVERHEAD, T_INGEST, T_SCALING):
+    for name in (T_SINGLE, T_REPEATED, T_PASSES, T_PASS_COST, T_OVERHEAD, T_INGEST, T_SCALING, T_STRAGGLER):
         if name not in measured:
             out.append(Target(name, "-", "not measured in this run (see --list-cases)", "-", "n/a"))
     return out
@@ -1343,6 +1372,10 @@ def report(results: list[CaseResult], found: list[Target], cfg: Config, seconds:
         parts += ["## Repeated fits", "", repeated_table(results), ""]
     if any(r.ratios for r in results):
         parts += ["## Per-pass and ingest ratios", "", ratios_table(results), ""]
+    if any(r.solvers for r in results):
+        rows = [row for r in results if r.solvers for row in bench_solvers.table(r.name, r.solvers["runs"])]
+        parts += ["## Solvers: synchronous, local, asynchronous (resident engine, gap to 1e-3)", "",
+                  markdown_table(bench_solvers.TABLE_HEADER, rows), ""]
     if scaling_series(results):
         parts += ["## Scaling (synthetic dense logistic, d=100)", "", scaling_table(results), ""]
     failed = [r for r in results if r.error]
@@ -1461,6 +1494,9 @@ def main(argv=None) -> int:
             if results[-1].rows:
                 cfg.output.mkdir(parents=True, exist_ok=True)
                 plot_case(results[-1], cfg.output / f"{case.name}.png")
+            if results[-1].solvers:
+                cfg.output.mkdir(parents=True, exist_ok=True)
+                bench_solvers.plot(case.name, results[-1].solvers, cfg.output / f"{case.name}.png")
             text = write_outputs(results, cfg, env, now() - started, pending=len(cases) - i - 1)
     finally:
         from sparkopt.ml import clear_cache
