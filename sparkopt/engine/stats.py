@@ -492,10 +492,43 @@ def data_problems(
             f"{feat_desc} has {stats.n_nonfinite_features} non-finite values (NaN or infinity) "
             f"{where}"
         )
+    # Finite values can still be too large for float64 arithmetic: when a column's weighted
+    # moments overflow (|x| above ~1e154 / sqrt(n)), its standard deviation is inf, the solver
+    # coordinates z = beta * sd turn into inf * 0 = NaN, and loss / gradient sums overflow as
+    # well. MLlib silently zeroes such a feature and scikit-learn warns and returns NaN; neither is
+    # what an unattended job wants, so the data are refused here, naming the column.
+    if len(stats.feature_sizes) <= 1 and stats.n_features:
+        with np.errstate(invalid="ignore"):
+            huge = (~np.isfinite(stats.feature_m2) | ~np.isfinite(stats.feature_mean)) & (
+                stats.feature_nonfinite == 0
+            )
+        if huge.any():
+            bad = np.flatnonzero(huge)
+            top = np.fmax(np.abs(stats.feature_min[bad]), np.abs(stats.feature_max[bad]))
+            if feat_cols is not None and len(feat_cols) == stats.n_features:
+                where = ", ".join(f"{feat_cols[j]!r}: {t:.3g}" for j, t in zip(bad[:10], top))
+                where = f"max |value| per column {{{where}{', ...' if len(bad) > 10 else ''}}}"
+            else:
+                where = ", ".join(f"{int(j)}: {t:.3g}" for j, t in zip(bad[:10], top))
+                where = f"max |value| at feature indices {{{where}{', ...' if len(bad) > 10 else ''}}}"
+            problems.append(
+                f"{feat_desc} has values too large for float64 arithmetic ({where}): their "
+                "variance overflows; rescale these features (divide by a constant or take logs)"
+            )
     if stats.n_nonfinite_labels:
         problems.append(
             f"label column {label!r} has {stats.n_nonfinite_labels} non-finite values "
             f"(NaN or infinity) in {stats.n_rows} rows"
+        )
+    if (
+        not stats.n_nonfinite_labels
+        and not stats.n_nonfinite_weights
+        and not (math.isfinite(stats.label_mean) and math.isfinite(stats.label_m2))
+    ):
+        top = max(abs(stats.label_min), abs(stats.label_max))
+        problems.append(
+            f"label column {label!r} has values too large for float64 arithmetic (max |value| "
+            f"{top:.3g}): their variance overflows; rescale the label"
         )
     wdesc = f"weight column {weight!r}" if weight else "weights"
     if stats.n_nonfinite_weights:
@@ -509,6 +542,17 @@ def data_problems(
             "weights must be >= 0"
         )
     if (
+        not stats.n_nonfinite_weights
+        and not stats.n_negative_weights
+        and not (math.isfinite(stats.weight_sum) and math.isfinite(stats.weight_sq_sum))
+    ):
+        # the objective divides by sum w and the variances by W - sum w^2 / W: both must exist
+        problems.append(
+            f"{wdesc} has values too large for float64 arithmetic (sum of weights "
+            f"{stats.weight_sum:.3g}, sum of squared weights {stats.weight_sq_sum:.3g}); "
+            "weights only matter relative to each other: divide them by a constant"
+        )
+    elif (
         stats.n_rows
         and not stats.n_nonfinite_weights
         and not stats.n_negative_weights

@@ -395,6 +395,17 @@ DATA_ERRORS = {
         {},
         r"input DataFrame is empty \(0 rows\) in columns \['features', 'label'\]",
     ),
+    "zero partitions": (
+        # an RDD without partitions at all (emptyRDD): no task runs, no statistics arrive
+        lambda s: s.createDataFrame(s.sparkContext.emptyRDD(), VEC_SCHEMA),
+        {},
+        r"input DataFrame is empty \(0 rows\) in columns \['features', 'label'\]",
+    ),
+    "only empty partitions": (
+        lambda s: s.createDataFrame(s.sparkContext.emptyRDD(), VEC_SCHEMA).repartition(3),
+        dict(weight_col="w"),
+        r"input DataFrame is empty \(0 rows\) in columns \['features', 'label', 'w'\]",
+    ),
     "null label": (
         lambda s: vec_df(s, [Vectors.dense([1.0, 2.0])] * 5, [1.0, None, 0.0, None, 1.0]),
         {},
@@ -450,6 +461,29 @@ DATA_ERRORS = {
         lambda s: vec_df(s, [Vectors.dense([1.0])] * 4, [1.0] * 4, [0.0] * 4),
         dict(weight_col="w"),
         r"weight column 'w': all 4 weights are zero",
+    ),
+    "feature values too large (1e300)": (
+        lambda s: vec_df(s, [Vectors.dense([1.0, 1e300]), Vectors.sparse(2, [0], [2.0]),
+                             Vectors.dense([3.0, -1e300])], [1.0, 0.0, 1.0]),
+        {},
+        r"features column 'features' has values too large for float64 arithmetic \(max \|value\| "
+        r"at feature indices \{1: 1e\+300\}\): their variance overflows",
+    ),
+    "feature column too large (1e300)": (
+        lambda s: s.createDataFrame([(1.0, 1e300, 1.0), (2.0, 3.0, 0.0)],
+                                    "a double, b double, y double"),
+        dict(features_col=["a", "b"], label_col="y"),
+        r"features columns \['a', 'b'\] has values too large .*'b': 1e\+300",
+    ),
+    "labels too large (1e300)": (
+        lambda s: vec_df(s, [Vectors.dense([1.0])] * 3, [1e300, -1e300, 0.0]),
+        {},
+        r"label column 'label' has values too large for float64 arithmetic \(max \|value\| 1e\+300\)",
+    ),
+    "weights too large (1e300)": (
+        lambda s: vec_df(s, [Vectors.dense([1.0])] * 3, [1.0] * 3, [1e300, 1.0, 1e300]),
+        dict(weight_col="w"),
+        r"weight column 'w' has values too large for float64 arithmetic .*divide them by a constant",
     ),
     "null in a numeric feature column": (
         lambda s: s.createDataFrame([(1.0, None, 1.0), (2.0, 3.0, 0.0)],

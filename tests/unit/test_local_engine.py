@@ -314,6 +314,19 @@ def test_depth_is_validated(data):
         (lambda X, y, w: w.__setitem__([1, 2], -1.0), "weight column 'w' has 2 negative values"),
         (lambda X, y, w: w.__setitem__(0, np.nan), "weight column 'w' has 1 non-finite"),
         (lambda X, y, w: w.__setitem__(slice(None), 0.0), "all 103 weights are zero"),
+        # finite but too large for float64 moments (1e300): refused, naming the column
+        (lambda X, y, w: X.__setitem__((4, 1), 1e300),
+         r"features column 'X' has values too large for float64 arithmetic \(max \|value\| at "
+         r"feature indices \{1: 1e\+300\}\): their variance overflows"),
+        (lambda X, y, w: X.__setitem__((slice(None), 0), X[:, 0] * 1e200 + 1e200),
+         r"values too large .*\{0: "),
+        (lambda X, y, w: (X.__setitem__((4, 1), 1e300), w.__setitem__(4, 0.0)),  # weight 0 too
+         r"values too large .*\{1: 1e\+300\}"),
+        (lambda X, y, w: y.__setitem__(7, -1e300),
+         r"label column 'y' has values too large for float64 arithmetic \(max \|value\| 1e\+300\)"),
+        (lambda X, y, w: w.__setitem__([0, 1], 1e300),
+         r"weight column 'w' has values too large for float64 arithmetic \(sum of weights 2e\+300, "
+         r"sum of squared weights inf\); .*divide them by a constant"),
     ],
 )
 def test_from_arrays_rejects_bad_data(data, mutate, match):
@@ -321,6 +334,21 @@ def test_from_arrays_rejects_bad_data(data, mutate, match):
     mutate(X, y, w)
     with pytest.raises(InputError, match=match):
         LocalEngine.from_arrays(X, y, w)
+
+
+def test_values_too_large_are_found_in_csr_blocks_too(data):
+    X, y, w = (a.copy() for a in data)
+    X[10, 3] = -1e300
+    with pytest.raises(InputError, match=r"values too large .*\{3: 1e\+300\}"):
+        LocalEngine.from_arrays(sp.csr_matrix(X), y, w, num_partitions=3)
+
+
+def test_large_but_representable_values_are_accepted(data):
+    # 1e150 * sqrt(103 rows): the variance (~1e302) still fits in float64
+    X, y, w = (a.copy() for a in data)
+    X[:, 1] *= 1e150
+    engine = LocalEngine.from_arrays(X, y, w)
+    assert np.isfinite(engine.stats.feature_std[1]) and engine.stats.feature_std[1] > 1e149
 
 
 def test_from_arrays_shape_errors(data):

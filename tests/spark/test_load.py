@@ -1,0 +1,110 @@
+"""Load: the same fit (coefficients to 1e-8 relative) whatever the layout of the data on Spark --
+1 partition, 1000 tiny partitions, one partition 100x larger than the rest, and blocks cut by a
+small memory budget (several blocks per partition) -- against the in-memory fold of the same
+rows."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from pyspark.ml.linalg import Vectors
+
+from sparkopt.engine import LocalEngine, TreeEngine, ingest
+from sparkopt.fit import fit_linear_model
+
+from conftest import dataset
+
+pytestmark = pytest.mark.spark
+
+N_ROWS = 2000
+FIT = dict(reg_param=1e-3, solver="newton", tol=1e-10)
+
+
+def rel(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def a9a_head(spark):
+    """The first 2000 rows of a9a: (X CSR, y, DataFrame of (features, label, row) in 1 partition)."""
+    from sklearn.datasets import load_svmlight_file
+
+    X, y = load_svmlight_file(str(dataset("a9a")), n_features=123)
+    X, y = X[:N_ROWS].tocsr(), (y[:N_ROWS] > 0).astype(float)
+    rows = [(Vectors.sparse(123, X[i].indices.tolist(), X[i].data.tolist()), float(y[i]), i)
+            for i in range(N_ROWS)]
+    df = spark.createDataFrame(rows, ["features", "label", "row"]).coalesce(1).cache()
+    df.count()
+    yield X, y, df
+    df.unpersist()
+
+
+@pytest.fixture(scope="module")
+def reference(a9a_head):
+    X, y, _ = a9a_head
+    fit = fit_linear_model(LocalEngine.from_arrays(X, y), "logistic", **FIT)
+    assert fit.converged
+    return fit.coef_vector
+
+
+def _fit_on(df, initial_coef=None, **ingest_kwargs):
+    rdd, stats = ingest(df, **ingest_kwargs)
+    with TreeEngine(rdd, stats, depth=2) as engine:
+        blocks_per_partition = rdd.glom().map(len).collect()
+        fit = fit_linear_model(engine, "logistic", initial_coef=initial_coef, **FIT)
+    assert fit.converged and stats.n_rows == N_ROWS
+    return fit, stats, blocks_per_partition
+
+
+def test_one_partition(a9a_head, reference):
+    fit, stats, blocks = _fit_on(a9a_head[2])
+    assert stats.num_partitions == 1 and blocks == [1]
+    assert rel(fit.coef_vector, reference) < 1e-8
+
+
+@pytest.mark.slow
+def test_a_thousand_tiny_partitions(a9a_head, reference):
+    """Every pass is 1000 Python tasks: ~30 ms each on a loaded 2-core local[2] (measured: a bare
+    rdd.mapPartitions(...).sum() over 100 cached partitions took 3 s), so the fit is warm-started
+    1e-2 (relative) away from the optimum to keep it to a few passes; Newton must still land on
+    the same coefficients."""
+    start_coef = reference * (1 + 1e-2 * np.random.default_rng(0).standard_normal(reference.size))
+    df = a9a_head[2].repartition(1000)
+    start = time.perf_counter()
+    fit, stats, blocks = _fit_on(df, initial_coef=start_coef)
+    seconds = time.perf_counter() - start
+    assert stats.num_partitions == 1000 and stats.n_nonempty_partitions == len([b for b in blocks if b]) > 900
+    assert fit.result.nit >= 1
+    assert rel(fit.coef_vector, reference) < 1e-8
+    print(f"1000 partitions: ingest + {fit.result.passes:g} passes in {seconds:.1f} s")
+
+
+@pytest.mark.slow  # 101 partitions x ~10 Newton passes: ~90 s on the loaded 2-core machine
+def test_one_partition_100x_larger_than_the_rest(spark, a9a_head, reference):
+    # rows 0..999 in partition 0, the other 1000 rows spread 10 per partition over 1..100
+    df = a9a_head[2]
+    pairs = df.rdd.map(lambda r: (0 if r["row"] < 1000 else 1 + r["row"] % 100, r))
+    skewed = spark.createDataFrame(pairs.partitionBy(101, lambda k: k).values(), df.schema)
+    sizes = skewed.rdd.glom().map(len).collect()
+    assert sizes == [1000] + [10] * 100
+    fit, stats, _ = _fit_on(skewed)
+    assert stats.num_partitions == 101
+    assert rel(fit.coef_vector, reference) < 1e-8
+
+
+@pytest.fixture
+def small_arrow_batches(spark):
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "100")
+    yield
+    spark.conf.set(key, old)
+
+
+def test_data_larger_than_one_block_budget(a9a_head, reference, small_arrow_batches):
+    """A 4 kB block budget (a partition of 1000 rows of a9a is ~170 kB as CSR): every 100-row Arrow
+    batch closes a block, so each partition is held as 10 blocks, folded in order."""
+    fit, stats, blocks = _fit_on(a9a_head[2].repartition(2), max_block_bytes=4096)
+    assert blocks == [10, 10] and stats.n_blocks == 20
+    assert rel(fit.coef_vector, reference) < 1e-8
