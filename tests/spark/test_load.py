@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from pyspark.ml.linalg import Vectors
 
-from sparkopt.engine import LocalEngine, TreeEngine, ingest
+from sparkopt.engine import LocalEngine, ResidentEngine, TreeEngine, ingest
+from sparkopt.engine.resident import balanced_groups
 from sparkopt.fit import fit_linear_model
 
 from conftest import dataset
@@ -48,10 +49,10 @@ def reference(a9a_head):
     return fit.coef_vector
 
 
-def _fit_on(df, initial_coef=None, **ingest_kwargs):
+def _fit_on(df, initial_coef=None, engine_class=TreeEngine, count_blocks=True, **ingest_kwargs):
     rdd, stats = ingest(df, **ingest_kwargs)
-    with TreeEngine(rdd, stats, depth=2) as engine:
-        blocks_per_partition = rdd.glom().map(len).collect()
+    with engine_class(rdd, stats, depth=2) as engine:
+        blocks_per_partition = rdd.glom().map(len).collect() if count_blocks else None
         fit = fit_linear_model(engine, "logistic", initial_coef=initial_coef, **FIT)
     assert fit.converged and stats.n_rows == N_ROWS
     return fit, stats, blocks_per_partition
@@ -65,32 +66,35 @@ def test_one_partition(a9a_head, reference):
 
 @pytest.mark.slow
 def test_a_thousand_tiny_partitions(a9a_head, reference):
-    """Every pass is 1000 Python tasks: ~30 ms each on a loaded 2-core local[2] (measured: a bare
-    rdd.mapPartitions(...).sum() over 100 cached partitions took 3 s), so the fit is warm-started
-    1e-2 (relative) away from the optimum to keep it to a few passes; Newton must still land on
-    the same coefficients."""
-    start_coef = reference * (1 + 1e-2 * np.random.default_rng(0).standard_normal(reference.size))
+    """A tree-engine pass would be 1000 Python tasks (~30 ms each on local[2]: ~15 s a pass), so the
+    fit runs on the resident engine, which regroups the 1000 partitions onto the 2 task slots once
+    (one shuffle) and then folds them in partition order: the same coefficients, cold start."""
     df = a9a_head[2].repartition(1000)
     start = time.perf_counter()
-    fit, stats, blocks = _fit_on(df, initial_coef=start_coef)
+    fit, stats, _ = _fit_on(df, engine_class=ResidentEngine, count_blocks=False)
     seconds = time.perf_counter() - start
-    assert stats.num_partitions == 1000 and stats.n_nonempty_partitions == len([b for b in blocks if b]) > 900
+    assert stats.num_partitions == 1000 and stats.n_nonempty_partitions > 900
     assert fit.result.nit >= 1
     assert rel(fit.coef_vector, reference) < 1e-8
     print(f"1000 partitions: ingest + {fit.result.passes:g} passes in {seconds:.1f} s")
 
 
-@pytest.mark.slow  # 101 partitions x ~10 Newton passes: ~90 s on the loaded 2-core machine
+@pytest.mark.slow
 def test_one_partition_100x_larger_than_the_rest(spark, a9a_head, reference):
+    """Tree engine (101 tasks a pass) and resident engine, whose two tasks get balanced loads:
+    the big partition alone on one, the hundred small ones on the other."""
     # rows 0..999 in partition 0, the other 1000 rows spread 10 per partition over 1..100
     df = a9a_head[2]
     pairs = df.rdd.map(lambda r: (0 if r["row"] < 1000 else 1 + r["row"] % 100, r))
     skewed = spark.createDataFrame(pairs.partitionBy(101, lambda k: k).values(), df.schema)
     sizes = skewed.rdd.glom().map(len).collect()
     assert sizes == [1000] + [10] * 100
-    fit, stats, _ = _fit_on(skewed)
-    assert stats.num_partitions == 101
-    assert rel(fit.coef_vector, reference) < 1e-8
+    assignment = balanced_groups(dict(enumerate(sizes)), 2)
+    assert {assignment[p] for p in range(1, 101)} == {1 - assignment[0]}
+    for engine_class in (TreeEngine, ResidentEngine):
+        fit, stats, _ = _fit_on(skewed, engine_class=engine_class)
+        assert stats.num_partitions == 101
+        assert rel(fit.coef_vector, reference) < 1e-8
 
 
 @pytest.fixture
