@@ -101,7 +101,7 @@ def small():
     rng = np.random.default_rng(42)
     n, d = 400, 7
     X = rng.normal(size=(n, d)) * np.arange(1, d + 1) + np.arange(d)
-    X[rng.random((n, d)) < 0.5] = 0.0
+    X[rng.random((n, d)) < 0.7] = 0.0      # 30% full: sparse vectors of it stay CSR
     y = rng.integers(0, 2, size=n).astype(float)
     w = rng.uniform(0.5, 2.0, size=n)
     return X, y, w
@@ -251,6 +251,23 @@ def test_mixed_dense_and_sparse_vectors(spark, small):
             np.testing.assert_array_equal(Xb.toarray() if sp.issparse(Xb) else Xb, X)
             np.testing.assert_array_equal(yb, y)
             assert_stats_match(stats, X, y, w)
+        finally:
+            rdd.unpersist()
+
+
+def test_sparse_vectors_dense_in_fact_are_stored_dense(spark, small):
+    """Sparse vectors with at least half of their entries stored become dense blocks (unless
+    dense=False); the numbers are the same."""
+    X, y, w = small
+    full = np.where(X == 0, 1.5, X)                     # 100% stored
+    df = vec_df(spark, [to_sparse(r) for r in full], y, w)
+    for dense, kind in ((None, np.ndarray), (False, sp.csr_matrix)):
+        rdd, stats = ingest(df, weight_col="w", dense=dense)
+        try:
+            Xb, _, _, parts = stack(rdd)
+            assert all(isinstance(b.X, kind) for p in parts for b in p)
+            np.testing.assert_array_equal(Xb.toarray() if sp.issparse(Xb) else Xb, full)
+            assert_stats_match(stats, full, y, w)
         finally:
             rdd.unpersist()
 

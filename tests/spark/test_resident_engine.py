@@ -165,6 +165,7 @@ class _CrashingObjective:
         return self.inner.loss_grad(coef, block)
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
 def test_fit_survives_injected_failure_at_iteration_k(engines, tmp_path):
     from sparkopt.solvers import minimize
 
@@ -215,6 +216,7 @@ def _sparkopt_threads():
     return [t for t in threading.enumerate() if t.name.startswith("sparkopt-resident")]
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
 def test_nothing_left_after_fit_error_or_interrupt(spark, engines):
     _, resident = engines["binary"]
     sc = spark.sparkContext
