@@ -1,6 +1,8 @@
 """Shared fixtures: one local[2] SparkSession per test run, and the real datasets."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -45,3 +47,33 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+_job_groups = itertools.count()
+
+
+@contextlib.contextmanager
+def spark_jobs(spark):
+    """Collects the ids of the Spark jobs run inside the block."""
+    sc = spark.sparkContext
+    group = f"sparkopt-test-{next(_job_groups)}"
+    sc.setJobGroup(group, "sparkopt test")
+    found: list[int] = []
+    try:
+        yield found
+    finally:
+        found.extend(sc.statusTracker().getJobIdsForGroup(group))
+        sc.setLocalProperty("spark.jobGroup.id", None)
+
+
+def letter_head(spark, partitions: int, empty_partition=None):
+    """letter.scale's first 3000 rows, cached: 'label' the class index 0..25, 'binary' letters A-M
+    vs N-Z, in `partitions` partitions (`empty_partition` emptied)."""
+    from pyspark.sql import functions as F
+
+    df = (spark.read.format("libsvm").option("numFeatures", 16).load(str(dataset("letter.scale")))
+          .limit(3000).withColumn("label", F.col("label") - 1)
+          .withColumn("binary", (F.col("label") < 13).cast("double")).repartition(partitions))
+    if empty_partition is not None:
+        df = df.filter(F.spark_partition_id() != empty_partition)
+    return df.cache()

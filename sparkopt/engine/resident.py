@@ -45,7 +45,7 @@ from typing import Any, Iterator, Optional
 from ..errors import InputError
 from .local import BlockFn, add_results, check_sampling, fold_partition
 from .stats import DataStats
-from .tree import TreeEngine, estimated_bytes
+from .tree import TreeEngine
 
 __all__ = ["ResidentEngine", "TaskError", "SessionLost", "task_slots"]
 
@@ -271,53 +271,19 @@ class _Session:
                         "(are other jobs holding the task slots?); use engine='tree'")
                 self._pending_lock.wait(min(remaining, 0.5))
 
-    # -- one request
-    def evaluate(self, message: bytes) -> tuple[Any, int]:
-        """Send ``message`` to every task and sum their replies in group order."""
-        received = 0
+    # -- messages
+    def _send_all(self, message: bytes) -> int:
         try:
             for conn in self.connections.values():
                 conn.send_bytes(message)
         except OSError as exc:
             raise SessionLost(f"a resident task is gone ({exc})") from exc
-        replies: dict[int, Any] = {}
-        waiting = {conn: group for group, conn in self.connections.items()}
-        while waiting:
-            ready = wait(list(waiting), timeout=1.0)
-            if not ready and self._job_done.is_set():
-                raise SessionLost(f"the resident job failed: {_brief(self.job_error)}")
-            for conn in ready:
-                group = waiting.pop(conn)
-                try:
-                    data = conn.recv_bytes()
-                except (EOFError, OSError) as exc:
-                    raise SessionLost(f"resident task {group} closed its channel mid-pass") from exc
-                received += len(data)
-                replies[group] = pickle.loads(data)
-        errors = [r for r in replies.values() if r[0] == "error"]
-        if errors:
-            _, name, text, trace = errors[0]
-            raise TaskError(f"{name}: {text}\n--- task traceback ---\n{trace}")
-        acc = None
-        for group in sorted(replies):
-            acc = add_results(acc, replies[group][1])
-        return acc, received
+        return len(message) * len(self.connections)
 
-    def run(self, message: bytes, server: Any) -> tuple[list, int, int]:
-        """Start a worker program on every task and route its messages through ``server`` until
-        every task's program has returned; (summaries in group order, bytes sent, bytes received)."""
-        sent = received = 0
-        groups = sorted(self.connections)
-        server.start([self.workers[g] for g in groups])
-        index_of = {g: i for i, g in enumerate(groups)}
-        try:
-            for conn in self.connections.values():
-                conn.send_bytes(message)
-                sent += len(message)
-        except OSError as exc:
-            raise SessionLost(f"a resident task is gone ({exc})") from exc
-        summaries: dict[int, Any] = {}
-        waiting = {conn: group for group, conn in self.connections.items()}
+    def _incoming(self, waiting: dict) -> Iterator[tuple[Any, int, Any, int]]:
+        """(connection, group, message, bytes) as the tasks send them, while ``waiting``
+        (connection -> group; the caller removes the tasks it no longer waits for) is not empty.
+        A closed socket or a failed job is a lost session."""
         while waiting:
             ready = wait(list(waiting), timeout=1.0)
             if not ready and self._job_done.is_set():
@@ -327,23 +293,52 @@ class _Session:
                 try:
                     data = conn.recv_bytes()
                 except (EOFError, OSError) as exc:
-                    raise SessionLost(f"resident task {group} closed its channel mid-run") from exc
-                received += len(data)
-                message_in = pickle.loads(data)
-                if message_in[0] == "done":
-                    summaries[group] = message_in[1]
-                    del waiting[conn]
-                    continue
-                if message_in[0] == "error":
-                    _, name, text, trace = message_in
-                    raise TaskError(f"{name}: {text}\n--- task traceback ---\n{trace}")
-                for target, reply in server.handle(index_of[group], message_in):
-                    blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-                    try:
-                        self.connections[groups[target]].send_bytes(blob)
-                    except OSError as exc:
-                        raise SessionLost(f"resident task {groups[target]} is gone ({exc})") from exc
-                    sent += len(blob)
+                    raise SessionLost(f"resident task {group} closed its channel") from exc
+                yield conn, group, pickle.loads(data), len(data)
+
+    def evaluate(self, message: bytes) -> tuple[Any, int]:
+        """Send ``message`` to every task and sum their replies in group order."""
+        self._send_all(message)
+        received = 0
+        replies: dict[int, Any] = {}
+        waiting = {conn: group for group, conn in self.connections.items()}
+        for conn, group, reply, size in self._incoming(waiting):
+            del waiting[conn]
+            received += size
+            replies[group] = reply
+        # every task has answered (so the next request gets fresh replies) before an error is raised
+        for reply in replies.values():
+            if reply[0] == "error":
+                raise _task_error(reply)
+        acc = None
+        for group in sorted(replies):
+            acc = add_results(acc, replies[group][1])
+        return acc, received
+
+    def run(self, message: bytes, server: Any) -> tuple[list, int, int]:
+        """Start a worker program on every task and route its messages through ``server`` until
+        every task's program has returned; (summaries in group order, bytes sent, bytes received)."""
+        groups = sorted(self.connections)
+        server.start([self.workers[g] for g in groups])
+        index_of = {g: i for i, g in enumerate(groups)}
+        sent, received = self._send_all(message), 0
+        summaries: dict[int, Any] = {}
+        waiting = {conn: group for group, conn in self.connections.items()}
+        for conn, group, message_in, size in self._incoming(waiting):
+            received += size
+            if message_in[0] == "error":
+                raise _task_error(message_in)
+            if message_in[0] == "done":
+                summaries[group] = message_in[1]
+                del waiting[conn]
+                continue
+            for target, reply in server.handle(index_of[group], message_in):
+                blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+                try:
+                    self.connections[groups[target]].send_bytes(blob)
+                except OSError as exc:
+                    raise SessionLost(f"resident task {groups[target]} is gone ({exc})") from exc
+                sent += len(blob)
         return [summaries[g] for g in groups], sent, received
 
     def close(self) -> None:
@@ -370,6 +365,11 @@ class _Session:
             self._sc.cancelJobGroup(self._job_group)
             self._job_done.wait(30.0)
         self._job.join(5.0)
+
+
+def _task_error(message: tuple) -> TaskError:
+    _, name, text, trace = message
+    return TaskError(f"{name}: {text}\n--- task traceback ---\n{trace}")
 
 
 def _brief(exc: Optional[BaseException]) -> str:

@@ -16,9 +16,8 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
-from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vector, Vectors
+from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vectors
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
@@ -36,7 +35,7 @@ from pyspark.ml.param.shared import (
     HasTol,
     HasWeightCol,
 )
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import DefaultParamsReader, MLReadable, MLReader, MLWritable, MLWriter
 
 from ..engine import ENGINES, TreeEngine, ingest, make_engine
 from ..errors import InputError

@@ -26,8 +26,9 @@ weight worker k pushed):
 
 ``deterministic=True`` (tests, studies of staleness) fixes the order: pushes are applied in the
 order (clock, worker) whatever their arrival, and the model sent for clock c is the one at the end
-of clock c - tau - 1, so every update has the largest staleness the bound allows and two runs give
-the same numbers. The default mode is truly asynchronous: pushes apply on arrival and pulls get
+of clock c - tau - 1, so every update has a fixed staleness (tau K + k versions for
+worker k, once past the start) and two runs give the same numbers. Truly asynchronous updates
+have at most (K - 1)(2 tau + 1). The default mode is truly asynchronous: pushes apply on arrival and pulls get
 the newest model. Every applied update's staleness (versions applied between its pull and its
 push) is recorded; ``result.extra["staleness_histogram"]`` counts them.
 
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from .base import Objective, Status
 from .linesearch import strong_wolfe
-from .state import Solver, SolverState, l1_value, optimality_norm, pseudo_gradient
+from .state import Solver, SolverState, optimality_norm, pseudo_gradient
 
 
 def two_loop(grad: np.ndarray, s_list: list, y_list: list) -> np.ndarray:

@@ -5,9 +5,6 @@ columns). Ingest-level data errors (nulls, NaN / inf, negative weights, empty Da
 are in test_ingest.py's DATA_ERRORS; the README table lists both."""
 from __future__ import annotations
 
-import contextlib
-import itertools
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -18,23 +15,11 @@ from pyspark.sql import types as T
 from sparkopt.errors import InputError
 from sparkopt.ml import LinearRegression, LinearSVC, LogisticRegression, PoissonRegression, clear_cache
 
+from conftest import spark_jobs as jobs
+
 pytestmark = pytest.mark.spark
 
-_group = itertools.count()
 
-
-@contextlib.contextmanager
-def jobs(spark):
-    """Ids of the Spark jobs run inside the block."""
-    sc = spark.sparkContext
-    group = f"sparkopt-bad-input-{next(_group)}"
-    sc.setJobGroup(group, "sparkopt test")
-    found: list[int] = []
-    try:
-        yield found
-    finally:
-        found.extend(sc.statusTracker().getJobIdsForGroup(group))
-        sc.setLocalProperty("spark.jobGroup.id", None)
 
 
 @pytest.fixture(autouse=True)

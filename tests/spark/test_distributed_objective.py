@@ -1,12 +1,11 @@
 """The driver-side objective on Spark equals the same objective folded in memory (1e-10)."""
 import numpy as np
 import pytest
-from pyspark.sql import functions as F
 
 from sparkopt.engine import LocalEngine, TreeEngine, ingest
 from sparkopt.fit import build_objective
 
-from conftest import dataset
+from conftest import letter_head
 
 pytestmark = pytest.mark.spark
 
@@ -19,10 +18,7 @@ def rel(a, b):
 def engines(spark, request):
     """(tree, local) engine pairs over letter.scale's first 3000 rows, for the class index label
     and for a binary label (letters A-M vs N-Z); with 6 partitions, partition 2 is emptied."""
-    df = (spark.read.format("libsvm").option("numFeatures", 16).load(str(dataset("letter.scale")))
-          .limit(3000).withColumn("label", F.col("label") - 1)
-          .withColumn("binary", (F.col("label") < 13).cast("double")).repartition(request.param)
-          .filter(F.spark_partition_id() != 2).cache())
+    df = letter_head(spark, request.param, empty_partition=2)
     pairs = {}
     for label in ("label", "binary"):
         rdd, stats = ingest(df, label_col=label)

@@ -1,14 +1,12 @@
 """ingest(): DataFrame -> persisted RDD[Block] + DataStats, on the shared local[2] session."""
 from __future__ import annotations
 
-import contextlib
 import importlib
-import itertools
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import dataset
+from conftest import dataset, spark_jobs as jobs
 from pyspark import StorageLevel
 from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import functions as F
@@ -19,7 +17,6 @@ from sparkopt.errors import InputError
 
 pytestmark = pytest.mark.spark
 
-_group = itertools.count()
 
 
 # ---------------------------------------------------------------- helpers
@@ -27,18 +24,6 @@ def persistent(spark) -> int:
     return spark.sparkContext._jsc.getPersistentRDDs().size()
 
 
-@contextlib.contextmanager
-def jobs(spark):
-    """Collects the ids of the Spark jobs run inside the block."""
-    sc = spark.sparkContext
-    group = f"sparkopt-test-{next(_group)}"
-    sc.setJobGroup(group, "sparkopt test")
-    found: list[int] = []
-    try:
-        yield found
-    finally:
-        found.extend(sc.statusTracker().getJobIdsForGroup(group))
-        sc.setLocalProperty("spark.jobGroup.id", None)
 
 
 def stack(rdd):

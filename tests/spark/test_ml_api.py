@@ -68,7 +68,6 @@ def test_probability_and_prediction_are_consistent(binary):
         assert r.rawPrediction[0] == -m
         assert r.probability[1] == pytest.approx(1 / (1 + np.exp(-m)), rel=1e-12)
         assert r.prediction == float(r.probability[1] > 0.3)
-    x = rows[0]
     first = binary.first().features
     assert model.predict(first) == model.transform(binary.limit(1)).first().prediction
     assert model.predictRaw(first)[1] == pytest.approx(model.coefficients.dot(first) + model.intercept)

@@ -1,5 +1,4 @@
 """sparkopt.ml estimators against pyspark.ml's on real data: same objective, same optimum."""
-import warnings
 
 import numpy as np
 import pytest

@@ -12,13 +12,12 @@ from multiprocessing import AuthenticationError
 import numpy as np
 import pytest
 from pyspark import cloudpickle
-from pyspark.sql import functions as F
 
 from sparkopt.engine import ResidentEngine, TaskError, TreeEngine, ingest, make_engine
 from sparkopt.engine.resident import balanced_groups, task_slots
 from sparkopt.fit import build_objective, fit_linear_model
 
-from conftest import dataset
+from conftest import letter_head
 
 pytestmark = pytest.mark.spark
 # the executors cannot import this test module: ship its functions by value
@@ -35,12 +34,7 @@ def engines(spark, request):
     partitions (more than the 2 task slots of local[2], one of them emptied, CSR storage) the
     resident engine regroups partitions onto the slots."""
     partitions, dense = request.param
-    df = (spark.read.format("libsvm").option("numFeatures", 16).load(str(dataset("letter.scale")))
-          .limit(3000).withColumn("label", F.col("label") - 1)
-          .withColumn("binary", (F.col("label") < 13).cast("double")).repartition(partitions))
-    if partitions > 2:
-        df = df.filter(F.spark_partition_id() != 2)
-    df = df.cache()
+    df = letter_head(spark, partitions, empty_partition=2 if partitions > 2 else None)
     pairs = {}
     for label in ("label", "binary"):
         rdd, stats = ingest(df, label_col=label, dense=dense)

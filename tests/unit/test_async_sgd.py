@@ -7,7 +7,6 @@ import pytest
 from sklearn.datasets import load_svmlight_file
 
 from sparkopt.engine import LocalEngine
-from sparkopt.errors import InputError
 from sparkopt.fit import build_objective, fit_linear_model
 from sparkopt.solvers import ConvergenceWarning, minimize
 from sparkopt.solvers.async_sgd import AsyncSGD
@@ -90,7 +89,9 @@ def test_async_reaches_1e3_of_the_optimum_in_a_stated_budget(a9a):
     gap = (fit.fun - best.fun) / best.fun
     assert 0 <= gap < 1e-3, gap
     assert fit.passes <= 201.5
-    assert max(fit.extra["staleness_histogram"]) <= 3 * 3 - 1
+    # while a worker computes clock c, every other worker may push its clocks from c - tau to
+    # c + tau: staleness <= (K - 1)(2 tau + 1) versions
+    assert max(fit.extra["staleness_histogram"]) <= (3 - 1) * (2 * 2 + 1)
     assert sum(fit.extra["staleness_histogram"].values()) == fit.extra["updates"]
     rows = fit.history
     assert [r["iteration"] for r in rows] == list(range(len(rows)))

@@ -1,5 +1,4 @@
 """The pinned objective solved on real data (in-memory fold) against scikit-learn optima."""
-import warnings
 
 import numpy as np
 import pytest
