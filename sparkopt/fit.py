@@ -14,6 +14,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -249,8 +250,39 @@ def fit_linear_model(
             result = minimize(objective, z0, method, tol=tol, max_iter=max_iter, callback=callback,
                               options=solver_options or {}, gradient_scale=gradient_scale,
                               checkpoint_dir=checkpoint_dir, **(checkpoint or {}))
-    coef = objective.coordinates.to_coef(result.x)
+        coef = objective.coordinates.to_coef(result.x)
+        if reg_param == 0 and loss in ("logistic", "multinomial") and np.all(np.isfinite(coef)):
+            _report_separation(engine, block_objective, coef, result)
     return _package(loss, block_objective, objective, result, coef, classes, reg_param)
+
+
+def _misclassified_weight(block_objective, block, coef) -> float:
+    """Weight of the rows that ``coef`` does not classify strictly correctly."""
+    M = block_objective.margins(coef, block.X)
+    if M.ndim == 1:
+        right = np.where(block.y > 0.5, M > 0, M < 0)
+    else:
+        rows = np.arange(M.shape[0])
+        labels = block.y.astype(np.int64)
+        true = M[rows, labels]
+        others = M.copy()
+        others[rows, labels] = -np.inf
+        right = true > others.max(axis=1)
+    return float(block.w[~right].sum())
+
+
+def _report_separation(engine, block_objective, coef, result: OptimizeResult) -> None:
+    """Without a penalty, a model that classifies every (weighted) row correctly is a certificate
+    that the data are linearly separable: scaling it up lowers the loss forever, so there is no
+    minimizer and the solver stopped only because the gradient became small. Say so (one pass)."""
+    wrong = engine.map_sum(partial(_misclassified_weight, block_objective), coef)
+    result.extra["separable"] = bool(wrong == 0)
+    if wrong == 0:
+        norm = float(np.max(np.abs(coef)))
+        result.message += (f"; the data are linearly separable and regParam is 0: the loss has no minimizer, "
+                           f"coefficients (max |coef| {norm:.3g}) grow as tol shrinks; set regParam > 0")
+        warnings.warn(f"sparkopt: training data are linearly separable and regParam=0 (max |coef| {norm:.3g}): "
+                      "the loss has no minimizer; set regParam > 0", ConvergenceWarning, stacklevel=3)
 
 
 HINGE_MIN_SMOOTHING = 1e-2

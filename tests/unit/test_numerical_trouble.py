@@ -41,5 +41,20 @@ def test_poisson_with_huge_counts_stays_finite():
 @pytest.mark.parametrize("solver", ["auto", "lbfgs", "newton-cg"])
 def test_separable_data_without_regularization_gives_finite_coefficients(solver):
     engine = LocalEngine.from_arrays(X, (X[:, 0] > 0).astype(float))
-    fit = fit_linear_model(engine, "logistic", solver=solver, max_iter=200)
+    with pytest.warns(ConvergenceWarning, match="linearly separable"):
+        fit = fit_linear_model(engine, "logistic", solver=solver, max_iter=200)
     assert np.all(np.isfinite(fit.coef_vector)) and 0 <= fit.objective < 1e-3
+    assert fit.result.extra["separable"] and "no minimizer" in fit.result.message
+
+
+def test_separable_multinomial_is_reported_and_overlapping_data_are_not():
+    labels = np.digitize(X[:, 0], [-0.5, 0.5]).astype(float)          # 3 classes cut along one axis
+    engine = LocalEngine.from_arrays(X, labels, num_partitions=2)
+    with pytest.warns(ConvergenceWarning, match="linearly separable"):
+        fit = fit_linear_model(engine, "multinomial", solver="lbfgs", max_iter=300)
+    assert fit.result.extra["separable"]
+    noisy = (X[:, 0] + RNG.normal(scale=1.0, size=len(X)) > 0).astype(float)
+    fit = fit_linear_model(LocalEngine.from_arrays(X, noisy), "logistic")
+    assert fit.converged and fit.result.extra["separable"] is False and "separable" not in fit.result.message
+    regularized = fit_linear_model(engine, "multinomial", reg_param=1e-2)
+    assert "separable" not in regularized.result.extra
