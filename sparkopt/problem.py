@@ -118,6 +118,15 @@ class LinearModelObjective:
         return self.engine.evaluations
 
     @property
+    def hessian_cost(self) -> float:
+        """Cost of a Hessian pass in gradient passes: a row with q stored entries per output adds
+        ~q^2 K^2 / 2 to X^T D X and ~2 q K to the gradient (K outputs: classes, else 1)."""
+        stats = self.engine.stats
+        per_row = stats.nnz / max(stats.n_rows, 1) if stats.nnz else float(stats.n_features)
+        outputs = int(getattr(self.block_objective, "n_classes", 1) or 1)
+        return max(per_row * outputs / 4.0, 1.0)
+
+    @property
     def bytes_sent(self) -> int:
         return getattr(self.engine, "bytes_sent", 0)
 

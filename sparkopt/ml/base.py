@@ -101,8 +101,8 @@ class _SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCo
     """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
 
     solver = Param(Params._dummy(), "solver",
-                   "optimizer: auto, gd, sgd, local-sgd, async-sgd (resident engine), lbfgs, owlqn, newton or newton-cg (auto picks Newton for small "
-                   "models, OWL-QN under L1, L-BFGS otherwise)", typeConverter=TypeConverters.toString)
+                   "optimizer: auto, gd, sgd, local-sgd, async-sgd (resident engine), lbfgs, owlqn, newton or newton-cg (auto picks exact Newton when "
+                   "a Hessian is cheap, else Newton-CG; proximal Newton or OWL-QN under L1)", typeConverter=TypeConverters.toString)
     miniBatchFraction = Param(Params._dummy(), "miniBatchFraction",
                               "fraction of every partition sampled per SGD iteration, in (0, 1]",
                               typeConverter=TypeConverters.toFloat)
