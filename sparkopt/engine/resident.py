@@ -488,9 +488,12 @@ class ResidentEngine(TreeEngine):
                     self.restarts += 1
                     logger.warning("sparkopt resident engine: %s; restarting the session (%d/%d)",
                                    exc, self.restarts, self.max_restarts)
-                except BaseException:
-                    if self._depth_open == 0:
+                except TaskError:
+                    if self._depth_open == 0:   # every reply was read: the session can go on
                         self.close()
+                    raise
+                except BaseException:
+                    self.close()                # interrupted mid-request: replies may be pending
                     raise
             groups = self._session.groups
             if self._depth_open == 0:
