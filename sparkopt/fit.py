@@ -25,6 +25,7 @@ from .objectives.penalties import ElasticNet
 from .problem import Coordinates, LinearModelObjective
 from .solvers import CheckpointWarning, ConvergenceWarning, OptimizeResult, Status, choose_solver, minimize
 from .solvers.base import STATUS_MESSAGES
+from .solvers.checkpoint import valid_interval
 from .solvers.state import optimality_norm
 
 logger = logging.getLogger("sparkopt")
@@ -74,8 +75,7 @@ def validate_checkpoint(checkpoint_dir, checkpoint_interval) -> None:
         raise InputError(f"checkpointDir must be a path (str), got {checkpoint_dir!r}")
     if checkpoint_dir is not None and not str(checkpoint_dir):
         raise InputError("checkpointDir must not be empty")
-    if not (isinstance(checkpoint_interval, (int, np.integer)) and not isinstance(checkpoint_interval, bool)
-            and checkpoint_interval >= 1):
+    if not valid_interval(checkpoint_interval):
         raise InputError(f"checkpointInterval must be an integer >= 1, got {checkpoint_interval!r}")
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from .engine.local import add_results, fold_partition
+from .engine.local import fold_partitions
 from .objectives.local_sgd import LocalSGDBlockFn, local_steps
 from .objectives.penalties import ElasticNet
 from .solvers.checkpoint import approx_scalar, array_digest
@@ -288,9 +288,7 @@ def async_worker(block_objective, channel, worker_index: int, partitions: dict, 
             break
         _, coef, version, clock = message
         sample_seed = round_seed(config["seed"], clock + 1)
-        acc = None
-        for index in sorted(partitions):
-            acc = add_results(acc, fold_partition(fn, coef, index, partitions[index], fraction, sample_seed))
+        acc = fold_partitions(fn, coef, sorted(partitions.items()), fraction, sample_seed)
         f, g, w = acc if acc is not None else (0.0, np.zeros_like(coef), 0.0)
         if delay:
             time.sleep(delay)      # a straggler, for benchmarks

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +78,30 @@ def letter_head(spark, partitions: int, empty_partition=None):
     if empty_partition is not None:
         df = df.filter(F.spark_partition_id() != empty_partition)
     return df.cache()
+
+
+def max_rel_diff(a, b) -> float:
+    """max |a - b| / max |b|: the relative difference the engine-equality tests bound."""
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
+
+
+# every loss on the letter_head columns: (loss, label column, build_objective kwargs)
+LOSS_CASES = [
+    ("multinomial", "label", dict(reg_param=1e-3)),
+    ("logistic", "binary", dict(reg_param=1e-2, elastic_net_param=0.3)),
+    ("squared_error", "label", dict(reg_param=0.1, standardization=False)),
+    ("poisson", "label", dict(reg_param=1e-3)),
+    ("huber", "label", dict(reg_param=1e-3)),
+    ("squared_hinge", "binary", dict(reg_param=1e-3)),
+]
+
+
+@contextlib.contextmanager
+def spark_conf(spark, key: str, value: str):
+    """A runtime SQL conf set for the duration of the block, then restored."""
+    old = spark.conf.get(key)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        spark.conf.set(key, old)

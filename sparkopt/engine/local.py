@@ -30,7 +30,7 @@ from ..blocks import Block, sample_rng
 from ..errors import InputError
 from .stats import DataStats, block_stats, combine_partitions, data_problems
 
-__all__ = ["LocalEngine", "fold_partition", "add_results", "sample_rng"]
+__all__ = ["LocalEngine", "fold_partition", "fold_partitions", "add_results", "sample_rng"]
 
 BlockFn = Callable[[Block, Any], Any]
 
@@ -87,6 +87,21 @@ def fold_partition(
         if fraction is not None:
             block = block.sample(fraction, sample_rng(seed, partition_index, j))
         acc = add_results(acc, fn(block, value, (partition_index, j)) if with_index else fn(block, value))
+    return acc
+
+
+def fold_partitions(
+    fn: BlockFn,
+    value: Any,
+    partitions: Iterable[tuple[int, Iterable[Block]]],
+    fraction: float | None = None,
+    seed: int | None = None,
+) -> Any:
+    """Sum of :func:`fold_partition` over ``(partition index, blocks)`` pairs, in the order given
+    (None if there are no blocks): what one worker holding several partitions computes."""
+    acc = None
+    for index, blocks in partitions:
+        acc = add_results(acc, fold_partition(fn, value, index, blocks, fraction, seed))
     return acc
 
 
@@ -293,9 +308,7 @@ class LocalEngine(EngineBase):
     ) -> Any:
         """Sum of ``fn(block, payload)`` over all (optionally row-sampled) blocks."""
         fraction, seed = check_sampling(fraction, seed)
-        acc = None
-        for p, blocks in enumerate(self._partitions):
-            acc = add_results(acc, fold_partition(fn, payload, p, blocks, fraction, seed))
+        acc = fold_partitions(fn, payload, enumerate(self._partitions), fraction, seed)
         self._count(fraction)
         if acc is None:
             raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")

@@ -43,7 +43,7 @@ from multiprocessing.connection import Client, Connection, answer_challenge, del
 from typing import Any, Iterator, Optional
 
 from ..errors import InputError
-from .local import BlockFn, add_results, check_sampling, fold_partition
+from .local import BlockFn, add_results, check_sampling, fold_partitions
 from .stats import DataStats
 from .tree import TreeEngine
 
@@ -94,46 +94,36 @@ def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
         tagged_blocks: dict[int, list] = {}
         for index, position, block in tagged:
             tagged_blocks.setdefault(index, []).append((position, block))
-        # a shuffle may deliver blocks in any order: restore each partition's own order
-        partitions = {index: [block for _, block in sorted(pairs, key=lambda pair: pair[0])]
-                      for index, pairs in tagged_blocks.items()}
+        # a shuffle may deliver blocks in any order: restore each partition's own order; the
+        # partitions themselves are held (and folded) in index order
+        partitions = {index: [block for _, block in sorted(tagged_blocks[index], key=lambda pair: pair[0])]
+                      for index in sorted(tagged_blocks)}
         del tagged_blocks
-        order = sorted(partitions)
         rows = sum(b.n_rows for blocks in partitions.values() for b in blocks)
         weight = float(sum(float(b.w.sum()) for blocks in partitions.values() for b in blocks))
         conn = Client(address, authkey=authkey)      # mutual HMAC challenge before any data
+        channel = _TaskChannel(conn)
         served = 0
         try:
-            conn.send_bytes(pickle.dumps(
-                ("hello", session_id, context.partitionId(), context.attemptNumber(), order, rows, weight),
-                protocol=pickle.HIGHEST_PROTOCOL))
+            channel.send(("hello", session_id, context.partitionId(), context.attemptNumber(), list(partitions),
+                          rows, weight))
             while True:
                 try:
-                    request = pickle.loads(conn.recv_bytes())
+                    request = channel.recv()
                 except EOFError:
                     break                             # the driver closed the session
                 if request[0] == "stop":
                     break
-                if request[0] == "run":
-                    _, worker_fn, config = request
-                    try:
-                        summary = worker_fn(_TaskChannel(conn), context.partitionId(),
-                                            {index: partitions[index] for index in order}, config)
-                        reply = ("done", summary)
-                    except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
-                        reply = ("error", type(exc).__name__, str(exc), traceback.format_exc())
-                    conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
-                    served += 1
-                    continue
-                _, fn, payload, fraction, seed = request
                 try:
-                    acc = None
-                    for index in order:
-                        acc = add_results(acc, fold_partition(fn, payload, index, partitions[index], fraction, seed))
-                    reply = ("ok", acc)
+                    if request[0] == "run":
+                        _, worker_fn, config = request
+                        reply = ("done", worker_fn(channel, context.partitionId(), partitions, config))
+                    else:
+                        _, fn, payload, fraction, seed = request
+                        reply = ("ok", fold_partitions(fn, payload, partitions.items(), fraction, seed))
                 except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
                     reply = ("error", type(exc).__name__, str(exc), traceback.format_exc())
-                conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+                channel.send(reply)
                 served += 1
         finally:
             conn.close()

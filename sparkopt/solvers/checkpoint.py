@@ -181,6 +181,11 @@ def approx_scalar(v: float) -> str:
     return f"{float(v):.10g}"
 
 
+def valid_interval(value: Any) -> bool:
+    """checkpointInterval: an integer >= 1 (bools are not integers here)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 # ------------------------------------------------------------------------ the store
 def _fsync_dir(path: Path) -> None:
     try:

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .checkpoint import CheckpointStore, array_digest, restore, snapshot
+from .checkpoint import CheckpointStore, array_digest, restore, snapshot, valid_interval
 from .base import STATUS_MESSAGES, Callback, ConvergenceWarning, Objective, OptimizeResult, Status
 from .async_sgd import AsyncSGD
 from .gd import GradientDescent
@@ -166,8 +166,7 @@ def minimize(
         raise ValueError(f"tol must be > 0, got {tol!r}")
     if max_passes is not None and not max_passes > 0:
         raise ValueError(f"maxPasses must be > 0, got {max_passes!r}")
-    if checkpoint_dir is not None and not (isinstance(checkpoint_interval, (int, np.integer))
-                                           and not isinstance(checkpoint_interval, bool) and checkpoint_interval >= 1):
+    if checkpoint_dir is not None and not valid_interval(checkpoint_interval):
         raise ValueError(f"checkpointInterval must be an integer >= 1, got {checkpoint_interval!r}")
     if isinstance(method, (Solver, AsyncSGD)):
         solver = method

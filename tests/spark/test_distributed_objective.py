@@ -5,13 +5,9 @@ import pytest
 from sparkopt.engine import LocalEngine, TreeEngine, ingest
 from sparkopt.fit import build_objective
 
-from conftest import letter_head
+from conftest import LOSS_CASES, letter_head, max_rel_diff as rel
 
 pytestmark = pytest.mark.spark
-
-
-def rel(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
 
 
 @pytest.fixture(scope="module", params=[1, 6], ids=lambda p: f"{p}partitions")
@@ -32,14 +28,7 @@ def engines(spark, request):
     df.unpersist()
 
 
-@pytest.mark.parametrize("loss, label, kwargs", [
-    ("multinomial", "label", dict(reg_param=1e-3)),
-    ("logistic", "binary", dict(reg_param=1e-2, elastic_net_param=0.3)),
-    ("squared_error", "label", dict(reg_param=0.1, standardization=False)),
-    ("poisson", "label", dict(reg_param=1e-3)),
-    ("huber", "label", dict(reg_param=1e-3)),
-    ("squared_hinge", "binary", dict(reg_param=1e-3)),
-])
+@pytest.mark.parametrize("loss, label, kwargs", LOSS_CASES)
 def test_tree_equals_local_fold(engines, loss, label, kwargs):
     tree, local = engines[label]
     a = build_objective(tree, loss, **kwargs)[0]

@@ -6,7 +6,7 @@ import importlib
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import dataset, spark_jobs as jobs
+from conftest import dataset, spark_conf, spark_jobs as jobs
 from pyspark import StorageLevel
 from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import functions as F
@@ -163,11 +163,8 @@ def test_map_in_arrow_transfer_gives_the_same_blocks_and_stats(spark, a9a, a9a_i
 
 @pytest.fixture
 def small_arrow_batches(spark):
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    old = spark.conf.get(key)
-    spark.conf.set(key, "1000")
-    yield
-    spark.conf.set(key, old)
+    with spark_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "1000"):
+        yield
 
 
 @pytest.mark.parametrize("transfer", ["arrow_batches", "map_in_arrow"])

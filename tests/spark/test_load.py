@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from pyspark.ml.linalg import Vectors
 
@@ -14,16 +13,12 @@ from sparkopt.engine import LocalEngine, ResidentEngine, TreeEngine, ingest
 from sparkopt.engine.resident import balanced_groups
 from sparkopt.fit import fit_linear_model
 
-from conftest import dataset
+from conftest import dataset, max_rel_diff as rel, spark_conf
 
 pytestmark = pytest.mark.spark
 
 N_ROWS = 2000
 FIT = dict(reg_param=1e-3, solver="newton", tol=1e-10)
-
-
-def rel(a, b):
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +94,8 @@ def test_one_partition_100x_larger_than_the_rest(spark, a9a_head, reference):
 
 @pytest.fixture
 def small_arrow_batches(spark):
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    old = spark.conf.get(key)
-    spark.conf.set(key, "100")
-    yield
-    spark.conf.set(key, old)
+    with spark_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", "100"):
+        yield
 
 
 def test_data_larger_than_one_block_budget(a9a_head, reference, small_arrow_batches):

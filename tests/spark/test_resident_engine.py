@@ -17,15 +17,11 @@ from sparkopt.engine import ResidentEngine, TaskError, TreeEngine, ingest, make_
 from sparkopt.engine.resident import balanced_groups, task_slots
 from sparkopt.fit import build_objective, fit_linear_model
 
-from conftest import letter_head
+from conftest import LOSS_CASES, letter_head, max_rel_diff as rel
 
 pytestmark = pytest.mark.spark
 # the executors cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def rel(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
 
 
 @pytest.fixture(scope="module", params=[(2, None), (5, False)], ids=["2parts-dense", "5parts-csr"])
@@ -46,14 +42,7 @@ def engines(spark, request):
     df.unpersist()
 
 
-@pytest.mark.parametrize("loss, label, kwargs", [
-    ("multinomial", "label", dict(reg_param=1e-3)),
-    ("logistic", "binary", dict(reg_param=1e-2, elastic_net_param=0.3)),
-    ("squared_error", "label", dict(reg_param=0.1, standardization=False)),
-    ("poisson", "label", dict(reg_param=1e-3)),
-    ("huber", "label", dict(reg_param=1e-3)),
-    ("squared_hinge", "binary", dict(reg_param=1e-3)),
-])
+@pytest.mark.parametrize("loss, label, kwargs", LOSS_CASES)
 def test_resident_equals_tree(engines, loss, label, kwargs):
     tree, resident = engines[label]
     a = build_objective(tree, loss, **kwargs)[0]
