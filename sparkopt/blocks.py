@@ -51,3 +51,10 @@ def sample_rng(seed: int, partition_index: int, block_index: int) -> np.random.G
     steps, sparkopt.objectives.local_sgd) draws from the same generator as the engines' sampling
     and needs no import of the engine package."""
     return np.random.default_rng([seed, partition_index, block_index])
+
+
+def round_seed(seed: int, k: int) -> int:
+    """The sampling seed of iteration (round) k >= 1 of a sampled solver. MiniBatchSGD, local SGD
+    and the asynchronous workers all draw from it, so local SGD with H = 1 and async SGD with
+    tau = 0 sample exactly the rows MiniBatchSGD does."""
+    return (seed * 1_000_003 + k) % (2**63)

@@ -20,18 +20,15 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .errors import InputError
+from .linear_objective import Coordinates, LinearModelObjective
 from .objectives import make_block_objective
+from .objectives.losses import LOSSES, check_labels as check_label_range, loss_info
 from .objectives.penalties import ElasticNet
-from .problem import Coordinates, LinearModelObjective
-from .solvers import CheckpointWarning, ConvergenceWarning, OptimizeResult, Status, choose_solver, minimize
-from .solvers.base import STATUS_MESSAGES
-from .solvers.checkpoint import valid_interval
-from .solvers.state import optimality_norm
+from .rules import check_param
+from .solvers import ConvergenceWarning, OptimizeResult, Status, explain_solver, minimize
+from .solvers.result import finish, l1_value, optimality_norm
 
 logger = logging.getLogger("sparkopt")
-
-LOSSES = ("logistic", "multinomial", "squared_error", "huber", "poisson", "hinge", "squared_hinge")
-BINARY_LOSSES = ("logistic", "hinge", "squared_hinge", "smoothed_hinge")
 
 
 @dataclass
@@ -55,72 +52,47 @@ class LinearFit:
         return self.result.success
 
 
-def validate_params(reg_param, elastic_net_param, max_iter, tol, loss) -> None:
-    if loss not in LOSSES:
+def validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon: float = 1.35) -> None:
+    """InputError naming the first invalid parameter (sparkopt.rules), before any pass."""
+    info = loss_info(loss)
+    if not info.public:
         raise InputError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if not (np.isfinite(reg_param) and reg_param >= 0):
-        raise InputError(f"regParam must be >= 0, got {reg_param!r}")
-    if not (0 <= elastic_net_param <= 1):
-        raise InputError(f"elasticNetParam must be in [0, 1], got {elastic_net_param!r}")
-    if not (isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool) and max_iter >= 0):
-        raise InputError(f"maxIter must be an integer >= 0, got {max_iter!r}")
-    if not (np.isfinite(tol) and tol > 0):
-        raise InputError(f"tol must be > 0, got {tol!r}")
-    if loss == "huber" and elastic_net_param != 0:
-        raise InputError(f"elasticNetParam must be 0 with loss='huber' (L2 only, as MLlib), got {elastic_net_param!r}")
+    check_param("regParam", reg_param)
+    check_param("elasticNetParam", elastic_net_param)
+    check_param("maxIter", max_iter)
+    check_param("tol", tol)
+    if info.scale_param is not None:
+        check_param("epsilon", epsilon)
+        if elastic_net_param != 0:
+            raise InputError(f"elasticNetParam must be 0 with loss={loss!r} (L2 only, as MLlib), "
+                             f"got {elastic_net_param!r}")
 
 
 def validate_checkpoint(checkpoint_dir, checkpoint_interval) -> None:
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-        raise InputError(f"checkpointDir must be a path (str), got {checkpoint_dir!r}")
-    if checkpoint_dir is not None and not str(checkpoint_dir):
-        raise InputError("checkpointDir must not be empty")
-    if not valid_interval(checkpoint_interval):
-        raise InputError(f"checkpointInterval must be an integer >= 1, got {checkpoint_interval!r}")
+    if checkpoint_dir is not None:
+        check_param("checkpointDir", os.fspath(checkpoint_dir) if isinstance(checkpoint_dir, os.PathLike)
+                    else checkpoint_dir)
+    check_param("checkpointInterval", checkpoint_interval)
 
 
 def check_labels(stats, loss: str, label_col: str = "label") -> int:
     """Validate the label range for the loss from the ingest statistics; return the class count."""
-    lo, hi = stats.label_min, stats.label_max
-    if loss in BINARY_LOSSES:
-        if stats.n_label_non_integer or lo < 0 or hi > 1:
-            raise InputError(
-                f"label column {label_col!r} must contain only 0 and 1 for {loss} loss; found values in [{lo:g}, {hi:g}]"
-                + (f" ({stats.n_label_non_integer} non-integer)" if stats.n_label_non_integer else ""))
-        if lo == hi:
-            raise InputError(f"label column {label_col!r} has a single class ({lo:g}) in {stats.n_rows} rows: "
-                             f"a {loss} model needs both 0 and 1")
-        return 2
-    if loss == "multinomial":
-        if stats.n_label_non_integer or lo < 0:
-            raise InputError(f"label column {label_col!r} must hold class indices 0, 1, ..., K-1 for multinomial loss; "
-                             f"found values in [{lo:g}, {hi:g}]"
-                             + (f" with {stats.n_label_non_integer} non-integer" if stats.n_label_non_integer else ""))
-        if hi > 10_000:
-            raise InputError(f"label column {label_col!r} has class index {hi:g}: more than 10000 classes is not supported")
-        if lo == hi:
-            raise InputError(f"label column {label_col!r} has a single class ({lo:g}): multinomial needs at least two")
-        return int(hi) + 1
-    if loss == "poisson" and lo < 0:
-        raise InputError(f"label column {label_col!r} must be >= 0 for poisson loss; found minimum {lo:g}")
-    return 1
+    return check_label_range(loss, stats.label_min, stats.label_max, stats.n_label_non_integer, stats.n_rows,
+                             label_col)
 
 
 def _initial_coef(block_objective, stats, loss, fit_intercept) -> np.ndarray:
-    """Zeros, with the intercept at its optimum for beta = 0 where that is closed-form (as MLlib)."""
+    """Zeros, with the intercept at its optimum for beta = 0 where that is closed-form (as MLlib)
+    and a jointly estimated scale (Huber's sigma) at the label's standard deviation."""
     coef = block_objective.initial_coef()
     if not fit_intercept:
         return coef
-    d = stats.n_features
-    mean = stats.label_mean
-    if loss == "logistic" and 0 < mean < 1:
-        coef[d] = np.log(mean / (1 - mean))
-    elif loss in ("squared_error", "huber"):
-        coef[d] = mean
-    elif loss == "poisson" and mean > 0:
-        coef[d] = np.log(mean)
-    if loss == "huber":
-        coef[-1] = max(float(stats.label_std), 1e-3)
+    start = loss_info(loss).start_intercept
+    intercept = start(stats.label_mean) if start is not None else None
+    if intercept is not None:
+        coef[stats.n_features] = intercept
+    if block_objective.scale_index is not None:
+        coef[block_objective.scale_index] = max(float(stats.label_std), 1e-3)
     return coef
 
 
@@ -158,8 +130,8 @@ def build_objective(engine, loss: str, *, reg_param: float = 0.0, elastic_net_pa
             active.append(np.array([base + d]))
             inv_scale.append(np.ones(1))
             pen_scale.append(np.zeros(1))
-    if loss == "huber":
-        active.append(np.array([block_objective.n_params - 1]))
+    if block_objective.scale_index is not None:      # Huber's sigma: unscaled, unpenalized
+        active.append(np.array([block_objective.scale_index]))
         inv_scale.append(np.ones(1))
         pen_scale.append(np.zeros(1))
     coords = Coordinates(np.concatenate(active).astype(int), np.concatenate(inv_scale), block_objective.n_params)
@@ -203,17 +175,17 @@ def fit_linear_model(
     sub-directory per stage (stage-0, stage-1, ..., polish): a rerun replays the finished stages
     from their final checkpoints without passes over the data and resumes the interrupted one.
     """
-    validate_params(reg_param, elastic_net_param, max_iter, tol, loss)
+    validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon)
     validate_checkpoint(checkpoint_dir, checkpoint_interval)
-    if not (np.isfinite(epsilon) and epsilon > 1.0) and loss == "huber":
-        raise InputError(f"epsilon must be > 1.0 for loss='huber', got {epsilon!r}")
     objective, block_objective, classes = build_objective(
         engine, loss, reg_param=reg_param, elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
         standardization=standardization, n_classes=n_classes, epsilon=epsilon, label_col=label_col)
     try:
-        method = choose_solver(objective, solver)
+        choice = explain_solver(objective, solver)
     except ValueError as err:
         raise InputError(str(err)) from None
+    method = choice.name
+    logger.info("sparkopt: solver=%r -> %s: %s", solver, method, choice.reason)
     with engine.session():       # the resident engine keeps its tasks for the whole fit
         gradient_scale = None
         if initial_coef is None:
@@ -285,20 +257,26 @@ def _report_separation(engine, block_objective, coef, result: OptimizeResult) ->
                       "the loss has no minimizer; set regParam > 0", ConvergenceWarning, stacklevel=3)
 
 
-HINGE_MIN_SMOOTHING = 1e-2
+# band widths of the smoothing stages: 1, 0.1, 0.01, 0.001 (computed as powers of ten, so that the
+# last stage is exactly the one named here; repeated mu *= 0.1 drifts: 0.1**2 > 0.01)
+HINGE_SMOOTHING_STAGES = 4
 
 
 def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback, build,
                         checkpoint_dir=None, checkpoint=None) -> OptimizeResult:
     """The hinge is not differentiable; L-BFGS on it (MLlib's way) stalls away from the optimum.
-    Solve a sequence of softplus-smoothed hinges (mu = 1, 0.1, ..., 1e-4; each within mu*log 2
-    of the hinge) with Newton, warm-started, then keep the best of that point and an L-BFGS
-    polish on the true hinge. One result record over all stages. Measured on a9a (regParam 1e-3,
-    in-memory fold): mu down to 1e-2 plus the polish ends 1.3e-6 relative above the best value
-    known (continuation down to mu = 1e-6) in ~300 passes; 300 L-BFGS iterations on the hinge
-    alone (MLlib's method) stop 1e-4 above it."""
+    Solve a sequence of softplus-smoothed hinges (mu = 1, 0.1, 0.01, 0.001; each within mu*log 2
+    of the hinge) with Newton, warm-started, then keep the better of that point and an L-BFGS
+    polish on the true hinge. Measured on a9a (regParam 1e-3, in-memory fold): these stages plus
+    the polish end 1.3e-6 relative above the best value known (continuation down to mu = 1e-6)
+    in ~300 passes; 300 L-BFGS iterations on the hinge alone (MLlib's method) stop 1e-4 above it.
+
+    One result over all stages and the polish: ``history`` has every stage's rows and the
+    polish's (column ``smoothing``: the band width, 0 for the true hinge), ``nit`` / ``passes`` /
+    ``nfev`` add up every stage, the callback sees every iteration, and ``fun`` / ``jac`` belong
+    to the returned x."""
     history: list[dict] = []
-    z, mu, nit, passes = z0, 1.0, 0, 0.0
+    z, mu, nit, passes, nfev, seconds = z0, 1.0, 0, 0.0, 0, 0.0
     stage_result = None
 
     def stage_checkpoint(name):
@@ -306,45 +284,54 @@ def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback,
             return {}
         return dict(checkpoint, checkpoint_dir=os.path.join(checkpoint_dir, name))
 
+    def append(result, smoothing):
+        """Add a stage's rows after the ones so far (its first row repeats the previous end)."""
+        nonlocal nit, passes, nfev, seconds
+        base = dict(iteration=nit, passes=passes, seconds=seconds)
+        for row in result.history[(1 if history else 0):]:
+            history.append(dict(row, smoothing=smoothing, **{k: base[k] + row[k] for k in base}))
+        # counted per stage, not from the engine's counter, so a resumed run (whose finished
+        # stages replay from checkpoints without passes) still reports the whole fit's passes
+        nit, passes, nfev, seconds = nit + result.nit, passes + result.passes, nfev + result.nfev, \
+            seconds + result.seconds
+
+    def stage_callback(offset):
+        if callback is None:
+            return None
+        return lambda row: callback(dict(row, iteration=row["iteration"] + offset))
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # CheckpointWarning (a corrupt checkpoint skipped) must reach the user
-        warnings.simplefilter("default", CheckpointWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)    # one warning, for the whole fit, below
         stage_index = 0
         while nit < max_iter:
-            stage = build(mu)
-            stage_result = minimize(stage, z, "auto", tol=tol, max_iter=max_iter - nit, callback=callback, warn=False,
+            stage_result = minimize(build(mu), z, "auto", tol=tol, max_iter=max_iter - nit,
+                                    callback=stage_callback(nit), warn=False,
                                     **stage_checkpoint(f"stage-{stage_index}"))
             stage_index += 1
-            # counted per stage, not from the engine's counter, so a resumed run (whose finished
-            # stages replay from checkpoints without passes) still reports the whole fit's passes
-            passes += stage_result.passes
-            seconds0 = history[-1]["seconds"] if history else 0.0
-            passes_before = history[-1]["passes"] if history else 0.0
-            for row in stage_result.history[(1 if history else 0):]:
-                history.append(dict(row, iteration=nit + row["iteration"], smoothing=mu,
-                                    passes=passes_before + row["passes"], seconds=seconds0 + row["seconds"]))
-            nit += stage_result.nit
+            append(stage_result, mu)
             z = stage_result.x
-            if stage_result.status == Status.CALLBACK_STOP or mu <= HINGE_MIN_SMOOTHING:
+            if stage_result.status == Status.CALLBACK_STOP or stage_index == HINGE_SMOOTHING_STAGES:
                 break
-            mu *= 0.1
-        smoothed_z = z
-        smoothed_f = hinge_objective.total(z)
-        polish = minimize(hinge_objective, z, "lbfgs", tol=tol, max_iter=max(0, min(100, max_iter - nit)), warn=False,
-                          **stage_checkpoint("polish"))
-        passes += 1.0 + polish.passes           # the total() above and the polish
-    status = stage_result.status if stage_result is not None else Status.MAX_ITER
-    x, fun = (polish.x, polish.fun) if polish.fun < smoothed_f else (smoothed_z, smoothed_f)
-    if nit >= max_iter and status != Status.CONVERGED:
+            mu = 10.0 ** -stage_index
+        status = stage_result.status if stage_result is not None else Status.MAX_ITER
+        smooth_f, smooth_g = hinge_objective.loss_grad(z)
+        passes, nfev = passes + 1.0, nfev + 1
+        smoothed = (z, smooth_f + l1_value(hinge_objective, z), smooth_g)
+        best = smoothed
+        if status != Status.CALLBACK_STOP:
+            polish = minimize(hinge_objective, z, "lbfgs", tol=tol, max_iter=max(0, min(100, max_iter - nit)),
+                              callback=stage_callback(nit), warn=False, **stage_checkpoint("polish"))
+            append(polish, 0.0)
+            if polish.status == Status.CALLBACK_STOP:
+                status = Status.CALLBACK_STOP
+            if polish.fun < smoothed[1]:
+                best = (polish.x, polish.fun, polish.jac)
+    if nit >= max_iter and status not in (Status.CONVERGED, Status.CALLBACK_STOP):
         status = Status.MAX_ITER
-    message = STATUS_MESSAGES[status] + f" (smoothed hinge, final band width {mu:g})"
-    result = OptimizeResult(x=x, fun=float(fun), grad_norm=float(stage_result.grad_norm if stage_result else np.inf),
-                            nit=nit, passes=float(passes), nfev=len(history), status=status,
-                            message=message, solver="newton-smoothing", history=history)
-    if not result.success:
-        warnings.warn(f"sparkopt newton-smoothing: {message}", ConvergenceWarning, stacklevel=3)
-    return result
+    x, fun, jac = best
+    return finish(hinge_objective, solver="newton-smoothing", x=x, status=status, nit=nit, passes=passes, nfev=nfev,
+                  history=history, seconds=seconds, fun=fun, jac=jac,
+                  detail=f"smoothed hinge, final band width {mu:g}", stacklevel=4)
 
 
 def _package(loss, block_objective, objective, result, coef, classes, reg_param) -> LinearFit:
@@ -364,8 +351,8 @@ def _package(loss, block_objective, objective, result, coef, classes, reg_param)
     else:
         coefficients = coef[:d]
         intercept = float(coef[d]) if fit_intercept else 0.0
-        if loss == "huber":
-            scale = float(coef[-1])
+        if block_objective.scale_index is not None:
+            scale = float(coef[block_objective.scale_index])
     return LinearFit(loss=loss, coefficients=coefficients, intercept=intercept, objective=result.fun,
                      result=result, coef_vector=coef, n_classes=classes, scale=scale)
 

@@ -1,191 +1,26 @@
-"""The block fold in memory: :class:`LocalEngine`, the reference for :class:`TreeEngine`.
+"""The in-memory engine: :class:`LocalEngine`, the reference every Spark engine must equal.
 
-numpy / scipy.sparse only; never imports pyspark. The partition fold (:func:`fold_partition`) and
-the sampling seeds are defined here once and used by both engines, so that for the same blocks
-they compute the same per-partition sums and draw the same samples.
-
-Engine contract (both engines):
-
-* data are ``list[list[Block]]``: partitions in order, blocks in order within a partition;
-* ``map_sum(fn, payload, fraction=None, seed=None)`` returns the element-wise sum over all blocks of
-  ``fn(block, payload)`` (a float, an ndarray, or a tuple of those);
-* with ``fraction`` set, block ``j`` of partition ``p`` is first replaced by
-  ``block.sample(fraction, np.random.default_rng([seed, p, j]))``;
-* a ``fn`` with a true attribute ``wants_index`` is called as ``fn(block, payload, (p, j))``:
-  block-side code that draws its own samples (local SGD's steps) seeds them from its position,
-  which is the same on every engine because every engine folds through :func:`fold_partition`.
+numpy / scipy.sparse only; never imports pyspark. Blocks are held as ``list[list[Block]]``
+(partitions of blocks) and folded by sparkopt.engine.fold, the code the Spark engines' tasks run,
+so for the same blocks all engines give the same numbers (see sparkopt.engine.contract).
 """
 from __future__ import annotations
 
-import contextlib
 import queue
-import secrets
 import threading
-from typing import Any, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..blocks import Block, sample_rng
+from ..blocks import Block
 from ..errors import InputError
+from .contract import EngineBase
+from .fold import BlockFn, check_depth, check_sampling, fold_over, fold_partitions
 from .stats import DataStats, block_stats, combine_partitions, data_problems
 
-__all__ = ["LocalEngine", "fold_partition", "fold_partitions", "add_results", "sample_rng"]
-
-BlockFn = Callable[[Block, Any], Any]
-
-
-# -------------------------------------------------------------------- shared fold pieces
-def _own(r: Any) -> Any:
-    """A copy of a result that the fold may update in place (fn may return views of data)."""
-    if isinstance(r, tuple):
-        return tuple(_own(x) for x in r)
-    if isinstance(r, np.ndarray):
-        return np.array(r, dtype=np.result_type(r.dtype, np.float64), copy=True)
-    if isinstance(r, list):
-        raise TypeError("map_sum: fn must return a float, an ndarray or a tuple, not a list")
-    return r
-
-
-def add_results(acc: Any, r: Any) -> Any:
-    """None-safe element-wise sum of two results (float / ndarray / tuple of those).
-
-    ``acc`` must be owned by the caller (it is updated in place when it is an array); ``r`` is
-    never modified. ``None`` is the neutral element on either side."""
-    if r is None:
-        return acc
-    if acc is None:
-        return _own(r)
-    if isinstance(acc, tuple):
-        if not isinstance(r, tuple) or len(r) != len(acc):
-            raise TypeError(
-                f"map_sum: fn returned results of different shapes: tuple of {len(acc)} and "
-                f"{type(r).__name__}{' of ' + str(len(r)) if isinstance(r, tuple) else ''}"
-            )
-        return tuple(add_results(a, b) for a, b in zip(acc, r))
-    if isinstance(acc, np.ndarray):
-        acc += r
-        return acc
-    return acc + r
-
-
-def fold_partition(
-    fn: BlockFn,
-    value: Any,
-    partition_index: int,
-    blocks: Iterable[Block],
-    fraction: float | None = None,
-    seed: int | None = None,
-) -> Any:
-    """Sum of ``fn(block, value)`` over one partition's blocks, in order (None if no blocks).
-
-    ``fn(block, value, (partition_index, j))`` when ``fn.wants_index`` is true (see the module
-    docstring); ``j`` counts the partition's blocks from 0, before any sampling."""
-    with_index = bool(getattr(fn, "wants_index", False))
-    acc = None
-    for j, block in enumerate(blocks):
-        if fraction is not None:
-            block = block.sample(fraction, sample_rng(seed, partition_index, j))
-        acc = add_results(acc, fn(block, value, (partition_index, j)) if with_index else fn(block, value))
-    return acc
-
-
-def fold_partitions(
-    fn: BlockFn,
-    value: Any,
-    partitions: Iterable[tuple[int, Iterable[Block]]],
-    fraction: float | None = None,
-    seed: int | None = None,
-) -> Any:
-    """Sum of :func:`fold_partition` over ``(partition index, blocks)`` pairs, in the order given
-    (None if there are no blocks): what one worker holding several partitions computes."""
-    acc = None
-    for index, blocks in partitions:
-        acc = add_results(acc, fold_partition(fn, value, index, blocks, fraction, seed))
-    return acc
-
-
-def check_depth(depth: Any) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise InputError(f"aggregationDepth must be an integer >= 1, got {depth!r}")
-    return int(depth)
-
-
-def check_sampling(fraction: Any, seed: Any) -> tuple[float | None, int | None]:
-    """Validate (fraction, seed); draws a fresh seed when sampling without one."""
-    if fraction is None:
-        return None, None
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)):
-        raise InputError(f"fraction must be a number in (0, 1], got {fraction!r}")
-    fraction = float(fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise InputError(f"fraction must be in (0, 1], got {fraction!r}")
-    if seed is None:
-        seed = secrets.randbits(63)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    return fraction, int(seed)
-
-
-class EngineBase:
-    """Counters and data-description properties shared by the engines."""
-
-    _stats: DataStats
-    _depth: int
-
-    def __init__(self) -> None:
-        self.reset_counters()
-
-    def reset_counters(self) -> None:
-        self.evaluations = 0
-        self.passes = 0.0
-        # payload bytes sent to the workers and partial-sum bytes sent back (0 for LocalEngine)
-        self.bytes_sent = 0
-        self.bytes_received = 0
-
-    @contextlib.contextmanager
-    def session(self):
-        """Hold whatever the engine needs for a series of passes (a fit); nothing by default."""
-        yield self
-
-    def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
-        """Run a worker program on every worker at once, its messages served by ``server`` (see
-        :meth:`ResidentEngine.run_workers`). Needs workers that live across messages."""
-        raise InputError(f"{type(self).__name__} cannot run worker programs (asynchronous solvers): "
-                         "use engine='resident' (or a LocalEngine)")
-
-    def _count(self, fraction: float | None) -> None:
-        self.evaluations += 1
-        self.passes += 1.0 if fraction is None else fraction
-
-    @property
-    def stats(self) -> DataStats:
-        return self._stats
-
-    @property
-    def n_features(self) -> int:
-        return self._stats.n_features
-
-    @property
-    def n_rows(self) -> int:
-        return self._stats.n_rows
-
-    @property
-    def weight_sum(self) -> float:
-        return self._stats.weight_sum
-
-    @property
-    def depth(self) -> int:
-        return self._depth
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.unpersist()
-
-    def unpersist(self) -> None:  # pragma: no cover - overridden
-        pass
+__all__ = ["LocalEngine"]
 
 
 class _QueueChannel:
@@ -318,8 +153,9 @@ class LocalEngine(EngineBase):
         return [list(p) for p in self._partitions]
 
     def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
-        """One thread per partition runs ``worker_fn(channel, p, {p: blocks}, config)``; messages
-        are routed through ``server`` on the calling thread, as the resident engine does."""
+        """One thread per partition p runs ``worker_fn(channel, p, fold, config)`` with ``fold``
+        summing over partition p's blocks; messages are routed through ``server`` on the calling
+        thread, as the resident engine does."""
         n = len(self._partitions)
         inbox: queue.Queue = queue.Queue()
         outboxes = [queue.Queue() for _ in range(n)]
@@ -329,7 +165,8 @@ class LocalEngine(EngineBase):
 
         def work(p: int) -> None:
             try:
-                summary = worker_fn(_QueueChannel(p, inbox, outboxes[p]), p, {p: self._partitions[p]}, config)
+                fold = partial(fold_over, [(p, self._partitions[p])])
+                summary = worker_fn(_QueueChannel(p, inbox, outboxes[p]), p, fold, config)
                 inbox.put((p, ("done", summary)))
             except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
                 inbox.put((p, ("error", exc)))

@@ -5,7 +5,7 @@ Why: with the tree engine every pass ships each cached partition from the JVM to
 Spark job (the mechanism of XGBoost-Spark and TorchDistributor: all its tasks run at once) loads
 the blocks once; each task then serves requests from the driver over an authenticated socket:
 the driver sends ``(fn, payload, fraction, seed)`` once per pass, each task folds its resident
-blocks exactly as :func:`~sparkopt.engine.local.fold_partition` does and sends back one partial
+blocks exactly as :func:`~sparkopt.engine.fold.fold_partition` does and sends back one partial
 sum. Per pass only the payload (coefficients, directions) travels out and the partial sums back.
 
 Session life cycle: a session (the barrier job plus the channel) starts on the first
@@ -39,11 +39,12 @@ import threading
 import time
 import traceback
 import uuid
+from functools import partial
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge, wait
 from typing import Any, Iterator, Optional
 
 from ..errors import InputError
-from .local import BlockFn, add_results, check_sampling, fold_partitions
+from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
 from .stats import DataStats
 from .tree import TreeEngine
 
@@ -117,7 +118,8 @@ def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
                 try:
                     if request[0] == "run":
                         _, worker_fn, config = request
-                        reply = ("done", worker_fn(channel, context.partitionId(), partitions, config))
+                        fold = partial(fold_over, list(partitions.items()))
+                        reply = ("done", worker_fn(channel, context.partitionId(), fold, config))
                     else:
                         _, fn, payload, fraction, seed = request
                         reply = ("ok", fold_partitions(fn, payload, partitions.items(), fraction, seed))
@@ -496,9 +498,9 @@ class ResidentEngine(TreeEngine):
         return result
 
     def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
-        """Run ``worker_fn(channel, worker_index, partitions, config)`` in every resident task at
-        once (``partitions``: {partition index: [Block, ...]}; ``channel.send/recv`` talk to the
-        driver). Every message a worker sends goes to ``server.handle(worker, message)``, which
+        """Run ``worker_fn(channel, worker_index, fold, config)`` in every resident task at once
+        (``fold(fn, payload, fraction, seed)`` sums over the task's own partitions;
+        ``channel.send/recv`` talk to the driver). Every message a worker sends goes to ``server.handle(worker, message)``, which
         returns the ``[(worker, reply), ...]`` to send; ``server.start(workers)`` is called first
         with each worker's partitions, rows and weight. Returns the workers' return values.
 

@@ -1,6 +1,6 @@
 """The block fold on Spark: broadcast, mapPartitionsWithIndex, treeAggregate, destroy.
 
-Each partition folds its blocks with :func:`~sparkopt.engine.local.fold_partition` (the same code
+Each partition folds its blocks with :func:`~sparkopt.engine.fold.fold_partition` (the same code
 and sampling seeds as :class:`~sparkopt.engine.local.LocalEngine`); partition sums are combined by
 ``treeAggregate`` at ``depth`` with None-safe addition (an empty partition contributes nothing).
 """
@@ -11,7 +11,8 @@ from typing import Any, Iterator
 
 from ..blocks import Block
 from ..errors import InputError
-from .local import BlockFn, EngineBase, add_results, check_depth, check_sampling, fold_partition
+from .contract import EngineBase
+from .fold import BlockFn, add_results, check_depth, check_sampling, fold_partition
 from .stats import DataStats
 
 __all__ = ["TreeEngine", "estimated_bytes"]

@@ -11,8 +11,9 @@ over the block's rows* (not a mean)::
     gradient        = d loss_sum / d coef
     hessp(coef, V)  = (d^2 loss_sum / d coef^2) @ V
 
-so partitions combine by plain addition and the driver divides by ``sum_i w_i`` (see
-``/work/shared/design.md``). Penalties are not applied here (see ``penalties.py``).
+so partitions combine by plain addition and the driver divides by ``sum_i w_i`` (Spark's
+``RDDLossFunction`` with its block aggregators works the same way). Penalties are not applied
+here (see ``penalties.py``).
 
 Coefficient layout (pinned; solvers, engines and estimators rely on it)
 -----------------------------------------------------------------------
@@ -39,7 +40,7 @@ and is meant for small ``n_params`` only.
 from __future__ import annotations
 
 import functools
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,6 +48,7 @@ import scipy.sparse as sp
 from sparkopt.blocks import Block
 
 from . import losses as _losses
+from .losses import LOSSES, loss_info
 
 __all__ = [
     "LOSSES",
@@ -56,17 +58,6 @@ __all__ = [
     "MultinomialBlockObjective",
     "make_block_objective",
 ]
-
-#: Loss names accepted by :func:`make_block_objective`.
-LOSSES = ("squared_error", "logistic", "multinomial", "poisson", "huber", "hinge", "squared_hinge")
-
-_POINTWISE = {
-    "squared_error": _losses.squared_error,
-    "logistic": _losses.logistic,
-    "poisson": _losses.poisson,
-    "hinge": _losses.hinge,
-    "squared_hinge": _losses.squared_hinge,
-}
 
 Matrix = Union[np.ndarray, sp.spmatrix, sp.sparray]
 
@@ -179,6 +170,21 @@ class BlockObjective:
                 f"block has {block.X.shape[1]} features; objective expects {self.n_features}"
             )
 
+    @property
+    def scale_index(self) -> Optional[int]:
+        """Index of a jointly estimated scale in ``coef`` (Huber's sigma, last), else None."""
+        return None
+
+    def feasible(self, coef) -> bool:
+        """False when ``coef`` lies outside the loss's domain (Huber: sigma <= 0), so that a
+        caller can report +inf without a pass over the data."""
+        return True
+
+    def loss_grad_weight(self, coef, block: Block) -> Tuple[float, np.ndarray, float]:
+        """``(loss_sum, gradient, sum_i w_i)``: the sums a sampled pass needs to form means."""
+        f, g = self.loss_grad(coef, block)
+        return f, g, float(block.w.sum())
+
     def loss_constant_sum(self, block: Block) -> float:
         """``sum_i w_i * const_i``, the coef-free term dropped from the loss (Poisson:
         ``y log y - y``; 0 for the other losses). ``loss_sum + loss_constant_sum`` is half
@@ -223,10 +229,13 @@ class PointwiseBlockObjective(BlockObjective):
 
     def __init__(self, loss: str, n_features: int, fit_intercept: bool, epsilon: float = 1.35):
         super().__init__(loss, n_features, fit_intercept, epsilon)
-        self._fn = _POINTWISE[loss]
+        info = loss_info(loss)
+        if info.terms is None:
+            raise ValueError(f"{loss!r} is not a pointwise loss")
+        self._fn = info.terms
         self.n_params = self.n_features + int(self.fit_intercept)
-        self.smooth = loss != "hinge"
-        self.has_hessian = loss != "hinge"
+        self.smooth = info.smooth
+        self.has_hessian = info.has_hessian
 
     def penalized_mask(self) -> np.ndarray:
         mask = np.zeros(self.n_params, dtype=bool)
@@ -337,6 +346,14 @@ class HuberBlockObjective(BlockObjective):
         coef[-1] = 1.0
         return coef
 
+    @property
+    def scale_index(self) -> int:
+        return self.n_params - 1
+
+    def feasible(self, coef) -> bool:
+        sigma = float(np.asarray(coef)[-1])
+        return sigma > 0.0 and np.isfinite(sigma)
+
     def lower_bounds(self) -> np.ndarray:
         """(n_params,) box lower bounds: -inf, except sigma > 0 (smallest positive double, as
         Spark's L-BFGS-B bound)."""
@@ -357,9 +374,9 @@ class HuberBlockObjective(BlockObjective):
 
     def _terms(self, coef, block: Block):
         self._check_block(block)
-        _, _, sigma = self.split(coef)
-        if not (sigma > 0.0 and np.isfinite(sigma)):
+        if not self.feasible(self._check_coef(coef)):
             return None
+        _, _, sigma = self.split(coef)
         return _losses.huber(block.y, self.margins(coef, block.X), sigma, self.epsilon)
 
     def _nonempty(self, block: Block) -> bool:
@@ -576,17 +593,18 @@ def make_block_objective(
     epsilon: float = 1.35,
     smoothing: float = 1.0,
 ) -> BlockObjective:
-    """Build the per-block objective for ``loss`` (one of :data:`LOSSES`).
+    """Build the per-block objective for ``loss`` (one of :data:`LOSSES`, or the internal
+    ``smoothed_hinge`` with band width ``smoothing``).
 
     ``n_classes`` is used by ``multinomial`` only (K >= 2), ``epsilon`` by ``huber`` only
-    (> 1, MLlib default 1.35). Raises ValueError naming an unknown ``loss``.
+    (> 1, MLlib default 1.35). Raises InputError (a ValueError) naming an unknown ``loss``.
     """
-    if loss in _POINTWISE:
-        return PointwiseBlockObjective(loss, n_features, fit_intercept, epsilon)
+    info = loss_info(loss)
     if loss == "huber":
         return HuberBlockObjective(n_features, fit_intercept, epsilon)
     if loss == "smoothed_hinge":
         return SmoothedHingeBlockObjective(n_features, fit_intercept, smoothing)
     if loss == "multinomial":
         return MultinomialBlockObjective(n_features, fit_intercept, n_classes)
-    raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    assert info.terms is not None, loss
+    return PointwiseBlockObjective(loss, n_features, fit_intercept, epsilon)

@@ -5,8 +5,8 @@ numpy only; never imports pyspark. One communication round is one ``engine.map_s
 (proximal) mini-batch SGD steps on its own rows, in solver coordinates, with the same maths as
 every other solver (the block objective's ``loss_grad`` in coefficient space, mapped by the
 objective's coordinates, plus the penalty's smooth gradient; L1 by soft-thresholding). The driver
-(sparkopt.problem.LinearModelObjective.local_sgd_round and sparkopt.solvers.local_sgd) combines
-the shards.
+(sparkopt.linear_objective.LinearModelObjective.local_sgd_round and sparkopt.solvers.local_sgd)
+combines the shards.
 
 Local step h = 1..H of shard b (rows B_h a sample of the shard, S_bh = sum of their weights):
 
@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..blocks import Block, sample_rng
+from .penalties import soft_threshold
 
 __all__ = ["LocalSGDBlockFn", "local_steps"]
 
@@ -57,7 +58,7 @@ def local_steps(z0: np.ndarray, step_sizes: np.ndarray, data_grad: DataGrad, pen
             first_loss, first_weight = f, w
         z = z - t * grad
         if l1 is not None and h < last:
-            z = np.sign(z) * np.maximum(np.abs(z) - t * l1, 0.0)
+            z = soft_threshold(z, t * l1)
         weight += w
     return z - z0, weight, first_loss, first_weight
 
@@ -70,20 +71,18 @@ class LocalSGDBlockFn:
     all rows the shard's H steps used, so the engine's sum over blocks is directly the numerator
     and denominator of the weighted mean of the shard deltas (see LinearModelObjective).
 
-    `coordinates` needs to_coef / to_z_grad (sparkopt.problem.Coordinates), `penalty` smooth_grad
-    (ElasticNet); `sigma_index` is Huber's scale coefficient, which must stay > 0: a step that
-    leaves it <= 0 makes the shard's result NaN, and the driver then reports divergence.
+    `coordinates` needs to_coef / to_z_grad (sparkopt.linear_objective.Coordinates), `penalty`
+    smooth_grad (ElasticNet). A step that leaves the loss's domain (Huber's scale sigma <= 0, see
+    BlockObjective.feasible) makes the shard's result NaN, and the driver then reports divergence.
     """
 
     wants_index = True
 
-    def __init__(self, block_objective, coordinates, penalty, l1: Optional[np.ndarray] = None,
-                 sigma_index: Optional[int] = None):
+    def __init__(self, block_objective, coordinates, penalty, l1: Optional[np.ndarray] = None):
         self.block_objective = block_objective
         self.coordinates = coordinates
         self.penalty = penalty
         self.l1 = l1
-        self.sigma_index = sigma_index
 
     def __call__(self, block: Block, payload: Any, index: tuple[int, int]):
         z0, step_sizes, fraction, seed = payload
@@ -96,7 +95,7 @@ class LocalSGDBlockFn:
             if w <= 0:
                 return 0.0, None, 0.0
             coef = coords.to_coef(z)
-            if self.sigma_index is not None and not coef[self.sigma_index] > 0:
+            if not objective.feasible(coef):
                 return np.nan, np.full(len(z), np.nan), w
             f, g = objective.loss_grad(coef, rows)
             return float(f), coords.to_z_grad(g), w

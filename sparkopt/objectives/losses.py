@@ -17,12 +17,21 @@ e.g. ``(y - m)^2 / 2`` at ``|m| = 1e300``) and never NaN for finite inputs:
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from scipy.special import expit, xlogy
 
+from ..errors import InputError
+
 __all__ = [
+    "LossInfo",
+    "LOSS_INFO",
+    "LOSSES",
+    "loss_info",
+    "check_labels",
     "LossTerms",
     "HuberTerms",
     "MultinomialTerms",
@@ -227,3 +236,102 @@ def huber(y, m, sigma: float, epsilon: float) -> HuberTerms:
     d_ms = z / sigma  # already 0 outside
     d_ss = z * z / sigma
     return HuberTerms(value, d_m, d_s, d_mm, d_ms, d_ss)
+
+
+
+# ============================================================================== the loss registry
+@dataclass(frozen=True)
+class LossInfo:
+    """What the rest of sparkopt needs to know about a loss, declared once.
+
+    ``labels``: the label rule, one of ``"binary"`` (0/1, both present), ``"classes"`` (class
+    indices 0..K-1, K >= 2), ``"nonnegative"`` or ``"real"``. ``smooth``: differentiable
+    everywhere; ``has_hessian``: its second derivative carries curvature (hinge: 0 a.e.).
+    ``terms``: the pointwise ``(y, m) -> LossTerms`` (None for the structured multinomial and
+    Huber losses). ``start_intercept(label_mean)``: the intercept that minimizes the loss at
+    beta = 0 where it has a closed form (None: start at 0). ``scale_param``: the name of a
+    jointly estimated scale that follows the coefficients (Huber's sigma), else None.
+    ``public``: a user-facing loss (``smoothed_hinge`` is an internal stage of the hinge fit).
+    """
+
+    name: str
+    labels: str
+    smooth: bool = True
+    has_hessian: bool = True
+    terms: Optional[Callable[..., LossTerms]] = None
+    start_intercept: Optional[Callable[[float], Optional[float]]] = None
+    scale_param: Optional[str] = None
+    public: bool = True
+
+    @property
+    def binary(self) -> bool:
+        return self.labels == "binary"
+
+
+def _logit_start(mean: float) -> Optional[float]:
+    return math.log(mean / (1.0 - mean)) if 0.0 < mean < 1.0 else None
+
+
+def _log_start(mean: float) -> Optional[float]:
+    return math.log(mean) if mean > 0.0 else None
+
+
+def _mean_start(mean: float) -> Optional[float]:
+    return float(mean)
+
+
+LOSS_INFO: dict[str, LossInfo] = {info.name: info for info in (
+    LossInfo("squared_error", "real", terms=squared_error, start_intercept=_mean_start),
+    LossInfo("logistic", "binary", terms=logistic, start_intercept=_logit_start),
+    LossInfo("multinomial", "classes"),
+    LossInfo("poisson", "nonnegative", terms=poisson, start_intercept=_log_start),
+    LossInfo("huber", "real", start_intercept=_mean_start, scale_param="sigma"),
+    LossInfo("hinge", "binary", smooth=False, has_hessian=False, terms=hinge),
+    LossInfo("squared_hinge", "binary", terms=squared_hinge),
+    LossInfo("smoothed_hinge", "binary", public=False),
+)}
+
+#: the user-facing loss names, in a fixed order
+LOSSES = tuple(name for name, info in LOSS_INFO.items() if info.public)
+
+#: more classes than this is refused (a d x K model of that size is not what this package fits)
+MAX_CLASSES = 10_000
+
+
+def loss_info(loss: str) -> LossInfo:
+    """The registry entry of ``loss``; InputError naming the valid ones otherwise."""
+    try:
+        return LOSS_INFO[loss]
+    except KeyError:
+        raise InputError(f"loss must be one of {LOSSES}, got {loss!r}") from None
+
+
+def check_labels(loss: str, label_min: float, label_max: float, n_non_integer: int, n_rows: int,
+                 label_col: str = "label") -> int:
+    """Check the label range the data show against the loss's label rule; return the number of
+    classes (2 for binary losses, K for multinomial, 1 otherwise). InputError names the column."""
+    info = loss_info(loss)
+    lo, hi = label_min, label_max
+    if info.labels == "binary":
+        if n_non_integer or lo < 0 or hi > 1:
+            raise InputError(
+                f"label column {label_col!r} must contain only 0 and 1 for {loss} loss; found values in [{lo:g}, {hi:g}]"
+                + (f" ({n_non_integer} non-integer)" if n_non_integer else ""))
+        if lo == hi:
+            raise InputError(f"label column {label_col!r} has a single class ({lo:g}) in {n_rows} rows: "
+                             f"a {loss} model needs both 0 and 1")
+        return 2
+    if info.labels == "classes":
+        if n_non_integer or lo < 0:
+            raise InputError(f"label column {label_col!r} must hold class indices 0, 1, ..., K-1 for multinomial loss; "
+                             f"found values in [{lo:g}, {hi:g}]"
+                             + (f" with {n_non_integer} non-integer" if n_non_integer else ""))
+        if hi > MAX_CLASSES:
+            raise InputError(f"label column {label_col!r} has class index {hi:g}: more than {MAX_CLASSES} classes "
+                             "is not supported")
+        if lo == hi:
+            raise InputError(f"label column {label_col!r} has a single class ({lo:g}): multinomial needs at least two")
+        return int(hi) + 1
+    if info.labels == "nonnegative" and lo < 0:
+        raise InputError(f"label column {label_col!r} must be >= 0 for {loss} loss; found minimum {lo:g}")
+    return 1

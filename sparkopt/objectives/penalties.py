@@ -18,7 +18,23 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ElasticNet"]
+from ..rules import check_param
+
+__all__ = ["ElasticNet", "soft_threshold", "weighted_l1"]
+
+
+def soft_threshold(v, thresholds) -> np.ndarray:
+    """``sign(v) * max(|v| - t, 0)`` coordinatewise: the proximal map of ``sum_j t_j |v_j|``
+    (``thresholds`` scalar or shaped like v, >= 0). Every L1 step in sparkopt goes through here."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.sign(v) * np.maximum(np.abs(v) - thresholds, 0.0)
+
+
+def weighted_l1(weights, x) -> float:
+    """``sum_j weights_j |x_j|`` (0.0 when ``weights`` is None)."""
+    if weights is None:
+        return 0.0
+    return float(np.dot(weights, np.abs(x)))
 
 
 class ElasticNet:
@@ -35,13 +51,8 @@ class ElasticNet:
     """
 
     def __init__(self, reg_param: float, elastic_net_param: float, scale, l1_factor: float = 1.0):
-        lam = float(reg_param)
-        alpha = float(elastic_net_param)
-        # Written as "not (ok)" so NaN is rejected too.
-        if not (np.isfinite(lam) and lam >= 0.0):
-            raise ValueError(f"regParam must be finite and >= 0; got {reg_param!r}")
-        if not (0.0 <= alpha <= 1.0):
-            raise ValueError(f"elasticNetParam must be in [0, 1]; got {elastic_net_param!r}")
+        lam = float(check_param("regParam", reg_param))
+        alpha = float(check_param("elasticNetParam", elastic_net_param))
         s = np.array(scale, dtype=np.float64)  # a private copy: callers may reuse their array
         if s.ndim != 1:
             raise ValueError(f"scale must be a 1-D array; got shape {s.shape}")
@@ -115,14 +126,12 @@ class ElasticNet:
 
     def l1_value(self, x) -> float:
         """``lam alpha sum_j s_j |x_j|``."""
-        return float(np.dot(self._l1, np.abs(self._x(x))))
+        return weighted_l1(self._l1, self._x(x))
 
     def prox_l1(self, x, step) -> np.ndarray:
         """Soft-thresholding ``argmin_z 1/2 |z - x|^2 + step * l1(z)`` coordinatewise:
         ``sign(x) * max(|x| - step * l1_weights, 0)``; ``step`` scalar or (p,) (>= 0)."""
-        x = self._x(x)
-        t = np.asarray(step, dtype=np.float64) * self._l1
-        return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
+        return soft_threshold(self._x(x), np.asarray(step, dtype=np.float64) * self._l1)
 
     def prox(self, x, step) -> np.ndarray:
         """Proximal map of the whole penalty: ``argmin_z 1/2 |z - x|^2 + step * P(z)``, i.e.
@@ -135,4 +144,4 @@ class ElasticNet:
     def value(self, x) -> float:
         """Total penalty ``l1_value(x) + smooth_value(x)``."""
         x = self._x(x)
-        return float(np.dot(self._l1, np.abs(x))) + 0.5 * float(np.dot(self._l2, x * x))
+        return weighted_l1(self._l1, x) + 0.5 * float(np.dot(self._l2, x * x))

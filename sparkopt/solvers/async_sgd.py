@@ -44,9 +44,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .base import STATUS_MESSAGES, Callback, Objective, OptimizeResult, Status
-from .sgd import MiniBatchSGD
-from .state import l1_value, optimality_norm, soft_threshold
+from ..objectives.penalties import soft_threshold
+from ..rules import check_param
+from .objective import Objective, WorkerObjective, require
+from .result import OptimizeResult, Status, finish, l1_value
+from .sgd import check_sgd_params, scheduled_step
+from .solver import Callback, OwnLoopSolver
 
 __all__ = ["AsyncSGD", "ParameterServer"]
 
@@ -60,12 +63,13 @@ class ParameterServer:
 
     def __init__(self, objective: Objective, z0: np.ndarray, *, tau: Optional[int], deterministic: bool,
                  step_size_at: Callable[[int], float], fraction: float, max_clocks: int, tol: float,
-                 callback: Optional[Callback] = None) -> None:
+                 callback: Optional[Callback] = None, max_passes: Optional[float] = None) -> None:
         self.objective = objective
         self.z = np.array(z0, dtype=float, copy=True)
         self.tau, self.deterministic = tau, deterministic
         self.step_size_at, self.fraction = step_size_at, fraction
         self.max_clocks, self.tol, self.callback = max_clocks, tol, callback
+        self.max_passes = max_passes
         self.l1 = objective.l1_weights
         self.version = 0
         self.staleness: Counter = Counter()
@@ -206,6 +210,8 @@ class ParameterServer:
             self.status = Status.CONVERGED
         if self.status is None and done >= self.max_clocks:
             self.status = Status.MAX_ITER      # the budget is in rounds: a fast worker may do more clocks
+        if self.status is None and self.max_passes is not None and self.passes >= self.max_passes:
+            self.status = Status.MAX_PASSES
         if self.status is None and self.callback is not None:
             try:
                 stop = self.callback(dict(self.history[-1], x=self.z.copy()))
@@ -225,58 +231,53 @@ class ParameterServer:
                              "seconds": time.perf_counter() - self.started, **extra})
 
 
-class AsyncSGD:
+class AsyncSGD(OwnLoopSolver):
     """Parameter-server SGD; see the module docstring. ``step_size``, ``fraction``, ``schedule``,
-    ``decay`` and ``seed`` mean what they mean for :class:`MiniBatchSGD`; ``tau`` is the staleness
-    bound in clocks (None: unbounded); ``delays`` ({worker: seconds}) slows workers down, for
-    benchmarks of stragglers only."""
+    ``decay`` and ``seed`` mean what they mean for :class:`~sparkopt.solvers.sgd.MiniBatchSGD`;
+    ``staleness`` (tau) is the bound in clocks (None: unbounded); ``delays`` ({worker: seconds})
+    slows workers down, for benchmarks of stragglers only."""
 
     name = "async-sgd"
 
     def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "inverse_sqrt",
-                 decay: float = 0.99, seed: int = 0, tau: Optional[int] = 2, deterministic: bool = False,
+                 decay: float = 0.99, seed: int = 0, staleness: Optional[int] = 2, deterministic: bool = False,
                  delays: Optional[dict] = None) -> None:
-        # MiniBatchSGD validates the shared settings and defines the schedule
-        self._schedule = MiniBatchSGD(step_size=step_size, fraction=fraction, schedule=schedule, decay=decay,
-                                      seed=seed)
-        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 0):
-            raise ValueError(f"staleness (tau) must be an integer >= 0 or None, got {tau!r}")
+        check_sgd_params(step_size, fraction, schedule, decay)
+        check_param("seed", seed)
+        check_param("staleness", staleness)
         delays = dict(delays or {})
         if any(not (np.isfinite(v) and v >= 0) for v in delays.values()):
             raise ValueError(f"delays must be seconds >= 0, got {delays!r}")
+        self.step0, self.schedule, self.decay = float(step_size), schedule, float(decay)
         self.fraction, self.seed = float(fraction), int(seed)
-        self.tau = None if tau is None else int(tau)
+        self.tau = None if staleness is None else int(staleness)
         self.deterministic, self.delays = bool(deterministic), delays
 
+    def step_size_at(self, k: int) -> float:
+        return scheduled_step(self.step0, self.schedule, self.decay, k)
+
     def run(self, objective: Objective, x0: np.ndarray, *, tol: float, max_iter: int,
-            callback: Optional[Callback] = None) -> OptimizeResult:
-        if not hasattr(objective, "run_parameter_server"):
-            raise ValueError("solver='async-sgd' needs an objective over an engine with workers "
-                             "(engine='resident' on Spark, or a LocalEngine)")
+            max_passes: Optional[float] = None, callback: Optional[Callback] = None,
+            warn: bool = True) -> OptimizeResult:
+        require(objective, WorkerObjective, self.name,
+                "workers that live across messages (engine='resident' on Spark, or a LocalEngine)")
         start = time.perf_counter()
-        passes0, evaluations0 = objective.passes, getattr(objective, "evaluations", 0)
+        passes0, evaluations0 = objective.passes, objective.evaluations
         server = ParameterServer(objective, x0, tau=self.tau, deterministic=self.deterministic,
-                                 step_size_at=self._schedule.step_size_at, fraction=self.fraction,
-                                 max_clocks=max_iter, tol=tol, callback=callback)
+                                 step_size_at=self.step_size_at, fraction=self.fraction,
+                                 max_clocks=max_iter, tol=tol, callback=callback, max_passes=max_passes)
         # overflow on the way to divergence is detected and reported in the status
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             summaries = objective.run_parameter_server(server, fraction=self.fraction, seed=self.seed,
                                                        delays=self.delays)
         status = server.status or Status.MAX_ITER
         x = server.z if status != Status.DIVERGED else server.best[0]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            fun, g = objective.loss_grad(x)
-        fun += l1_value(objective, x)
-        if not (np.isfinite(fun) and np.all(np.isfinite(g))):
-            status = Status.DIVERGED
-        grad_norm = optimality_norm(objective, x, g) if np.all(np.isfinite(g)) else float("inf")
-        pushes = sum(int(s.get("pushes", 0)) for s in summaries)
-        passes = server.passes + float(objective.passes - passes0)     # the final exact pass included
-        return OptimizeResult(
-            x=np.array(x, copy=True), fun=float(fun), grad_norm=float(grad_norm), nit=server.completed,
-            passes=passes, nfev=int(getattr(objective, "evaluations", 0) - evaluations0) + pushes,
-            status=status, message=STATUS_MESSAGES[status], solver=self.name, history=server.history, jac=g,
-            seconds=time.perf_counter() - start,
+        pushes = [int(s.get("pushes", 0)) for s in summaries]
+        return finish(
+            objective, solver=self.name, x=x, status=status, nit=server.completed,
+            passes=server.passes + float(objective.passes - passes0),
+            nfev=int(objective.evaluations - evaluations0) + sum(pushes), history=server.history,
+            seconds=time.perf_counter() - start, warn=warn, stacklevel=4,
             extra={"staleness_histogram": dict(sorted(server.staleness.items())), "updates": server.version,
-                   "pushes": pushes, "tau": self.tau, "deterministic": self.deterministic,
-                   "pushes_per_worker": [int(s.get("pushes", 0)) for s in summaries]})
+                   "pushes": sum(pushes), "tau": self.tau, "deterministic": self.deterministic,
+                   "pushes_per_worker": pushes})

@@ -32,6 +32,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .objective import Fingerprinted
+from .solver import Solver, SolverState
+
 FORMAT = "sparkopt-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{6,})\.(json|npz)$")
@@ -181,9 +184,31 @@ def approx_scalar(v: float) -> str:
     return f"{float(v):.10g}"
 
 
-def valid_interval(value: Any) -> bool:
-    """checkpointInterval: an integer >= 1 (bools are not integers here)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+def solver_config(solver: Any) -> dict:
+    """A solver's settings (scalar attributes, nested solvers) for the problem fingerprint."""
+    out: dict[str, Any] = {"class": type(solver).__name__}
+    for key, value in sorted(vars(solver).items()):
+        if isinstance(value, Solver):
+            out[key] = solver_config(value)
+        elif value is None or isinstance(value, (bool, int, float, str, np.number)):
+            out[key] = value
+    return out
+
+
+def problem_fingerprint(objective: Any, solver: Any, x0: np.ndarray, extra: Optional[dict] = None) -> dict:
+    """What a checkpoint must agree on to be resumed: parameters, solver and its settings, x0,
+    the L1 weights, the objective's own description (a Fingerprinted objective's
+    ``fingerprint()``) and whatever the caller adds (``extra``)."""
+    l1 = objective.l1_weights
+    fp: dict[str, Any] = {
+        "n_params": int(objective.n_params), "solver": solver.name, "solver_config": solver_config(solver),
+        "x0": array_digest(x0), "l1_weights": None if l1 is None else array_digest(l1),
+    }
+    if isinstance(objective, Fingerprinted):
+        fp["objective"] = objective.fingerprint()
+    if extra:
+        fp["caller"] = dict(extra)
+    return fp
 
 
 # ------------------------------------------------------------------------ the store
@@ -375,8 +400,6 @@ def snapshot(state, loop: dict) -> tuple[dict, dict[str, np.ndarray]]:
 
 def restore(payload: dict, arrays: dict[str, np.ndarray]):
     """(SolverState, loop dict) from a loaded checkpoint; inverse of :func:`snapshot`."""
-    from .state import SolverState
-
     s, loop = payload["meta"]["state"], payload["meta"]["loop"]
     state = SolverState(x=np.array(arrays["state/x"], copy=True), f=s["f"], g=np.array(arrays["state/g"], copy=True),
                         opt_norm=s["opt_norm"], iteration=int(s["iteration"]), step_size=s["step_size"],

@@ -5,8 +5,11 @@ from typing import Optional
 
 import numpy as np
 
-from .base import Objective, Status
-from .state import Solver, SolverState, l1_value, optimality_norm, soft_threshold
+from ..objectives.penalties import soft_threshold
+from ..rules import check_param
+from .objective import Objective
+from .result import Status, l1_value, optimality_norm
+from .solver import Solver, SolverState
 
 
 class GradientDescent(Solver):
@@ -19,8 +22,8 @@ class GradientDescent(Solver):
     name = "gd"
 
     def __init__(self, step_size: Optional[float] = None, shrink: float = 0.5, max_trials: int = 50, window: int = 10):
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"stepSize must be > 0, got {step_size!r}")
+        if step_size is not None:
+            check_param("stepSize", step_size)
         self.fixed_step = step_size
         self.shrink = shrink
         self.max_trials = max_trials
@@ -54,8 +57,7 @@ class GradientDescent(Solver):
                 break
             t *= self.shrink
         else:
-            state.stop = Status.NO_PROGRESS
-            return state
+            return state.fail(Status.NO_PROGRESS, f"no sufficient decrease in {self.max_trials} backtracking trials")
         state.memory["recent_f"] = (state.memory["recent_f"] + [f_new])[-self.window:]
         if self.fixed_step is None:
             s_k, y_k = x_new - state.x, g_new - state.g

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Objective, Status
+from ..rules import check_param
 from .linesearch import strong_wolfe
-from .state import Solver, SolverState, optimality_norm, pseudo_gradient
+from .objective import Objective
+from .result import Status, l1_value, optimality_norm, pseudo_gradient
+from .solver import Solver, SolverState
 
 
 def two_loop(grad: np.ndarray, s_list: list, y_list: list) -> np.ndarray:
@@ -32,9 +34,7 @@ class LBFGS(Solver):
     name = "lbfgs"
 
     def __init__(self, memory: int = 10):
-        if memory < 1:
-            raise ValueError(f"memory must be >= 1, got {memory!r}")
-        self.m = int(memory)
+        self.m = int(check_param("memory", memory))
 
     def init(self, objective, x0):
         state = super().init(objective, x0)
@@ -63,8 +63,7 @@ class LBFGS(Solver):
             step0 = min(1.0, 1.0 / max(float(np.abs(state.g).sum()), 1e-300))
             ls = strong_wolfe(lambda t: objective.loss_grad(state.x + t * d), d, state.f, state.g, step0)
         if not ls.ok:
-            state.stop = Status.NO_PROGRESS
-            return state
+            return state.fail(Status.NO_PROGRESS, f"strong-Wolfe line search failed after {ls.trials} trials")
         x_new = state.x + ls.step * d
         self._push(state, x_new - state.x, ls.g - state.g)
         state.x, state.f, state.g, state.step_size = x_new, ls.f, ls.g, ls.step
@@ -94,7 +93,7 @@ class OWLQN(LBFGS):
             x_t = state.x + t * d
             x_t = np.where(np.sign(x_t) == orthant, x_t, 0.0)
             f, g = objective.loss_grad(x_t)
-            f_total = f + float(l1 @ np.abs(x_t))
+            f_total = f + l1_value(objective, x_t)
             if np.isfinite(f_total) and np.all(np.isfinite(g)) and f_total <= state.f + 1e-4 * float(pg @ (x_t - state.x)):
                 accepted = (x_t, f_total, g)
                 break
@@ -104,8 +103,7 @@ class OWLQN(LBFGS):
                 state.memory["s"].clear()
                 state.memory["y"].clear()
                 return self.step(objective, state)
-            state.stop = Status.NO_PROGRESS
-            return state
+            return state.fail(Status.NO_PROGRESS, "no sufficient decrease along the projected direction")
         x_new, f_new, g_new = accepted
         self._push(state, x_new - state.x, pseudo_gradient(g_new, x_new, l1) - pg)
         state.x, state.f, state.g, state.step_size = x_new, f_new, g_new, t

@@ -1,28 +1,23 @@
 """Local SGD with periodic synchronization: H local steps per shard, one combination per round.
 
 Driver side; knows nothing of Spark. The objective runs a round (`objective.local_sgd_round`,
-sparkopt.problem.LinearModelObjective): every shard (engine block) starts from x_k and takes H
+a LocalRoundObjective such as sparkopt.linear_objective.LinearModelObjective): every shard (engine block) starts from x_k and takes H
 proximal mini-batch SGD steps on its own rows; the solver combines the shards.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Objective
-from .sgd import check_sgd_params, round_seed, scheduled_step
-from .state import Solver, SolverState, l1_value, soft_threshold
+from ..blocks import round_seed
+from ..objectives.penalties import soft_threshold
+from ..rules import check_param
+from .objective import LocalRoundObjective, Objective, require
+from .result import l1_value
+from .sgd import check_sgd_params, scheduled_step
+from .solver import SampledSolver, SolverState
 
 
-def check_local_params(local_steps, combination) -> None:
-    """ValueError naming the param (the estimators' names) for a bad local-SGD setting."""
-    if isinstance(local_steps, bool) or not isinstance(local_steps, (int, np.integer)) or local_steps < 1:
-        raise ValueError(f"localSteps must be an integer >= 1, got {local_steps!r}")
-    if isinstance(combination, bool) or not isinstance(combination, (int, float, np.number)) \
-            or not (np.isfinite(combination) and combination >= 1):
-        raise ValueError(f"localCombination must be a finite number >= 1, got {combination!r}")
-
-
-class LocalSGD(Solver):
+class LocalSGD(SampledSolver):
     """Round k = 1, 2, ... (one `minimize` iteration, one communication round, H * fraction passes):
 
         every shard b, from x_k:  H proximal SGD steps with step t_k, endpoint u_b before the
@@ -48,12 +43,13 @@ class LocalSGD(Solver):
     """
 
     name = "local-sgd"
-    exact_objective = False
 
     def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "inverse_sqrt",
                  decay: float = 0.99, local_steps: int = 1, combination: float = 1.0, seed: int = 0):
         check_sgd_params(step_size, fraction, schedule, decay)
-        check_local_params(local_steps, combination)
+        check_param("localSteps", local_steps)
+        check_param("localCombination", combination)
+        check_param("seed", seed)
         self.step0, self.fraction, self.schedule, self.decay = float(step_size), float(fraction), schedule, float(decay)
         self.local_steps, self.combination, self.seed = int(local_steps), float(combination), int(seed)
 
@@ -61,9 +57,8 @@ class LocalSGD(Solver):
         return scheduled_step(self.step0, self.schedule, self.decay, k)
 
     def init(self, objective: Objective, x0: np.ndarray) -> SolverState:
-        if not callable(getattr(objective, "local_sgd_round", None)):
-            raise ValueError("solver='local-sgd' needs an objective with local_sgd_round(z, step_sizes, fraction, "
-                             f"seed) (a LinearModelObjective over an engine); {type(objective).__name__} has none")
+        require(objective, LocalRoundObjective, self.name,
+                "local SGD rounds on the data's shards (a LinearModelObjective over an engine)")
         state = super().init(objective, x0)
         state.memory["change"] = np.inf
         state.info = {"rounds": 0}
@@ -78,13 +73,10 @@ class LocalSGD(Solver):
         x_new = state.x + beta * delta
         if objective.l1_weights is not None:
             x_new = soft_threshold(x_new, beta * t * objective.l1_weights)
-        state.memory["change"] = float(np.linalg.norm(x_new - state.x)) / max(float(np.linalg.norm(x_new)), 1.0)
+        self.record_change(state, x_new)
         g = -delta / (self.local_steps * t)
         state.f = float(f_estimate) + l1_value(objective, state.x)
         state.x, state.g, state.step_size = x_new, g, t
         state.opt_norm = float(np.max(np.abs(g), initial=0.0))
         state.info = {"rounds": k}
         return state
-
-    def converged(self, state, tol, scale):
-        return state.memory["change"] < tol

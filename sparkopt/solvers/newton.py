@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as la
 
-from .base import Objective, Status
-from .linesearch import backtracking
+from ..objectives.penalties import soft_threshold
+from ..rules import check_param
 from .lbfgs import LBFGS
-from .state import Solver, SolverState, optimality_norm
+from .linesearch import backtracking
+from .objective import Objective
+from .result import Status, l1_value, optimality_norm
+from .solver import Solver, SolverState
 
 
 class Newton(Solver):
@@ -22,8 +25,8 @@ class Newton(Solver):
 
     name = "newton"
 
-    def __init__(self, fallback_memory: int = 10):
-        self.fallback = LBFGS(memory=fallback_memory)
+    def __init__(self, memory: int = 10):
+        self.fallback = LBFGS(memory=memory)
 
     def init(self, objective, x0):
         f, g, H = objective.loss_grad_hess(x0)
@@ -76,7 +79,7 @@ class TrustRegionNewtonCG(Solver):
     name = "newton-cg"
 
     def __init__(self, max_cg: int = 250):
-        self.max_cg = max_cg
+        self.max_cg = int(check_param("maxCG", max_cg))
 
     def init(self, objective, x0):
         state = super().init(objective, x0)
@@ -135,8 +138,7 @@ class TrustRegionNewtonCG(Solver):
                 return state
             if radius < 1e-14 * max(1.0, float(np.linalg.norm(state.x))):
                 break
-        state.stop = Status.NO_PROGRESS
-        return state
+        return state.fail(Status.NO_PROGRESS, "the trust region shrank without an acceptable step")
 
 
 class ProximalNewton(Solver):
@@ -155,8 +157,7 @@ class ProximalNewton(Solver):
 
     def init(self, objective, x0):
         f, g, H = objective.loss_grad_hess(x0)
-        state = SolverState(x=x0, f=f + float(objective.l1_weights @ np.abs(x0)), g=g,
-                            opt_norm=optimality_norm(objective, x0, g))
+        state = SolverState(x=x0, f=f + l1_value(objective, x0), g=g, opt_norm=optimality_norm(objective, x0, g))
         state.memory["hess"] = H
         return state
 
@@ -169,8 +170,7 @@ class ProximalNewton(Solver):
             biggest = 0.0
             for j in range(len(x)):
                 z = u[j] - (g[j] + Hd[j]) / diag[j]
-                t = l1[j] / diag[j]
-                new = np.sign(z) * max(abs(z) - t, 0.0)
+                new = float(soft_threshold(z, l1[j] / diag[j]))
                 delta = new - u[j]
                 if delta != 0.0:
                     u[j] = new
@@ -184,21 +184,19 @@ class ProximalNewton(Solver):
         l1 = objective.l1_weights
         H = state.memory["hess"]
         d = self._inner(state.x, state.g, H, l1)
-        l1_now = float(l1 @ np.abs(state.x))
-        delta = float(state.g @ d) + float(l1 @ np.abs(state.x + d)) - l1_now
+        l1_now = l1_value(objective, state.x)
+        delta = float(state.g @ d) + l1_value(objective, state.x + d) - l1_now
         if not delta < 0:
-            state.stop = Status.NO_PROGRESS
-            return state
+            return state.fail(Status.NO_PROGRESS, f"the proximal Newton model predicts no decrease ({delta:.3g})")
         t = 1.0
         for _ in range(40):
             x_t = state.x + t * d
             f, g, H_t = objective.loss_grad_hess(x_t)
-            F = f + float(l1 @ np.abs(x_t))
+            F = f + l1_value(objective, x_t)
             if np.isfinite(F) and F <= state.f + 1e-4 * t * delta:
                 state.x, state.f, state.g, state.step_size = x_t, F, g, t
                 state.memory["hess"] = H_t
                 state.opt_norm = optimality_norm(objective, x_t, g)
                 return state
             t *= 0.5
-        state.stop = Status.NO_PROGRESS
-        return state
+        return state.fail(Status.NO_PROGRESS, "no sufficient decrease in 40 backtracking trials")

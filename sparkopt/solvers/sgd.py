@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Objective
-from .state import Solver, SolverState, l1_value, soft_threshold
+from ..blocks import round_seed
+from ..objectives.penalties import soft_threshold
+from ..rules import SCHEDULES, check_param
+from .objective import Objective, SampledObjective, require
+from .result import l1_value
+from .solver import SampledSolver, SolverState
 
-SCHEDULES = ("constant", "inverse_sqrt", "exponential")
-
-
-def round_seed(seed: int, k: int) -> int:
-    """The sampling seed of iteration (round) k >= 1: MiniBatchSGD and LocalSGD draw from the same
-    one, so local SGD with H = 1 samples exactly the rows MiniBatchSGD does."""
-    return (seed * 1_000_003 + k) % (2**63)
+__all__ = ["MiniBatchSGD", "scheduled_step", "check_sgd_params", "round_seed", "SCHEDULES"]
 
 
 def scheduled_step(step0: float, schedule: str, decay: float, k: int) -> float:
@@ -25,18 +23,14 @@ def scheduled_step(step0: float, schedule: str, decay: float, k: int) -> float:
 
 
 def check_sgd_params(step_size, fraction, schedule, decay) -> None:
-    """ValueError naming the param (the estimators' names) for a bad SGD setting."""
-    if not step_size > 0:
-        raise ValueError(f"stepSize must be > 0, got {step_size!r}")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"miniBatchFraction must be in (0, 1], got {fraction!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"stepSchedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not 0 < decay <= 1:
-        raise ValueError(f"decay must be in (0, 1], got {decay!r}")
+    """InputError (a ValueError) naming the param (the estimators' names) for a bad SGD setting."""
+    check_param("stepSize", step_size)
+    check_param("miniBatchFraction", fraction)
+    check_param("stepSchedule", schedule)
+    check_param("decay", decay)
 
 
-class MiniBatchSGD(Solver):
+class MiniBatchSGD(SampledSolver):
     """x_{k+1} = prox(x_k - t_k * v_k), v_k = momentum * v_{k-1} + g_k, g_k the gradient on a
     Bernoulli(fraction) sample of every partition, seeded by (seed, k) so a run is reproducible.
 
@@ -46,13 +40,12 @@ class MiniBatchSGD(Solver):
     """
 
     name = "sgd"
-    exact_objective = False
 
     def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "inverse_sqrt",
                  decay: float = 0.99, momentum: float = 0.0, seed: int = 0):
         check_sgd_params(step_size, fraction, schedule, decay)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        check_param("momentum", momentum)
+        check_param("seed", seed)
         self.step0, self.fraction, self.schedule = float(step_size), float(fraction), schedule
         self.decay, self.momentum, self.seed = float(decay), float(momentum), int(seed)
 
@@ -60,6 +53,8 @@ class MiniBatchSGD(Solver):
         return scheduled_step(self.step0, self.schedule, self.decay, k)
 
     def init(self, objective, x0):
+        if self.fraction < 1.0:
+            require(objective, SampledObjective, self.name, "loss and gradient on row samples")
         state = super().init(objective, x0)
         state.memory["velocity"] = np.zeros_like(x0)
         state.memory["change"] = np.inf
@@ -68,20 +63,20 @@ class MiniBatchSGD(Solver):
     def step(self, objective: Objective, state: SolverState) -> SolverState:
         k = state.iteration + 1
         sample_seed = round_seed(self.seed, k)
-        f_sample, g = objective.stochastic_loss_grad(state.x, self.fraction, sample_seed)
+        if self.fraction < 1.0:
+            f_sample, g = objective.stochastic_loss_grad(state.x, self.fraction, sample_seed)
+        else:
+            f_sample, g = objective.loss_grad(state.x)
         v = self.momentum * state.memory["velocity"] + g
         t = self.step_size_at(k)
         x_new = state.x - t * v
         if objective.l1_weights is not None:
             x_new = soft_threshold(x_new, t * objective.l1_weights)
         state.memory["velocity"] = v
-        state.memory["change"] = float(np.linalg.norm(x_new - state.x)) / max(float(np.linalg.norm(x_new)), 1.0)
+        self.record_change(state, x_new)
         # F on the full data would cost a pass per step: the history carries the sample's estimate
         # at the previous iterate, and minimize() evaluates F exactly once at the end.
         state.f = float(f_sample) + l1_value(objective, state.x)
         state.x, state.g, state.step_size = x_new, g, t
         state.opt_norm = float(np.max(np.abs(g), initial=0.0))
         return state
-
-    def converged(self, state, tol, scale):
-        return state.memory["change"] < tol

@@ -44,7 +44,7 @@ def _schema(df):
     return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
 
 
-@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")   # LinearSVC maxIter=50, as MLlib's
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")   # LinearSVC maxIter=50, as MLlib's
 def test_transform_columns_match_mllib(binary, regression):
     ours = LogisticRegression(regParam=0.01).fit(binary).transform(binary)
     theirs = mlc.LogisticRegression(regParam=0.01).fit(binary).transform(binary)

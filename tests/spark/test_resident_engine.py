@@ -67,7 +67,7 @@ def test_resident_equals_tree(engines, loss, label, kwargs):
     assert not resident.active
 
 
-@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 @pytest.mark.parametrize("solver", ["gd", "lbfgs", "owlqn", "newton", "newton-cg", "sgd"])
 def test_every_solver_same_fit(engines, solver):
     tree, resident = engines["binary"]
@@ -148,7 +148,7 @@ class _CrashingObjective:
         return self.inner.loss_grad(coef, block)
 
 
-@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 def test_fit_survives_injected_failure_at_iteration_k(engines, tmp_path):
     from sparkopt.solvers import minimize
 
@@ -199,7 +199,7 @@ def _sparkopt_threads():
     return [t for t in threading.enumerate() if t.name.startswith("sparkopt-resident")]
 
 
-@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 def test_nothing_left_after_fit_error_or_interrupt(spark, engines):
     _, resident = engines["binary"]
     sc = spark.sparkContext
@@ -243,7 +243,7 @@ def test_balanced_groups_put_largest_partitions_apart():
     assert assignment[0] != assignment[3] and max(loads) - min(loads) <= 2
 
 
-@pytest.mark.filterwarnings("ignore::sparkopt.solvers.base.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 def test_async_sgd_on_resident_tasks(engines):
     """tau = 0 is synchronous SGD (equal to the tree engine's sgd); deterministic tau = 2 equals the
     same program on in-memory workers over the same blocks (one worker per partition)."""

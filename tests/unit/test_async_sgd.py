@@ -123,7 +123,7 @@ def test_fit_linear_model_and_bad_params(a9a):
                                solver_options=dict(fraction=0.2, staleness=1))
     assert fit.result.solver == "async-sgd" and fit.result.nit == 5
     with pytest.raises(ValueError, match="staleness"):
-        AsyncSGD(tau=-1)
+        AsyncSGD(staleness=-1)
     with pytest.raises(ValueError, match="miniBatchFraction"):
         AsyncSGD(fraction=0.0)
     with pytest.raises(ValueError, match="delays"):
@@ -139,3 +139,14 @@ def test_divergence_is_reported_not_returned(a9a):
         fit = minimize(objective, None, "async-sgd", tol=1e-12, max_iter=30,
                        options=dict(step_size=1e10, fraction=0.5, schedule="constant", staleness=1))
     assert fit.status.name == "DIVERGED" and np.all(np.isfinite(fit.x))
+
+
+def test_budget_in_passes_is_honoured(a9a):
+    """max_passes reaches the parameter server: the run stops at the first round past it."""
+    objective = _objective(a9a)
+    with pytest.warns(ConvergenceWarning, match="maximum number of passes"):
+        fit = minimize(objective, None, "async-sgd", tol=1e-12, max_iter=1000, max_passes=2.0,
+                       options=dict(step_size=1.0, fraction=0.25, staleness=1, deterministic=True))
+    assert fit.status.name == "MAX_PASSES"
+    # 0.25 of the data per round: the 8th round reaches 2 passes, plus the final exact pass
+    assert fit.nit == 8 and fit.passes == pytest.approx(8 * 0.25 + 1)

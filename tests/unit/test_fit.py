@@ -159,3 +159,25 @@ def test_label_checks():
         build_objective(LocalEngine.from_arrays(X, [0, -1, 2, 1]), "poisson")
     with pytest.raises(InputError, match="huber"):
         fit_linear_model(LocalEngine.from_arrays(X, [0, 1, 2, 1]), "huber", elastic_net_param=0.5)
+
+
+def test_hinge_continuation_reports_one_consistent_run(a9a):
+    """The smoothing stages and the L-BFGS polish end as one result: every iteration in the history
+    and seen by the callback, nfev = the evaluations made, and fun / jac / grad_norm of the returned x."""
+    from sparkopt.solvers.result import optimality_norm
+
+    X, y, _ = a9a
+    engine = LocalEngine.from_arrays(X[:6000], y[:6000], num_partitions=2)
+    seen = []
+    fit = fit_linear_model(engine, "hinge", reg_param=1e-3, tol=1e-6, max_iter=200,
+                           callback=lambda row: seen.append(row["iteration"]))
+    res = fit.result
+    assert res.solver == "newton-smoothing"
+    assert [row["iteration"] for row in res.history] == list(range(res.nit + 1))
+    assert seen == list(range(1, res.nit + 1))
+    assert res.nfev == engine.evaluations and res.passes == pytest.approx(engine.passes)
+    assert {row["smoothing"] for row in res.history} == {1.0, 0.1, 0.01, 0.001, 0.0}
+    objective, _, _ = build_objective(engine, "hinge", reg_param=1e-3)
+    f, g = objective.loss_grad(res.x)
+    assert res.fun == pytest.approx(f + objective.penalty.l1_value(res.x), rel=1e-12)
+    assert res.grad_norm == pytest.approx(optimality_norm(objective, res.x, g), rel=1e-9)

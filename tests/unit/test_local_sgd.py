@@ -11,7 +11,7 @@ from sklearn.datasets import load_svmlight_file
 from sparkopt.blocks import Block
 from sparkopt.engine import LocalEngine
 from sparkopt.fit import build_objective, fit_linear_model
-from sparkopt.problem import LinearModelObjective
+from sparkopt.linear_objective import LinearModelObjective
 from sparkopt.solvers import ConvergenceWarning, CountingObjective, minimize
 from sparkopt.solvers.local_sgd import LocalSGD
 
@@ -190,7 +190,7 @@ def test_bad_params_are_named(a9a, options, named):
 
 def test_needs_an_objective_that_runs_rounds():
     objective = CountingObjective(lambda x: float(x @ x), lambda x: 2 * x, 3)
-    with pytest.raises(ValueError, match="local_sgd_round"):
+    with pytest.raises(ValueError, match="local-sgd.*LocalRoundObjective"):
         minimize(objective, np.ones(3), "local-sgd")
 
 

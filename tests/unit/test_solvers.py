@@ -178,3 +178,46 @@ def test_auto_choice():
 def test_bad_parameters_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         minimize(logistic(), None, **kwargs)
+
+
+def test_unknown_solver_options_are_named_not_dropped():
+    from sparkopt.solvers import SolverOptionWarning
+
+    with pytest.warns(SolverOptionWarning, match=r"'lbfgs' ignores option\(s\) \['memroy'\]; it accepts \['memory'\]"):
+        res = minimize(logistic(), None, "lbfgs", tol=1e-8, options=dict(memroy=5))
+    assert res.success
+
+
+def test_solver_options_of_a_name_cover_what_auto_may_choose():
+    from sparkopt.solvers.registry import solver_options
+
+    assert solver_options("lbfgs") == ("memory",)
+    assert set(solver_options("auto")) == {"memory", "max_cg", "max_sweeps", "inner_tol"}
+    assert {"step_size", "fraction", "schedule", "seed"} <= set(solver_options("sgd"))
+    with pytest.raises(ValueError, match="solver must be one of"):
+        solver_options("bogus")
+
+
+def test_explain_solver_gives_a_reason():
+    from sparkopt.solvers import explain_solver
+
+    choice = explain_solver(logistic())
+    assert choice.name == "newton" and "Hessian pass" in choice.reason
+    assert explain_solver(logistic(), "gd").reason == "requested"
+
+
+def test_a_failed_step_is_not_an_iteration_and_says_why():
+    from sparkopt.solvers.solver import Solver
+
+    class Stuck(Solver):
+        """Every step fails: the loop must end at once, with the step's reason."""
+
+        name = "stuck"
+
+        def step(self, objective, state):
+            return state.fail(Status.NO_PROGRESS, "no way forward")
+
+    with pytest.warns(ConvergenceWarning, match="no way forward"):
+        res = minimize(logistic(), None, Stuck(), tol=1e-12)
+    assert res.status == Status.NO_PROGRESS and res.nit == 0 and len(res.history) == 1
+    assert "no way forward" in res.message

@@ -13,18 +13,16 @@ Solvers work in coordinates z over the *active* parameters only, with coef = emb
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
 import numpy as np
 
-from .engine.local import fold_partitions
+from .objectives.async_sgd import AsyncSGDWorker
 from .objectives.local_sgd import LocalSGDBlockFn, local_steps
 from .objectives.penalties import ElasticNet
 from .solvers.checkpoint import approx_scalar, array_digest
-from .solvers.sgd import round_seed
 
 
 @dataclass(frozen=True)
@@ -76,16 +74,17 @@ def _hessp(obj, block, payload):
 
 
 def _stochastic(obj, block, coef):
-    f, g = obj.loss_grad(coef, block)
-    return f, g, float(block.w.sum())
+    return obj.loss_grad_weight(coef, block)
 
 
 class LinearModelObjective:
-    """The `Objective` protocol over an engine (TreeEngine, LocalEngine, ...) for a block objective.
+    """The Objective over an engine (LocalEngine, TreeEngine, ResidentEngine) for a block objective,
+    with every capability a solver may ask for (sparkopt.solvers.objective): sampled passes, local
+    SGD rounds, parameter-server workers, pass costs, a fingerprint and traffic counters.
 
     `coordinates` maps solver coordinates to coefficients; `penalty` is an ElasticNet over the
-    solver coordinates (n_active,). `valid(coef)` may reject a coefficient vector outright (e.g.
-    the Huber scale sigma <= 0) without a pass: the objective is then +inf.
+    solver coordinates (n_active,). A coefficient vector outside the loss's domain (the Huber
+    scale sigma <= 0, see BlockObjective.feasible) is rejected without a pass: F is then +inf.
     """
 
     def __init__(self, engine, block_objective, penalty: ElasticNet, coordinates: Optional[Coordinates] = None):
@@ -99,15 +98,9 @@ class LinearModelObjective:
         l1 = penalty.l1_weights()
         self.l1_weights = l1 if np.any(l1 > 0) else None
         self.weight_sum = float(engine.weight_sum)
-        self._sigma_index = self._find_sigma()
         # local SGD rounds touch H * fraction of the data in one engine call, which the engine
         # counts as one pass: the difference is kept here (see local_sgd_round)
         self._extra_passes = 0.0
-
-    def _find_sigma(self) -> Optional[int]:
-        if getattr(self.block_objective, "loss", None) != "huber":
-            return None
-        return self.block_objective.n_params - 1
 
     @property
     def passes(self) -> float:
@@ -128,14 +121,14 @@ class LinearModelObjective:
 
     @property
     def bytes_sent(self) -> int:
-        return getattr(self.engine, "bytes_sent", 0)
+        return self.engine.bytes_sent
 
     @property
     def bytes_received(self) -> int:
-        return getattr(self.engine, "bytes_received", 0)
+        return self.engine.bytes_received
 
     def _valid(self, coef) -> bool:
-        return self._sigma_index is None or coef[self._sigma_index] > 0
+        return self.block_objective.feasible(coef)
 
     def loss(self, z):
         coef = self.coordinates.to_coef(z)
@@ -201,8 +194,7 @@ class LinearModelObjective:
         step_sizes = np.asarray(step_sizes, dtype=float).ravel()
         z = np.asarray(z, dtype=float)
         fraction = float(min(fraction, 1.0))
-        fn = LocalSGDBlockFn(self.block_objective, self.coordinates, self.penalty, self.l1_weights,
-                             self._sigma_index)
+        fn = LocalSGDBlockFn(self.block_objective, self.coordinates, self.penalty, self.l1_weights)
         passes_before = self.engine.passes
         delta_sum, weight, f1, w1 = self.engine.map_sum(fn, (z, step_sizes, fraction, int(seed)))
         # the data the shards touched, not the one engine call
@@ -220,7 +212,7 @@ class LinearModelObjective:
         rounded (10 digits / float32 digests) so a repartitioned rerun of the same data matches."""
         bo, pen, stats = self.block_objective, self.penalty, self.engine.stats
         return {
-            "loss": getattr(bo, "loss", type(bo).__name__), "n_features": int(bo.n_features),
+            "loss": bo.loss, "n_features": int(bo.n_features),
             "fit_intercept": bool(bo.fit_intercept), "n_classes": int(bo.n_classes),
             "epsilon": float(bo.epsilon), "smoothing": float(getattr(bo, "smoothing", 0.0)),
             "n_coef": int(bo.n_params), "n_active": int(self.n_params),
@@ -239,10 +231,11 @@ class LinearModelObjective:
         return self.penalty.smooth_grad(z)
 
     def run_parameter_server(self, server, *, fraction: float, seed: int, delays: dict) -> list:
-        """Run :func:`async_worker` on every worker of the engine, served by ``server`` (which works
-        in solver coordinates; the workers see coefficients). Returns the workers' summaries."""
+        """Run an :class:`~sparkopt.objectives.async_sgd.AsyncSGDWorker` on every worker of the
+        engine, served by ``server`` (which works in solver coordinates; the workers see
+        coefficients). Returns the workers' summaries."""
         config = {"fraction": fraction, "seed": seed, "delays": dict(delays)}
-        return self.engine.run_workers(partial(async_worker, self.block_objective), config,
+        return self.engine.run_workers(AsyncSGDWorker(self.block_objective), config,
                                        _CoefficientServer(server, self.coordinates))
 
     def total(self, z) -> float:
@@ -271,27 +264,3 @@ class _CoefficientServer:
             replies.append((target, reply))
         return replies
 
-
-def async_worker(block_objective, channel, worker_index: int, partitions: dict, config: dict) -> dict:
-    """A parameter-server worker (runs in a resident task or a thread): until told to stop, take
-    the model (coefficients), push the loss / gradient / weight sums of the mini-batch of its clock
-    over its partitions (sampled exactly as MiniBatchSGD samples that iteration)."""
-    fraction = config["fraction"]
-    fraction = None if fraction >= 1.0 else fraction
-    delay = float(config["delays"].get(worker_index, 0.0))
-    fn = partial(_stochastic, block_objective)
-    channel.send(("pull", 0))
-    pushes = 0
-    while True:
-        message = channel.recv()
-        if message[0] != "model":
-            break
-        _, coef, version, clock = message
-        sample_seed = round_seed(config["seed"], clock + 1)
-        acc = fold_partitions(fn, coef, sorted(partitions.items()), fraction, sample_seed)
-        f, g, w = acc if acc is not None else (0.0, np.zeros_like(coef), 0.0)
-        if delay:
-            time.sleep(delay)      # a straggler, for benchmarks
-        channel.send(("push", clock, version, float(f), g, float(w)))
-        pushes += 1
-    return {"pushes": pushes}

@@ -1,0 +1,88 @@
+"""What every engine promises, and the counters and properties they share (:class:`EngineBase`).
+
+numpy only; never imports pyspark. An engine holds the data as ``list[list[Block]]`` in effect
+(partitions in order, blocks in order within a partition) and offers:
+
+* ``map_sum(fn, payload, fraction=None, seed=None)``: the element-wise sum over all blocks of
+  ``fn(block, payload)``, folded by sparkopt.engine.fold (same numbers on every engine);
+* ``session()``: a context that holds whatever the engine needs for a series of passes (the
+  resident engine's tasks);
+* ``run_workers(worker_fn, config, server)``: run ``worker_fn(channel, worker_index, fold,
+  config)`` on every worker at once, where ``fold(fn, payload, fraction, seed)`` sums over that
+  worker's own partitions and ``channel.send / recv`` talk to ``server`` on the driver (engines
+  whose workers live across messages only);
+* ``stats`` (sparkopt.engine.stats.DataStats), ``passes``, ``evaluations``, ``bytes_sent``,
+  ``bytes_received``.
+
+The engine knows nothing of losses or solvers.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ..errors import InputError
+from .stats import DataStats
+
+__all__ = ["EngineBase"]
+
+
+class EngineBase:
+    """Counters and data-description properties shared by the engines."""
+
+    _stats: DataStats
+    _depth: int
+
+    def __init__(self) -> None:
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        self.evaluations = 0
+        self.passes = 0.0
+        # payload bytes sent to the workers and partial-sum bytes sent back (0 for LocalEngine)
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @contextlib.contextmanager
+    def session(self):
+        """Hold whatever the engine needs for a series of passes (a fit); nothing by default."""
+        yield self
+
+    def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
+        """Run a worker program on every worker at once, its messages served by ``server`` (see
+        :meth:`ResidentEngine.run_workers`). Needs workers that live across messages."""
+        raise InputError(f"{type(self).__name__} cannot run worker programs (asynchronous solvers): "
+                         "use engine='resident' (or a LocalEngine)")
+
+    def _count(self, fraction: float | None) -> None:
+        self.evaluations += 1
+        self.passes += 1.0 if fraction is None else fraction
+
+    @property
+    def stats(self) -> DataStats:
+        return self._stats
+
+    @property
+    def n_features(self) -> int:
+        return self._stats.n_features
+
+    @property
+    def n_rows(self) -> int:
+        return self._stats.n_rows
+
+    @property
+    def weight_sum(self) -> float:
+        return self._stats.weight_sum
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unpersist()
+
+    def unpersist(self) -> None:  # pragma: no cover - overridden
+        pass

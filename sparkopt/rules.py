@@ -1,0 +1,91 @@
+"""Every parameter rule, declared once.
+
+numpy only; never imports pyspark. The estimators (``sparkopt.ml``), ``fit_linear_model`` and the
+solvers all check their parameters here, under the user-facing name (MLlib's camelCase), so one
+value is refused with one message wherever it enters::
+
+    check_param("regParam", -1.0)   ->  InputError: regParam must be >= 0, got -1.0
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES"]
+
+#: step-size schedules of the SGD family (see sparkopt.solvers.sgd.scheduled_step)
+SCHEDULES = ("constant", "inverse_sqrt", "exponential")
+
+
+def is_int(value: Any) -> bool:
+    """An integer that is not a bool (True is an int in Python, never a valid count here)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _is_number(value) and bool(np.isfinite(value))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``check(value) -> bool`` and the text completing "NAME must be ..."."""
+
+    check: Callable[[Any], bool]
+    text: str
+
+    def holds(self, value: Any) -> bool:
+        try:
+            return bool(self.check(value))
+        except (TypeError, ValueError):
+            return False
+
+
+def _one_of(options: tuple) -> Rule:
+    return Rule(lambda v: v in options, f"one of {options}")
+
+
+RULES: dict[str, Rule] = {
+    # the objective
+    "regParam": Rule(lambda v: _finite(v) and v >= 0, ">= 0"),
+    "elasticNetParam": Rule(lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    "epsilon": Rule(lambda v: _finite(v) and v > 1.0, "> 1.0"),
+    # the iteration loop
+    "maxIter": Rule(lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "tol": Rule(lambda v: _finite(v) and v > 0, "> 0"),
+    "maxPasses": Rule(lambda v: _is_number(v) and v > 0, "> 0"),
+    "checkpointInterval": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "checkpointDir": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
+    # the SGD family
+    "stepSize": Rule(lambda v: _finite(v) and v > 0, "> 0"),
+    "miniBatchFraction": Rule(lambda v: _is_number(v) and 0 < v <= 1, "in (0, 1]"),
+    "stepSchedule": _one_of(SCHEDULES),
+    "decay": Rule(lambda v: _is_number(v) and 0 < v <= 1, "in (0, 1]"),
+    "momentum": Rule(lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
+    "localSteps": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "localCombination": Rule(lambda v: _finite(v) and v >= 1, "a finite number >= 1"),
+    "staleness": Rule(lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 or None (unbounded)"),
+    "seed": Rule(lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    # quasi-Newton / Newton settings
+    "memory": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "maxCG": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    # engines
+    "aggregationDepth": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "numPartitions": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+}
+
+
+def check_param(name: str, value: Any, rule: Rule | None = None) -> Any:
+    """Return ``value`` if it satisfies the rule of ``name`` (or the given ``rule``); otherwise
+    raise :class:`~sparkopt.errors.InputError` (a ValueError) naming the parameter and the value."""
+    rule = rule or RULES[name]
+    if not rule.holds(value):
+        raise InputError(f"{name} must be {rule.text}, got {value!r}")
+    return value

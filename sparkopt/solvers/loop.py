@@ -1,0 +1,209 @@
+"""``minimize(objective, x0, method)``: the one iteration loop every step-wise solver runs in.
+
+The loop owns the budgets (max_iter, max_passes), timing, the history, the callback, the best
+finite iterate, checkpoints and the final result; a solver only knows how to take one step and
+when it is done (sparkopt.solvers.solver). Driver side only; never imports pyspark.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..rules import check_param
+from .checkpoint import CheckpointStore, problem_fingerprint, restore, snapshot
+from .objective import Objective, TrafficCounted
+from .registry import choose_solver, has_l1, make_solver
+from .result import OptimizeResult, Status, finish
+from .solver import Callback, OwnLoopSolver, Solver, SolverState
+
+__all__ = ["minimize"]
+
+logger = logging.getLogger("sparkopt")
+
+# the statuses after which the state is whole and worth a final checkpoint (a failed step may
+# have left it half-updated: its rerun replays the last interval instead)
+_CLEAN_END = (Status.CONVERGED, Status.MAX_ITER, Status.MAX_PASSES, Status.CALLBACK_STOP)
+
+
+def _finite(*arrays) -> bool:
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+class _Run:
+    """The loop's bookkeeping for one run: counters, history, the best iterate, the checkpoint
+    store. Counters continue those of the run a checkpoint came from."""
+
+    def __init__(self, objective: Objective, solver: Solver, store: Optional[CheckpointStore]):
+        self.objective, self.solver, self.store = objective, solver, store
+        self.start = time.perf_counter()
+        self.passes0, self.evaluations0 = objective.passes, objective.evaluations
+        traffic = isinstance(objective, TrafficCounted)
+        self.traffic0 = {"bytes_sent": objective.bytes_sent, "bytes_received": objective.bytes_received} if traffic else {}
+        self.before = {"passes": 0.0, "evaluations": 0, "seconds": 0.0}
+        self.history: list[dict] = []
+        self.saved_iteration: Optional[int] = None
+
+    # -- counters
+    def passes(self) -> float:
+        return self.before["passes"] + float(self.objective.passes - self.passes0)
+
+    def evaluations(self) -> int:
+        return self.before["evaluations"] + int(self.objective.evaluations - self.evaluations0)
+
+    def seconds(self) -> float:
+        return self.before["seconds"] + time.perf_counter() - self.start
+
+    # -- start: fresh or from a checkpoint
+    def begin(self, x0: np.ndarray, gradient_scale: Optional[float]) -> SolverState:
+        loaded = self.store.load() if self.store is not None else None
+        if loaded is not None:
+            state, loop = restore(*loaded)
+            self.history, self.scale = loop["history"], loop["scale"]
+            self.best = (loop["best_x"], loop["best_f"], loop["best_g"])
+            self.before = {key: loop[key] for key in ("passes", "evaluations", "seconds")}
+            self.saved_iteration = state.iteration
+            logger.info("resuming from checkpoint at iteration %d (%s)", state.iteration, self.store.directory)
+            return state
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            state = self.solver.init(self.objective, x0)
+        scale = state.opt_norm if gradient_scale is None else gradient_scale
+        self.scale = float(scale) if np.isfinite(scale) and scale > 0 else 1.0
+        self.record(state)      # a solver's init may start its own columns (local-sgd: rounds 0)
+        finite = _finite(state.f, state.x)
+        self.best = (state.x.copy(), state.f, state.g) if finite else (x0, np.inf, None)
+        return state
+
+    def record(self, state: SolverState) -> dict:
+        row = {"iteration": state.iteration, "objective": float(state.f), "grad_norm": float(state.opt_norm),
+               "step_size": float(state.step_size), "passes": self.passes(), "seconds": self.seconds()}
+        for key, base in self.traffic0.items():
+            row[key] = int(getattr(self.objective, key) - base)
+        row.update(state.info)
+        self.history.append(row)
+        logger.info("iter %4d  objective %.12g  grad %.3e  step %.3e  passes %g  %.2fs", row["iteration"],
+                    row["objective"], row["grad_norm"], row["step_size"], row["passes"], row["seconds"])
+        return row
+
+    def keep_best(self, state: SolverState, x_before: np.ndarray) -> None:
+        x, f, g = self.solver.candidate(state, x_before)
+        if np.isfinite(f) and f <= self.best[1]:
+            self.best = (x.copy(), f, g)
+
+    def checkpoint(self, state: SolverState) -> None:
+        best_x, best_f, best_g = self.best
+        meta, arrays = snapshot(state, dict(history=self.history, best_x=best_x, best_f=best_f, best_g=best_g,
+                                            scale=self.scale, passes=self.passes(), seconds=self.seconds(),
+                                            evaluations=self.evaluations()))
+        self.store.save(state.iteration, meta, arrays)
+        self.saved_iteration = state.iteration
+
+
+def _callback_stops(callback: Optional[Callback], row: dict, x: np.ndarray) -> bool:
+    if callback is None:
+        return False
+    try:
+        return bool(callback(dict(row, x=x.copy())))
+    except StopIteration:
+        return True
+
+
+def minimize(
+    objective: Objective,
+    x0: Optional[np.ndarray] = None,
+    method: Union[str, Solver, OwnLoopSolver] = "auto",
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 100,
+    max_passes: Optional[float] = None,
+    callback: Optional[Callback] = None,
+    options: Optional[dict[str, Any]] = None,
+    warn: bool = True,
+    gradient_scale: Optional[float] = None,
+    checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
+    checkpoint_interval: int = 10,
+    checkpoint_fingerprint: Optional[dict] = None,
+) -> OptimizeResult:
+    """Minimize F(x) = smooth(x) + sum_j l1_j |x_j| with the named solver (or a Solver instance).
+
+    Converged (status 0) when the solver's test holds: for the deterministic solvers the inf-norm
+    of the (pseudo-)gradient is <= tol * gradient_scale, by default its inf-norm at x0 (a relative
+    reduction, as TRON / LIBLINEAR: invariant to the scale of the labels; a warm start should pass
+    the norm at the cold start); for the SGD family MLlib's relative iterate change < tol.
+    ``callback(record)`` is called after every iteration with the history record (plus 'x');
+    returning True (or raising StopIteration) stops the run with status CALLBACK_STOP.
+    ``options`` go to the solver (sparkopt.solvers.registry.make_solver warns about unknown ones).
+
+    With ``checkpoint_dir``, the loop's whole state (iterate, F, gradient, solver memory,
+    iteration count, history, best iterate, convergence scale, pass / evaluation / second
+    counters) is written there every ``checkpoint_interval`` iterations and when the run ends
+    cleanly (converged, max_iter, max_passes, callback stop), and a run that finds a checkpoint
+    resumes from it: the result is the one an uninterrupted run gives (bit for bit for the
+    deterministic solvers; SGD's and local SGD's samples are seeded by (seed, iteration), so they
+    too). The checkpoint must belong to the same problem (n_params, solver and its settings, x0,
+    the objective's ``fingerprint()``, ``checkpoint_fingerprint``); a difference raises
+    CheckpointError. One run per directory; see sparkopt.solvers.checkpoint.
+    """
+    check_param("maxIter", max_iter)
+    check_param("tol", tol)
+    if max_passes is not None:
+        check_param("maxPasses", max_passes)
+    if checkpoint_dir is not None:
+        check_param("checkpointInterval", checkpoint_interval)
+    if isinstance(method, (Solver, OwnLoopSolver)):
+        solver = method
+    else:
+        solver = make_solver(choose_solver(objective, method), options or {}, l1=has_l1(objective))
+    x0 = np.zeros(objective.n_params) if x0 is None else np.array(x0, dtype=float, copy=True)
+    if x0.shape != (objective.n_params,):
+        raise ValueError(f"x0 must have shape ({objective.n_params},), got {x0.shape}")
+    if isinstance(solver, OwnLoopSolver):
+        if checkpoint_dir is not None:
+            raise ValueError(f"checkpointDir is not supported with solver={solver.name!r} (its state lives in the workers)")
+        return solver.run(objective, x0, tol=tol, max_iter=max_iter, max_passes=max_passes, callback=callback,
+                          warn=warn)
+
+    store = None
+    if checkpoint_dir is not None:
+        store = CheckpointStore(checkpoint_dir, problem_fingerprint(objective, solver, x0, checkpoint_fingerprint))
+    run = _Run(objective, solver, store)
+    state = run.begin(x0, gradient_scale)
+    ending = (Status.DIVERGED, "") if not _finite(state.f, state.g) else None
+    while ending is None:
+        ending = solver.terminate(state, tol, run.scale)
+        if ending is None and state.iteration >= max_iter:
+            ending = (Status.MAX_ITER, "")
+        if ending is None and max_passes is not None and run.passes() >= max_passes:
+            ending = (Status.MAX_PASSES, "")
+        if ending is not None:
+            break
+        state.info = {}
+        x_before = state.x
+        # overflow on the way to divergence is detected below and reported in the status
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            state = solver.step(objective, state)
+        if state.failure is not None:         # the step could not be taken: not an iteration
+            ending = state.failure
+            break
+        state.iteration += 1
+        row = run.record(state)
+        if not _finite(state.x, state.g, state.f):
+            ending = (Status.DIVERGED, "")
+            break
+        run.keep_best(state, x_before)
+        # before the callback: a callback that interrupts (KeyboardInterrupt) loses nothing
+        if store is not None and state.iteration % checkpoint_interval == 0:
+            run.checkpoint(state)
+        if _callback_stops(callback, row, state.x):
+            ending = (Status.CALLBACK_STOP, "")
+
+    status, detail = ending
+    if store is not None and run.saved_iteration != state.iteration and status in _CLEAN_END:
+        run.checkpoint(state)        # a rerun returns this result; a larger max_iter continues
+    x, fun, jac = solver.answer(state, run.best, status)
+    return finish(objective, solver=solver.name, x=x, status=status, nit=state.iteration, passes=run.passes(),
+                  nfev=run.evaluations(), history=run.history, seconds=run.seconds(), fun=fun, jac=jac,
+                  detail=detail, threshold=tol * run.scale, warn=warn)

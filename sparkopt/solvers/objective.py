@@ -1,0 +1,188 @@
+"""What a solver may ask of the problem: the Objective protocol and its optional capabilities.
+
+Driver side only; never imports pyspark or the engines. A solver sees the problem only through
+these protocols, so the same code runs on a distributed evaluator, an in-memory fold or a plain
+numpy function (:class:`CountingObjective`).
+
+Every objective offers :class:`Objective`. Capabilities beyond it are declared by implementing
+one of the small protocols below; a solver that needs one checks ``isinstance(objective, P)``
+(they are runtime-checkable) and says so by name when it is missing, instead of probing
+attributes:
+
+==========================  ===========================================================
+:class:`SampledObjective`   loss and gradient on a seeded Bernoulli sample of the rows (SGD)
+:class:`LocalRoundObjective` one round of local SGD on every shard (``solver="local-sgd"``)
+:class:`WorkerObjective`    a parameter server fed by long-lived workers (``async-sgd``)
+:class:`PassCosts`          the cost of a Hessian pass in gradient passes (``auto``'s choice)
+:class:`Fingerprinted`      what identifies the problem for a checkpoint
+:class:`TrafficCounted`     bytes sent to / received from the workers so far
+==========================  ===========================================================
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Objective", "SampledObjective", "LocalRoundObjective", "WorkerObjective", "PassCosts",
+           "Fingerprinted", "TrafficCounted", "CountingObjective", "require"]
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """F(x) = smooth(x) + sum_j l1_weights[j] * |x_j|, x of shape (n_params,).
+
+    ``loss_grad`` and friends describe the smooth part only; the non-smooth L1 part is data
+    (``l1_weights``, None when absent) that proximal and orthant-wise solvers use directly.
+    Every call that touches the data advances ``passes`` (1 per full pass, the fraction per
+    sample) and ``evaluations`` (1 per call). ``smooth`` is False when the loss has kinks (hinge);
+    ``has_hessian`` is False when ``loss_grad_hess`` / ``hessp`` carry no curvature.
+    """
+
+    n_params: int
+    has_hessian: bool
+    smooth: bool
+    l1_weights: Optional[np.ndarray]
+
+    def loss(self, x: np.ndarray) -> float: ...
+
+    def loss_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def loss_grad_hess(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]: ...
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def passes(self) -> float: ...
+
+    @property
+    def evaluations(self) -> int: ...
+
+
+@runtime_checkable
+class SampledObjective(Protocol):
+    """Mean loss and gradient (smooth part) over a Bernoulli(``fraction``) sample of the rows;
+    the same ``seed`` draws the same rows."""
+
+    def stochastic_loss_grad(self, x: np.ndarray, fraction: float, seed: int) -> tuple[float, np.ndarray]: ...
+
+
+@runtime_checkable
+class LocalRoundObjective(Protocol):
+    """One communication round of local SGD from ``x``: every shard takes ``len(step_sizes)``
+    proximal SGD steps on its own rows; returns (weighted mean shard delta, estimate of F at x,
+    sampled weight). See sparkopt.objectives.local_sgd."""
+
+    def local_sgd_round(self, x: np.ndarray, step_sizes: np.ndarray, fraction: float,
+                        seed: int) -> tuple[np.ndarray, float, float]: ...
+
+
+@runtime_checkable
+class WorkerObjective(Protocol):
+    """Long-lived workers that pull the model from and push mini-batch sums to ``server`` (a
+    sparkopt.solvers.async_sgd.ParameterServer); the penalty is applied by the server."""
+
+    def run_parameter_server(self, server: Any, *, fraction: float, seed: int, delays: dict) -> list: ...
+
+    def penalty_value(self, x: np.ndarray) -> float: ...
+
+    def penalty_grad(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class PassCosts(Protocol):
+    """``hessian_cost``: one loss + gradient + Hessian pass costs this many loss + gradient passes."""
+
+    @property
+    def hessian_cost(self) -> float: ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """A JSON-able description of the problem (loss, penalty, data shape) for checkpoints."""
+
+    def fingerprint(self) -> dict: ...
+
+
+@runtime_checkable
+class TrafficCounted(Protocol):
+    """Bytes of payload sent to and partial sums received from the workers, cumulative."""
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    @property
+    def bytes_received(self) -> int: ...
+
+
+def require(objective: Any, capability: type, solver: str, what: str) -> None:
+    """ValueError naming the solver and the missing capability when ``objective`` lacks it."""
+    if not isinstance(objective, capability):
+        raise ValueError(f"solver={solver!r} needs {what} ({capability.__name__}); "
+                         f"{type(objective).__name__} does not offer it")
+
+
+class CountingObjective:
+    """Plain numpy callables as an :class:`Objective` (like scipy's fun / jac / hess / hessp),
+    counting calls: for solver tests and in-memory problems.
+
+    ``passes`` counts the calls that would be passes over data (loss, gradient, Hessian or
+    Hessian-vector product; a sample counts its fraction). With ``stochastic_grad(x, fraction,
+    seed)`` it is also a :class:`SampledObjective`; without, sampled calls use the full gradient.
+    """
+
+    def __init__(
+        self,
+        fun: Callable[[np.ndarray], float],
+        grad: Callable[[np.ndarray], np.ndarray],
+        n_params: int,
+        hess: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+        hessp: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+        l1_weights: Optional[np.ndarray] = None,
+        stochastic_grad: Optional[Callable[[np.ndarray, float, int], tuple[float, np.ndarray]]] = None,
+    ):
+        self._fun, self._grad, self._hess, self._hessp = fun, grad, hess, hessp
+        self._stochastic = stochastic_grad
+        self.n_params = n_params
+        self.has_hessian = hess is not None
+        self.smooth = True
+        self.l1_weights = None if l1_weights is None else np.asarray(l1_weights, dtype=float)
+        self._passes = 0.0
+        self._evaluations = 0
+
+    @property
+    def passes(self) -> float:
+        return self._passes
+
+    @property
+    def evaluations(self) -> int:
+        return self._evaluations
+
+    def _count(self, passes: float = 1.0) -> None:
+        self._passes += passes
+        self._evaluations += 1
+
+    def loss(self, x):
+        self._count()
+        return float(self._fun(x))
+
+    def loss_grad(self, x):
+        self._count()
+        return float(self._fun(x)), np.asarray(self._grad(x), dtype=float)
+
+    def loss_grad_hess(self, x):
+        self._count()
+        return float(self._fun(x)), np.asarray(self._grad(x), dtype=float), np.asarray(self._hess(x), dtype=float)
+
+    def hessp(self, x, v):
+        self._count()
+        if self._hessp is not None:
+            return self._hessp(x, v)
+        return self._hess(x) @ v
+
+    def stochastic_loss_grad(self, x, fraction, seed):
+        if self._stochastic is None:
+            return self.loss_grad(x)
+        self._count(fraction)
+        f, g = self._stochastic(x, fraction, seed)
+        return float(f), np.asarray(g, dtype=float)
