@@ -5,11 +5,10 @@ weighted sums), an engine (how those sums are computed and added over the data) 
 
 F(z) = (1 / sum_i w_i) * sum_blocks loss_sum(coef(z), block) + penalty(z)
 
-Solvers work in coordinates z over the *active* parameters only, with coef = embed(z * inv_scale):
-- features whose standard deviation is 0 are inactive and their coefficient is 0 (as MLlib);
-- z_j = beta_j * sd_j for feature coefficients when the penalty is on the standardized scale
-  (or absent), z_j = beta_j otherwise: the coordinates in which the penalty is isotropic, which
-  keeps the problem well conditioned for first-order solvers (see fit.build_objective).
+Solvers work in coordinates z (see :class:`Coordinates`), coef = T z: features whose standard
+deviation is 0 are inactive (coefficient 0, as MLlib); the others are scaled to comparable
+curvature and, with an intercept, centred virtually, whatever the penalty's scale; the penalty is
+expressed in z with per-coordinate weights (sparkopt.fit.build_objective chooses the map).
 """
 from __future__ import annotations
 
@@ -27,32 +26,134 @@ from .solvers.checkpoint import approx_scalar, array_digest
 
 @dataclass(frozen=True)
 class Coordinates:
-    """Map between solver coordinates z (n_active,) and model coefficients coef (n_params,)."""
+    """The linear map ``coef = T z`` between solver coordinates z (n_z,) and model coefficients
+    coef (n_params,), in the block objective's layout (K outputs of ``[beta (d), c]``, then a
+    jointly estimated scale such as Huber's sigma).
 
-    active: np.ndarray      # int indices into coef, sorted
-    inv_scale: np.ndarray   # (n_active,) coef[active] = z * inv_scale
+    z holds, per output k, the active features' coordinates and (with an intercept) one intercept
+    coordinate, then the scale's coordinate::
+
+        beta_k[active] = z_k * inv_scale                      (0 on inactive features)
+        c_k            = value_scale * z_c,k - center . beta_k[active]
+        sigma          = value_scale * z_sigma
+
+    With ``center`` the features' means, the margin is ``sum_j z_kj (x_j - center_j) inv_scale_j
+    + value_scale z_c,k``: the intercept coordinate is the mean margin, orthogonal to the centred
+    features, so uncentred features (longitude ~ -119) no longer couple with the intercept (the
+    centring is virtual: blocks are never copied or densified, they just see ``coef``).
+    """
+
     n_params: int
+    n_features: int
+    n_outputs: int
+    fit_intercept: bool
+    active: np.ndarray                  # (n_a,) int, active feature indices in 0..d-1
+    inv_scale: np.ndarray               # (n_a,) beta_j = z_j * inv_scale_j
+    center: Optional[np.ndarray] = None  # (n_a,) feature means for the virtual centring
+    value_scale: float = 1.0            # units of the intercept and the scale coordinate
+    scale_index: Optional[int] = None   # index of sigma in coef, if any
 
     @classmethod
     def identity(cls, n_params: int) -> "Coordinates":
-        return cls(np.arange(n_params), np.ones(n_params), n_params)
+        """z = coef, for a problem of n_params coefficients without intercept (tests, tools)."""
+        return cls(n_params, n_params, 1, False, np.arange(n_params), np.ones(n_params))
 
+    # -- layout
+    @property
+    def _q(self) -> int:                # coefficients per output
+        return self.n_features + int(self.fit_intercept)
+
+    @property
+    def _qz(self) -> int:               # coordinates per output
+        return len(self.active) + int(self.fit_intercept)
+
+    @property
+    def n_z(self) -> int:
+        return self.n_outputs * self._qz + int(self.scale_index is not None)
+
+    def _shift(self) -> np.ndarray:
+        return np.zeros(len(self.active)) if self.center is None else self.center
+
+    # -- the map and its transpose
     def to_coef(self, z: np.ndarray) -> np.ndarray:
-        coef = np.zeros(self.n_params)
-        coef[self.active] = z * self.inv_scale
-        return coef
-
-    def from_coef(self, coef: np.ndarray) -> np.ndarray:
-        return np.asarray(coef, dtype=float)[self.active] / self.inv_scale
+        """coef = T z, for z (n_z,) or columns (n_z, m)."""
+        z = np.asarray(z, dtype=float)
+        cols = z.shape[1:]
+        out = np.zeros((self.n_params,) + cols)
+        na, K = len(self.active), self.n_outputs
+        Z = z[: K * self._qz].reshape((K, self._qz) + cols)
+        C = out[: K * self._q].reshape((K, self._q) + cols)
+        scale = self.inv_scale.reshape((na,) + (1,) * len(cols))
+        beta = Z[:, :na] * scale
+        C[:, self.active] = beta
+        if self.fit_intercept:
+            C[:, self.n_features] = self.value_scale * Z[:, na] - np.tensordot(beta, self._shift(), axes=([1], [0]))
+        if self.scale_index is not None:
+            out[self.scale_index] = self.value_scale * z[-1]
+        return out
 
     def to_z_grad(self, grad_coef: np.ndarray) -> np.ndarray:
-        return grad_coef[self.active] * self.inv_scale
+        """T^T g, for g (n_params,) or columns (n_params, m): a coefficient gradient in z."""
+        g = np.asarray(grad_coef, dtype=float)
+        cols = g.shape[1:]
+        na, K = len(self.active), self.n_outputs
+        out = np.empty((self.n_z,) + cols)
+        G = g[: K * self._q].reshape((K, self._q) + cols)
+        Z = out[: K * self._qz].reshape((K, self._qz) + cols)
+        scale = self.inv_scale.reshape((na,) + (1,) * len(cols))
+        gb = G[:, self.active]
+        if self.fit_intercept:
+            gc = G[:, self.n_features]
+            shift = self._shift().reshape((na,) + (1,) * len(cols))
+            Z[:, :na] = (gb - shift[None] * gc[:, None]) * scale
+            Z[:, na] = self.value_scale * gc
+        else:
+            Z[:, :na] = gb * scale
+        if self.scale_index is not None:
+            out[-1] = self.value_scale * g[self.scale_index]
+        return out
+
+    def from_coef(self, coef: np.ndarray) -> np.ndarray:
+        """z with T z = coef (coefficients on inactive features are taken as 0)."""
+        coef = np.asarray(coef, dtype=float)
+        na, K = len(self.active), self.n_outputs
+        z = np.empty(self.n_z)
+        C = coef[: K * self._q].reshape(K, self._q)
+        Z = z[: K * self._qz].reshape(K, self._qz)
+        beta = C[:, self.active]
+        Z[:, :na] = beta / self.inv_scale
+        if self.fit_intercept:
+            Z[:, na] = (C[:, self.n_features] + beta @ self._shift()) / self.value_scale
+        if self.scale_index is not None:
+            z[-1] = coef[self.scale_index] / self.value_scale
+        return z
 
     def expand_direction(self, v: np.ndarray) -> np.ndarray:
-        """A z-direction (n_active,) or (n_active, m) as a coef-direction."""
-        out = np.zeros((self.n_params,) + v.shape[1:])
-        out[self.active] = v * (self.inv_scale if v.ndim == 1 else self.inv_scale[:, None])
-        return out
+        """A z-direction (n_z,) or (n_z, m) as a coefficient direction (T is linear)."""
+        return self.to_coef(v)
+
+    def hessian(self, H: np.ndarray) -> np.ndarray:
+        """T^T H T for a coefficient Hessian H (n_params, n_params), in O(n_params * n_z)."""
+        HT = self.to_z_grad(H.T).T          # H T: rows of H mapped; H is symmetric
+        return self.to_z_grad(HT)
+
+    def inactive(self) -> np.ndarray:
+        """Coefficient indices fixed at 0 (features with zero variance)."""
+        mask = np.ones(self.n_params, dtype=bool)
+        K = self.n_outputs
+        view = mask[: K * self._q].reshape(K, self._q)
+        view[:, self.active] = False
+        if self.fit_intercept:
+            view[:, self.n_features] = False
+        if self.scale_index is not None:
+            mask[self.scale_index] = False
+        return np.flatnonzero(mask)
+
+    def digest(self) -> dict:
+        """What identifies the map in a checkpoint fingerprint (float32 digests: see array_digest)."""
+        return {"inv_scale": array_digest(self.inv_scale),
+                "center": None if self.center is None else array_digest(self.center),
+                "value_scale": approx_scalar(self.value_scale)}
 
 
 def _loss(obj, block, coef):
@@ -92,7 +193,7 @@ class LinearModelObjective:
         self.block_objective = block_objective
         self.penalty = penalty
         self.coordinates = coordinates or Coordinates.identity(block_objective.n_params)
-        self.n_params = len(self.coordinates.active)
+        self.n_params = self.coordinates.n_z
         self.smooth = bool(block_objective.smooth)
         self.has_hessian = bool(block_objective.has_hessian)
         l1 = penalty.l1_weights()
@@ -152,7 +253,7 @@ class LinearModelObjective:
             return np.inf, nan, np.full((self.n_params, self.n_params), np.nan)
         f, g, H = self.engine.map_sum(partial(_loss_grad_hess, self.block_objective), coef)
         c = self.coordinates
-        Hz = H[np.ix_(c.active, c.active)] * np.outer(c.inv_scale, c.inv_scale) / self.weight_sum
+        Hz = c.hessian(H) / self.weight_sum
         Hz[np.diag_indices_from(Hz)] += self.penalty.smooth_hess_diag()
         return (f / self.weight_sum + self.penalty.smooth_value(z),
                 c.to_z_grad(g) / self.weight_sum + self.penalty.smooth_grad(z), Hz)
@@ -161,7 +262,7 @@ class LinearModelObjective:
         coef = self.coordinates.to_coef(z)
         c = self.coordinates
         (Hv,) = self.engine.map_sum(partial(_hessp, self.block_objective), (coef, c.expand_direction(v)))
-        Hv = Hv[c.active] * (c.inv_scale if v.ndim == 1 else c.inv_scale[:, None]) / self.weight_sum
+        Hv = c.to_z_grad(Hv) / self.weight_sum
         return Hv + self.penalty.smooth_hessp(z, v)
 
     def stochastic_loss_grad(self, z, fraction, seed):
@@ -216,7 +317,7 @@ class LinearModelObjective:
             "fit_intercept": bool(bo.fit_intercept), "n_classes": int(bo.n_classes),
             "epsilon": float(bo.epsilon), "smoothing": float(getattr(bo, "smoothing", 0.0)),
             "n_coef": int(bo.n_params), "n_active": int(self.n_params),
-            "coordinates": array_digest(self.coordinates.inv_scale),
+            "coordinates": self.coordinates.digest(),
             "reg_param": float(pen.reg_param), "elastic_net_param": float(pen.elastic_net_param),
             "penalty_scale": array_digest(pen.scale),
             "data": {"n_rows": int(stats.n_rows), "weight_sum": approx_scalar(self.weight_sum),

@@ -252,6 +252,10 @@ class LossInfo:
     beta = 0 where it has a closed form (None: start at 0). ``scale_param``: the name of a
     jointly estimated scale that follows the coefficients (Huber's sigma), else None.
     ``public``: a user-facing loss (``smoothed_hinge`` is an internal stage of the hinge fit).
+    ``start_curvature(label_mean, n_classes)``: a typical second derivative of the loss in the
+    margin at the start (intercept-only model), which weighs the data against the penalty when the
+    solver coordinates are chosen. ``label_units``: the coefficients carry the label's units (real
+    labels), so the solver works in units of the label's standard deviation, as MLlib does.
     """
 
     name: str
@@ -262,6 +266,8 @@ class LossInfo:
     start_intercept: Optional[Callable[[float], Optional[float]]] = None
     scale_param: Optional[str] = None
     public: bool = True
+    start_curvature: Callable[[float, int], float] = lambda mean, classes: 1.0
+    label_units: bool = False
 
     @property
     def binary(self) -> bool:
@@ -280,15 +286,35 @@ def _mean_start(mean: float) -> Optional[float]:
     return float(mean)
 
 
+def _bernoulli_curvature(mean: float, classes: int) -> float:
+    p = min(max(mean, 1e-6), 1.0 - 1e-6)
+    return p * (1.0 - p)
+
+
+def _softmax_curvature(mean: float, classes: int) -> float:
+    return (1.0 / classes) * (1.0 - 1.0 / classes)        # uniform probabilities at the zero start
+
+
+def _poisson_curvature(mean: float, classes: int) -> float:
+    return max(mean, 1e-6)                                # exp(margin) = the mean count at the start
+
+
+def _constant(value: float) -> Callable[[float, int], float]:
+    return lambda mean, classes: value
+
+
 LOSS_INFO: dict[str, LossInfo] = {info.name: info for info in (
-    LossInfo("squared_error", "real", terms=squared_error, start_intercept=_mean_start),
-    LossInfo("logistic", "binary", terms=logistic, start_intercept=_logit_start),
-    LossInfo("multinomial", "classes"),
-    LossInfo("poisson", "nonnegative", terms=poisson, start_intercept=_log_start),
-    LossInfo("huber", "real", start_intercept=_mean_start, scale_param="sigma"),
-    LossInfo("hinge", "binary", smooth=False, has_hessian=False, terms=hinge),
-    LossInfo("squared_hinge", "binary", terms=squared_hinge),
-    LossInfo("smoothed_hinge", "binary", public=False),
+    LossInfo("squared_error", "real", terms=squared_error, start_intercept=_mean_start, label_units=True),
+    LossInfo("logistic", "binary", terms=logistic, start_intercept=_logit_start,
+             start_curvature=_bernoulli_curvature),
+    LossInfo("multinomial", "classes", start_curvature=_softmax_curvature),
+    LossInfo("poisson", "nonnegative", terms=poisson, start_intercept=_log_start, start_curvature=_poisson_curvature),
+    # inside the band the curvature is 1 / sigma, sigma ~ sd(y): 1 in units of sd(y)
+    LossInfo("huber", "real", start_intercept=_mean_start, scale_param="sigma", label_units=True),
+    # the smoothed stages' softplus at margin 0 and band 1: sigmoid(1) sigmoid(-1) ~ 0.2
+    LossInfo("hinge", "binary", smooth=False, has_hessian=False, terms=hinge, start_curvature=_constant(0.2)),
+    LossInfo("squared_hinge", "binary", terms=squared_hinge, start_curvature=_constant(2.0)),
+    LossInfo("smoothed_hinge", "binary", public=False, start_curvature=_constant(0.2)),
 )}
 
 #: the user-facing loss names, in a fixed order

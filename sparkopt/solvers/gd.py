@@ -8,7 +8,7 @@ import numpy as np
 from ..objectives.penalties import soft_threshold
 from ..rules import check_param
 from .objective import Objective
-from .result import Status, l1_value, optimality_norm
+from .result import Status, l1_value, optimality_norm, rounding_error
 from .solver import Solver, SolverState
 
 
@@ -55,6 +55,8 @@ class GradientDescent(Solver):
                 f_new <= reference + state.g @ d + (d @ d) / (2 * t) + 1e-12 * abs(smooth_f)
             ):
                 break
+            if (d @ d) / (2 * t) < rounding_error(smooth_f):
+                return state.fail(Status.PRECISION_LIMIT, "gradient step, F changes below its rounding error")
             t *= self.shrink
         else:
             return state.fail(Status.NO_PROGRESS, f"no sufficient decrease in {self.max_trials} backtracking trials")

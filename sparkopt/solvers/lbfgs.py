@@ -6,7 +6,7 @@ import numpy as np
 from ..rules import check_param
 from .linesearch import strong_wolfe
 from .objective import Objective
-from .result import Status, l1_value, optimality_norm, pseudo_gradient
+from .result import Status, l1_value, optimality_norm, pseudo_gradient, rounding_error
 from .solver import Solver, SolverState
 
 
@@ -63,6 +63,8 @@ class LBFGS(Solver):
             step0 = min(1.0, 1.0 / max(float(np.abs(state.g).sum()), 1e-300))
             ls = strong_wolfe(lambda t: objective.loss_grad(state.x + t * d), d, state.f, state.g, step0)
         if not ls.ok:
+            if 0.5 * abs(float(state.g @ d)) < rounding_error(state.f):
+                return state.fail(Status.PRECISION_LIMIT, "L-BFGS step, F changes below its rounding error")
             return state.fail(Status.NO_PROGRESS, f"strong-Wolfe line search failed after {ls.trials} trials")
         x_new = state.x + ls.step * d
         self._push(state, x_new - state.x, ls.g - state.g)
@@ -88,15 +90,23 @@ class OWLQN(LBFGS):
         orthant = np.where(state.x != 0, np.sign(state.x), -np.sign(pg))
         step0 = 1.0 if state.memory["s"] else min(1.0, 1.0 / max(float(np.abs(pg).sum()), 1e-300))
 
-        t, accepted = step0, None
+        t, accepted, noise = step0, None, rounding_error(state.f)
         for _ in range(40):
             x_t = state.x + t * d
             x_t = np.where(np.sign(x_t) == orthant, x_t, 0.0)
+            predicted = float(pg @ (x_t - state.x))
             f, g = objective.loss_grad(x_t)
             f_total = f + l1_value(objective, x_t)
-            if np.isfinite(f_total) and np.all(np.isfinite(g)) and f_total <= state.f + 1e-4 * float(pg @ (x_t - state.x)):
+            if np.isfinite(f_total) and np.all(np.isfinite(g)) and (
+                    f_total <= state.f + 1e-4 * predicted
+                    # F's change lost in rounding: the pseudo-gradient judges the step
+                    or (f_total <= state.f + noise and optimality_norm(objective, x_t, g) < state.opt_norm)):
                 accepted = (x_t, f_total, g)
                 break
+            if -predicted < noise:
+                if state.memory["s"]:
+                    break                      # retry from steepest descent below
+                return state.fail(Status.PRECISION_LIMIT, "OWL-QN step, F changes below its rounding error")
             t *= 0.5
         if accepted is None:
             if state.memory["s"]:

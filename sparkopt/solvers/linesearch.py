@@ -10,6 +10,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .result import rounding_error
+
 
 @dataclass
 class LineSearchResult:
@@ -19,6 +21,7 @@ class LineSearchResult:
     g: Optional[np.ndarray]
     extra: object = None   # e.g. the Hessian at the accepted point
     trials: int = 0
+    precision: bool = False  # stopped because no smaller step can show a decrease above rounding
 
 
 def _finite(f, g=None) -> bool:
@@ -49,13 +52,21 @@ def strong_wolfe(
     c2: float = 0.9,
     max_trials: int = 25,
 ) -> LineSearchResult:
-    """Strong-Wolfe search along `direction` (Nocedal & Wright, Algorithms 3.5 and 3.6).
+    """Strong-Wolfe search along `direction` (Nocedal & Wright, Algorithms 3.5 and 3.6), with
+    Hager & Zhang's approximate sufficient-decrease test where F's changes are rounding noise.
 
     evaluate(t) -> (f, g) at x + t * direction. Non-finite values are treated as "too far".
     """
     dphi0 = float(g0 @ direction)
     if not dphi0 < 0:
         return LineSearchResult(False, 0.0, f0, g0)
+    noise = rounding_error(f0)
+
+    def decreases_enough(t, f, dphi):
+        # Armijo, or Hager & Zhang's approximate Wolfe test once F's changes are within its
+        # rounding error: the slope, computed from gradients, still tells progress
+        return f <= f0 + c1 * t * dphi0 or (f <= f0 + noise and dphi <= (2 * c1 - 1) * dphi0)
+
     # points are (t, f, dphi, g); `lo` always satisfies sufficient decrease with the lowest f
     prev = (0.0, f0, dphi0, g0)
     t = step0
@@ -69,7 +80,7 @@ def strong_wolfe(
             break
         dphi = float(g @ direction)
         point = (t, f, dphi, g)
-        if f > f0 + c1 * t * dphi0 or (trials > 1 and f >= prev[1]):
+        if not decreases_enough(t, f, dphi) or (trials > 1 and f >= prev[1] + noise):
             lo, hi = prev, point
             break
         if abs(dphi) <= -c2 * dphi0:
@@ -95,7 +106,7 @@ def strong_wolfe(
             hi = (t, np.inf, np.nan, None)
             continue
         dphi = float(g @ direction)
-        if f > f0 + c1 * t * dphi0 or f >= fa:
+        if not decreases_enough(t, f, dphi) or f >= fa + noise:
             hi = (t, f, dphi, g)
             continue
         if abs(dphi) <= -c2 * dphi0:
@@ -117,19 +128,28 @@ def backtracking(
     shrink: float = 0.5,
     c1: float = 1e-4,
     max_trials: int = 40,
+    flat_ok: Optional[Callable[[tuple], bool]] = None,
 ) -> LineSearchResult:
     """Armijo backtracking: the first t in step0 * shrink^k with f(t) <= f0 + c1 * t * slope.
 
     evaluate(t) returns a tuple whose first entry is f and second the gradient; any further entries
-    (e.g. the Hessian) are passed back in `extra`.
+    (e.g. the Hessian) are passed back in ``extra``.
+
+    Near the optimum F's changes drown in rounding: when f(t) is within F's rounding error of f0,
+    ``flat_ok(out)`` (e.g. "the gradient norm dropped") may accept the trial instead, and once
+    ``t * |slope|`` falls below the rounding error no smaller step can show a decrease, so the
+    search stops with ``precision=True`` instead of spending its remaining trials.
     """
     if not slope < 0:
         return LineSearchResult(False, 0.0, f0, None)
+    noise = rounding_error(f0)
     t = step0
     for trial in range(1, max_trials + 1):
         out = evaluate(t)
         f, g = out[0], out[1]
-        if _finite(f, g) and f <= f0 + c1 * t * slope:
+        if _finite(f, g) and (f <= f0 + c1 * t * slope or (flat_ok is not None and f <= f0 + noise and flat_ok(out))):
             return LineSearchResult(True, t, f, g, extra=out[2:] if len(out) > 2 else None, trials=trial)
         t *= shrink
+        if t * -slope < noise:
+            return LineSearchResult(False, 0.0, f0, None, trials=trial, precision=True)
     return LineSearchResult(False, 0.0, f0, None, trials=max_trials)

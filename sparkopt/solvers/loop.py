@@ -17,16 +17,20 @@ from ..rules import check_param
 from .checkpoint import CheckpointStore, problem_fingerprint, restore, snapshot
 from .objective import Objective, TrafficCounted
 from .registry import choose_solver, has_l1, make_solver
-from .result import OptimizeResult, Status, finish
-from .solver import Callback, OwnLoopSolver, Solver, SolverState
+from .result import OptimizeResult, Status, finish, rounding_error
+from .solver import Callback, OwnLoopSolver, SampledSolver, Solver, SolverState
 
 __all__ = ["minimize"]
 
 logger = logging.getLogger("sparkopt")
 
+# an exact solver whose F has stayed within its rounding error, without lowering its gradient
+# norm, for this many iterations is at the precision limit (tol asks for more than float64 gives)
+STALL_ITERATIONS = 10
+
 # the statuses after which the state is whole and worth a final checkpoint (a failed step may
 # have left it half-updated: its rerun replays the last interval instead)
-_CLEAN_END = (Status.CONVERGED, Status.MAX_ITER, Status.MAX_PASSES, Status.CALLBACK_STOP)
+_CLEAN_END = (Status.CONVERGED, Status.MAX_ITER, Status.MAX_PASSES, Status.CALLBACK_STOP, Status.PRECISION_LIMIT)
 
 
 def _finite(*arrays) -> bool:
@@ -46,6 +50,8 @@ class _Run:
         self.before = {"passes": 0.0, "evaluations": 0, "seconds": 0.0}
         self.history: list[dict] = []
         self.saved_iteration: Optional[int] = None
+        self.stalls = 0         # iterations in a row without progress beyond rounding (see keep_best)
+        self.best_opt = np.inf  # smallest optimality norm so far
 
     # -- counters
     def passes(self) -> float:
@@ -90,8 +96,16 @@ class _Run:
 
     def keep_best(self, state: SolverState, x_before: np.ndarray) -> None:
         x, f, g = self.solver.candidate(state, x_before)
+        # a stalled iteration: F flat within its rounding error and the gradient no smaller
+        flat = np.isfinite(f) and abs(f - self.best[1]) <= rounding_error(self.best[1])
+        self.stalls = self.stalls + 1 if (flat and state.opt_norm >= 0.9 * self.best_opt) else 0
+        self.best_opt = min(self.best_opt, state.opt_norm)
         if np.isfinite(f) and f <= self.best[1]:
             self.best = (x.copy(), f, g)
+
+    def stalled(self) -> bool:
+        """An exact solver that no longer lowers F: it is at float64's precision limit."""
+        return self.stalls >= STALL_ITERATIONS and not isinstance(self.solver, SampledSolver)
 
     def checkpoint(self, state: SolverState) -> None:
         best_x, best_f, best_g = self.best
@@ -194,10 +208,13 @@ def minimize(
             ending = (Status.DIVERGED, "")
             break
         run.keep_best(state, x_before)
+        if run.stalled():
+            ending = solver.terminate(state, tol, run.scale) or (
+                Status.PRECISION_LIMIT, f"{STALL_ITERATIONS} iterations without progress beyond F's rounding error")
         # before the callback: a callback that interrupts (KeyboardInterrupt) loses nothing
         if store is not None and state.iteration % checkpoint_interval == 0:
             run.checkpoint(state)
-        if _callback_stops(callback, row, state.x):
+        if _callback_stops(callback, row, state.x) and ending is None:
             ending = (Status.CALLBACK_STOP, "")
 
     status, detail = ending

@@ -17,7 +17,7 @@ import numpy as np
 from ..objectives.penalties import weighted_l1
 
 __all__ = ["Status", "STATUS_MESSAGES", "ConvergenceWarning", "OptimizeResult", "finish", "optimality_norm",
-           "pseudo_gradient", "l1_value"]
+           "pseudo_gradient", "l1_value", "rounding_error"]
 
 
 class Status(enum.IntEnum):
@@ -29,6 +29,7 @@ class Status(enum.IntEnum):
     DIVERGED = 3         # non-finite objective or gradient; the best finite iterate is returned
     CALLBACK_STOP = 4
     MAX_PASSES = 5
+    PRECISION_LIMIT = 6  # F no longer decreases by more than its rounding error: tol is below what float64 allows
 
 
 STATUS_MESSAGES = {
@@ -38,7 +39,18 @@ STATUS_MESSAGES = {
     Status.DIVERGED: "diverged: non-finite objective or gradient; returned the best finite iterate",
     Status.CALLBACK_STOP: "stopped by the callback",
     Status.MAX_PASSES: "maximum number of passes over the data reached before convergence",
+    Status.PRECISION_LIMIT: "stopped at the limit of float64 precision: the objective no longer decreases by more "
+                            "than its rounding error, so tol is tighter than this problem's rounding allows",
 }
+
+#: relative rounding error of F: a sum of many nonnegative loss terms in float64 (BLAS dot
+#: products, partition sums) carries a few dozen ulps; a change smaller than this is noise
+REL_ROUNDING = 64 * np.finfo(np.float64).eps
+
+
+def rounding_error(f: float) -> float:
+    """The smallest change of F = f that can be told from rounding noise."""
+    return REL_ROUNDING * max(abs(float(f)), np.finfo(np.float64).tiny)
 
 
 class ConvergenceWarning(UserWarning):
@@ -136,6 +148,8 @@ def finish(objective: Any, *, solver: str, x: np.ndarray, status: Status, nit: i
         status, detail = Status.DIVERGED, ""
     grad_norm = optimality_norm(objective, x, jac) if _finite(jac) else float("inf")
     message = STATUS_MESSAGES[status] + (f" ({detail})" if detail else "")
+    if status == Status.PRECISION_LIMIT and threshold is not None:
+        message += f" (gradient norm {grad_norm:.3g}; tol asks for <= {threshold:.3g})"
     if status == Status.NO_PROGRESS and threshold is not None and grad_norm <= 10 * threshold:
         message += (f" (gradient norm {grad_norm:.3g} is within 10x of the tolerance: tol may be tighter than "
                     "the attainable precision)")

@@ -192,7 +192,7 @@ def test_solver_options_of_a_name_cover_what_auto_may_choose():
     from sparkopt.solvers.registry import solver_options
 
     assert solver_options("lbfgs") == ("memory",)
-    assert set(solver_options("auto")) == {"memory", "max_cg", "max_sweeps", "inner_tol"}
+    assert set(solver_options("auto")) == {"memory", "max_cg"}
     assert {"step_size", "fraction", "schedule", "seed"} <= set(solver_options("sgd"))
     with pytest.raises(ValueError, match="solver must be one of"):
         solver_options("bogus")
