@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from .objectives import make_block_objective
 from .objectives.async_sgd import AsyncSGDWorker
 from .objectives.local_sgd import LocalSGDBlockFn, local_steps
 from .objectives.penalties import ElasticNet
@@ -178,6 +179,18 @@ def _stochastic(obj, block, coef):
     return obj.loss_grad_weight(coef, block)
 
 
+def _hessp_weight(obj, block, payload):
+    coef, V = payload
+    return obj.hessp(coef, block, V), float(block.w.sum())
+
+
+#: a curvature estimate uses a sample of at least this many rows (and 20 per parameter)
+CURVATURE_SAMPLE_ROWS = 5000
+#: subspace iterations (with CURVATURE_VECTORS vectors) of a curvature estimate
+CURVATURE_ITERATIONS = 4
+CURVATURE_VECTORS = 3
+
+
 class LinearModelObjective:
     """The Objective over an engine (LocalEngine, TreeEngine, ResidentEngine) for a block objective,
     with every capability a solver may ask for (sparkopt.solvers.objective): sampled passes, local
@@ -264,6 +277,31 @@ class LinearModelObjective:
         (Hv,) = self.engine.map_sum(partial(_hessp, self.block_objective), (coef, c.expand_direction(v)))
         Hv = c.to_z_grad(Hv) / self.weight_sum
         return Hv + self.penalty.smooth_hessp(z, v)
+
+    def curvature_bound(self, z, seed: int) -> float:
+        """Largest eigenvalue of the smooth part's Hessian at z (the SGD family's safe step is its
+        inverse): subspace iteration with CURVATURE_VECTORS vectors, CURVATURE_ITERATIONS
+        Hessian-vector products on one seeded Bernoulli sample of ~max(5000, 20 n_z) rows (a
+        fraction of a pass), then the Rayleigh quotient, plus the L2 penalty's largest curvature.
+        A loss without curvature (hinge) is measured with its smoothed version (band 1)."""
+        bo = self.block_objective
+        if not bo.has_hessian:
+            bo = make_block_objective("smoothed_hinge", bo.n_features, bo.fit_intercept, smoothing=1.0)
+        n_rows = max(int(self.engine.stats.n_rows), 1)
+        fraction = min(1.0, max(CURVATURE_SAMPLE_ROWS, 20 * self.n_params) / n_rows)
+        rng = np.random.default_rng(seed)
+        V, _ = np.linalg.qr(rng.standard_normal((self.n_params, min(CURVATURE_VECTORS, self.n_params))))
+        coef = self.coordinates.to_coef(z)
+        rayleigh = 0.0
+        for _ in range(CURVATURE_ITERATIONS):
+            HV, weight = self.engine.map_sum(partial(_hessp_weight, bo), (coef, self.coordinates.to_coef(V)),
+                                             fraction=None if fraction >= 1.0 else fraction, seed=seed)
+            if not weight > 0:
+                break
+            W = self.coordinates.to_z_grad(HV) / weight
+            rayleigh = float(np.max(np.linalg.eigvalsh(0.5 * (V.T @ W + W.T @ V)), initial=0.0))
+            V, _ = np.linalg.qr(W)
+        return rayleigh + float(np.max(self.penalty.smooth_hess_diag(), initial=0.0))
 
     def stochastic_loss_grad(self, z, fraction, seed):
         """Mean loss and gradient over a Bernoulli(fraction) sample of every partition."""

@@ -15,10 +15,13 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES"]
+__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS"]
 
-#: step-size schedules of the SGD family (see sparkopt.solvers.sgd.scheduled_step)
-SCHEDULES = ("constant", "inverse_sqrt", "exponential")
+#: step-size schedules of the SGD family (see sparkopt.solvers.sgd.scheduled_step); "auto" is each
+#: solver's own default
+SCHEDULES = ("auto", "constant", "inverse_sqrt", "exponential")
+#: update rules of the SGD family (sparkopt.solvers.adaptive)
+OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 
 def is_int(value: Any) -> bool:
@@ -67,6 +70,7 @@ RULES: dict[str, Rule] = {
     "stepSize": Rule(lambda v: _finite(v) and v > 0, "> 0"),
     "miniBatchFraction": Rule(lambda v: _is_number(v) and 0 < v <= 1, "in (0, 1]"),
     "stepSchedule": _one_of(SCHEDULES),
+    "optimizer": _one_of(OPTIMIZERS),
     "decay": Rule(lambda v: _is_number(v) and 0 < v <= 1, "in (0, 1]"),
     "momentum": Rule(lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     "localSteps": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),

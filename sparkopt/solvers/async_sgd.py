@@ -48,7 +48,7 @@ from ..objectives.penalties import soft_threshold
 from ..rules import check_param
 from .objective import Objective, WorkerObjective, require
 from .result import OptimizeResult, Status, finish, l1_value
-from .sgd import check_sgd_params, scheduled_step
+from .sgd import MAX_BACKOFFS, check_sgd_params, healthy, safe_step, scheduled_step
 from .solver import Callback, OwnLoopSolver
 
 __all__ = ["AsyncSGD", "ParameterServer"]
@@ -63,13 +63,20 @@ class ParameterServer:
 
     def __init__(self, objective: Objective, z0: np.ndarray, *, tau: Optional[int], deterministic: bool,
                  step_size_at: Callable[[int], float], fraction: float, max_clocks: int, tol: float,
-                 callback: Optional[Callback] = None, max_passes: Optional[float] = None) -> None:
+                 callback: Optional[Callback] = None, max_passes: Optional[float] = None,
+                 averaging: bool = False, momentum: float = 0.0) -> None:
         self.objective = objective
         self.z = np.array(z0, dtype=float, copy=True)
         self.tau, self.deterministic = tau, deterministic
         self.step_size_at, self.fraction = step_size_at, fraction
         self.max_clocks, self.tol, self.callback = max_clocks, tol, callback
         self.max_passes = max_passes
+        self.averaging, self.momentum = averaging, momentum
+        self.average = self.z.copy()     # polynomial-decay average of the round-end models
+        self.velocity = np.zeros_like(self.z)
+        self.f_start: Optional[float] = None           # the first round's estimate of F
+        self.healthy_z = self.z.copy()                 # the last model whose round did not blow up
+        self.backoff, self.backoffs = 1.0, 0
         self.l1 = objective.l1_weights
         self.version = 0
         self.staleness: Counter = Counter()
@@ -179,12 +186,15 @@ class ParameterServer:
         return f, g, w
 
     def _step(self, round_index, share) -> None:
-        t = self.step_size_at(round_index + 1)
+        t = self.step_size_at(round_index + 1) * self.backoff
         _, g_sum, w_sum = self._pooled()
         g = self.objective.penalty_grad(self.z)
         if w_sum > 0:
             g = g + g_sum / w_sum
-        z = self.z - t * share * g
+        # heavy ball per applied update, momentum**share so that a round of K pushes carries the
+        # synchronous step's momentum (tau = 0 is then MiniBatchSGD step for step)
+        self.velocity = self.momentum ** share * self.velocity + t * share * g
+        z = self.z - self.velocity
         if self.l1 is not None:
             z = soft_threshold(z, t * share * self.l1)
         self.z = z
@@ -199,11 +209,32 @@ class ParameterServer:
         for old in [c for c in self.snapshots if c < done - (self.tau or 0) - 2]:
             del self.snapshots[old]
         f, g, w = self._pooled()
-        change = float(np.linalg.norm(self.z - self.last_round_z)) / max(float(np.linalg.norm(self.z)), 1.0)
+        if self.averaging:
+            rho = 4.0 / (done + 3.0)            # as SampledSolver.advance (eta = 3)
+            previous, self.average = self.average, (1.0 - rho) * self.average + rho * self.z
+            change = float(np.linalg.norm(self.average - previous)) / max(float(np.linalg.norm(self.average)), 1.0)
+        else:
+            change = float(np.linalg.norm(self.z - self.last_round_z)) / max(float(np.linalg.norm(self.z)), 1.0)
         self.last_round_z = self.z.copy()
         estimate = (f / w if w > 0 else np.nan) + self._penalty_value(self.z)
+        extra = {}
+        if self.f_start is None:
+            self.f_start = estimate
+        if healthy(estimate, self.z, self.f_start):
+            self.healthy_z = self.z.copy()
+        elif self.backoffs < MAX_BACKOFFS:
+            # the round blew up: back to the last healthy model with a quarter of the step (as
+            # MiniBatchSGD's back_off)
+            self.backoffs += 1
+            self.backoff *= 0.25
+            self.z, self.velocity = self.healthy_z.copy(), np.zeros_like(self.z)
+            self.snapshots[done - 1] = (self.z.copy(), self.version)
+            self.average = self.z.copy()
+            extra["backoff"] = self.backoff
+        else:
+            self.status = Status.DIVERGED
         self._row(done, estimate, float(np.max(np.abs(g / w))) if w > 0 else np.nan,
-                  self.step_size_at(done), change=change)
+                  self.step_size_at(done) * self.backoff, change=change, **extra)
         if np.isfinite(estimate) and estimate <= self.best[1]:
             self.best = (self.z.copy(), estimate)
         if self.status is None and change < self.tol:
@@ -239,10 +270,12 @@ class AsyncSGD(OwnLoopSolver):
 
     name = "async-sgd"
 
-    def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "inverse_sqrt",
+    def __init__(self, step_size: float = 1.0, fraction: float = 0.1, schedule: str = "auto",
                  decay: float = 0.99, seed: int = 0, staleness: Optional[int] = 2, deterministic: bool = False,
-                 delays: Optional[dict] = None) -> None:
+                 momentum: float = 0.0, averaging: bool = True, delays: Optional[dict] = None) -> None:
         check_sgd_params(step_size, fraction, schedule, decay)
+        # stale updates with a decaying step lag further behind: a constant step, averaged
+        schedule = "constant" if schedule == "auto" else schedule
         check_param("seed", seed)
         check_param("staleness", staleness)
         delays = dict(delays or {})
@@ -251,10 +284,13 @@ class AsyncSGD(OwnLoopSolver):
         self.step0, self.schedule, self.decay = float(step_size), schedule, float(decay)
         self.fraction, self.seed = float(fraction), int(seed)
         self.tau = None if staleness is None else int(staleness)
-        self.deterministic, self.delays = bool(deterministic), delays
+        self.deterministic, self.delays, self.averaging = bool(deterministic), delays, bool(averaging)
+        self.momentum = float(check_param("momentum", momentum))
+        self._safe = 1.0            # measured at the start of each run
 
     def step_size_at(self, k: int) -> float:
-        return scheduled_step(self.step0, self.schedule, self.decay, k)
+        """t_k: step_size * the safe step measured at the start (see MiniBatchSGD) * schedule(k)."""
+        return scheduled_step(self.step0 * self._safe, self.schedule, self.decay, k)
 
     def run(self, objective: Objective, x0: np.ndarray, *, tol: float, max_iter: int,
             max_passes: Optional[float] = None, callback: Optional[Callback] = None,
@@ -263,15 +299,17 @@ class AsyncSGD(OwnLoopSolver):
                 "workers that live across messages (engine='resident' on Spark, or a LocalEngine)")
         start = time.perf_counter()
         passes0, evaluations0 = objective.passes, objective.evaluations
+        self._safe = safe_step(objective, x0, self.seed)
         server = ParameterServer(objective, x0, tau=self.tau, deterministic=self.deterministic,
                                  step_size_at=self.step_size_at, fraction=self.fraction,
-                                 max_clocks=max_iter, tol=tol, callback=callback, max_passes=max_passes)
+                                 max_clocks=max_iter, tol=tol, callback=callback, max_passes=max_passes,
+                                 averaging=self.averaging and objective.l1_weights is None, momentum=self.momentum)
         # overflow on the way to divergence is detected and reported in the status
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             summaries = objective.run_parameter_server(server, fraction=self.fraction, seed=self.seed,
                                                        delays=self.delays)
         status = server.status or Status.MAX_ITER
-        x = server.z if status != Status.DIVERGED else server.best[0]
+        x = server.best[0] if status == Status.DIVERGED else (server.average if server.averaging else server.z)
         pushes = [int(s.get("pushes", 0)) for s in summaries]
         return finish(
             objective, solver=self.name, x=x, status=status, nit=server.completed,

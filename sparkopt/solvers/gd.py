@@ -9,11 +9,14 @@ from ..objectives.penalties import soft_threshold
 from ..rules import check_param
 from .objective import Objective
 from .result import Status, l1_value, optimality_norm, rounding_error
+from .sgd import safe_step
 from .solver import Solver, SolverState
 
 
 class GradientDescent(Solver):
-    """x+ = prox_{t*l1}(x - t * g). With `step_size=None`, t comes from backtracking on the
+    """x+ = prox_{t*l1}(x - t * g). A given `step_size` is a multiplier of the data's safe step
+    1 / L (L the largest curvature at the start), used at every iteration. With `step_size=None`
+    (the default), t comes from backtracking on the
     proximal sufficient-decrease test f(x+) <= f(x) + g.(x+ - x) + |x+ - x|^2 / (2t) (Beck &
     Teboulle), against the largest of the last `window` objective values; each search starts from the Barzilai-Borwein step s.s / s.y of the last move (twice
     the last accepted step when that is not positive), which keeps plain GD usable on
@@ -31,7 +34,9 @@ class GradientDescent(Solver):
 
     def init(self, objective, x0):
         state = super().init(objective, x0)
-        state.memory["next_step"] = 1.0 if self.fixed_step is None else self.fixed_step
+        # a fixed step is a multiple of the data's safe step 1 / L (sparkopt.solvers.sgd.safe_step)
+        fixed = None if self.fixed_step is None else self.fixed_step * safe_step(objective, x0, 0)
+        state.memory["next_step"] = 1.0 if fixed is None else fixed
         state.memory["recent_f"] = [state.f - l1_value(objective, x0)]
         return state
 

@@ -14,6 +14,7 @@ attributes:
 :class:`LocalRoundObjective` one round of local SGD on every shard (``solver="local-sgd"``)
 :class:`WorkerObjective`    a parameter server fed by long-lived workers (``async-sgd``)
 :class:`PassCosts`          the cost of a Hessian pass in gradient passes (``auto``'s choice)
+:class:`CurvatureBound`     the largest curvature of the smooth part near x (SGD's safe step)
 :class:`Fingerprinted`      what identifies the problem for a checkpoint
 :class:`TrafficCounted`     bytes sent to / received from the workers so far
 ==========================  ===========================================================
@@ -25,7 +26,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["Objective", "SampledObjective", "LocalRoundObjective", "WorkerObjective", "PassCosts",
-           "Fingerprinted", "TrafficCounted", "CountingObjective", "require"]
+           "CurvatureBound", "Fingerprinted", "TrafficCounted", "CountingObjective", "require"]
 
 
 @runtime_checkable
@@ -95,6 +96,14 @@ class PassCosts(Protocol):
 
     @property
     def hessian_cost(self) -> float: ...
+
+
+@runtime_checkable
+class CurvatureBound(Protocol):
+    """An estimate of the largest eigenvalue of the smooth part's Hessian at ``x`` (from a sample
+    of the rows, seeded), from which the SGD family takes its safe step 1 / L."""
+
+    def curvature_bound(self, x: np.ndarray, seed: int) -> float: ...
 
 
 @runtime_checkable

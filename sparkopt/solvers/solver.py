@@ -88,26 +88,51 @@ class SampledSolver(Solver):
     """A method that sees samples (SGD and its relatives): ``state.f`` is an estimate of F at the
     iterate the step started from, a sampled gradient never vanishes, so convergence is MLlib's
     test on the iterate change, ``|x_k - x_{k-1}| / max(|x_k|, 1) < tol`` (kept in
-    ``memory["change"]``), and the answer is the last iterate, evaluated exactly once."""
+    ``memory["change"]``), and the answer is the last iterate, evaluated exactly once.
+
+    With ``averaging`` the answer is instead the polynomial-decay average of the iterates
+    (Shamir & Zhang 2013; weights growing like k^3, so the early transient fades): it removes most
+    of the noise a constant step leaves, and the change test applies to the average. Under an L1
+    term the last (proximal, hence sparse) iterate is the answer: an average of sparse iterates
+    is not sparse. Subclasses call :meth:`start_averaging` in init and :meth:`advance` per step."""
+
+    averaging = False
+    AVERAGE_ETA = 3.0
 
     def terminate(self, state: SolverState, tol: float, scale: float) -> Optional[Termination]:
         if state.failure is not None:
             return state.failure
         if state.memory.get("change", np.inf) < tol:
-            return Status.CONVERGED, "relative change of the iterate < tol"
+            return Status.CONVERGED, "relative change of the " + ("averaged " if self.averaging else "") + "iterate < tol"
         return None
 
     def candidate(self, state, x_before):
+        if "backoff" in state.info:         # the step was undone: x_before was not healthy
+            return state.x, np.inf, None
         return x_before, state.f, None
 
     def answer(self, state, best, status):
         if status == Status.DIVERGED:
             return best[0], None, None
+        if state.memory.get("averaged"):
+            return state.memory["average"], None, None
         return state.x, None, None
 
-    @staticmethod
-    def record_change(state: SolverState, x_new: np.ndarray) -> None:
-        state.memory["change"] = float(np.linalg.norm(x_new - state.x)) / max(float(np.linalg.norm(x_new)), 1.0)
+    def start_averaging(self, objective: Objective, state: SolverState) -> None:
+        state.memory["averaged"] = bool(self.averaging and objective.l1_weights is None)
+        state.memory["average"] = state.x.copy()
+
+    def advance(self, state: SolverState, x_new: np.ndarray, k: int) -> None:
+        """Record the move to x_new at step k: the running average (when averaging) and the
+        relative change the convergence test reads."""
+        if state.memory.get("averaged"):
+            rho = (self.AVERAGE_ETA + 1.0) / (k + self.AVERAGE_ETA)
+            old = state.memory.get("average", state.x)
+            new = (1.0 - rho) * old + rho * x_new
+            state.memory["average"] = new
+            state.memory["change"] = float(np.linalg.norm(new - old)) / max(float(np.linalg.norm(new)), 1.0)
+        else:
+            state.memory["change"] = float(np.linalg.norm(x_new - state.x)) / max(float(np.linalg.norm(x_new)), 1.0)
 
 
 class OwnLoopSolver:

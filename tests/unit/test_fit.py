@@ -48,16 +48,18 @@ def test_a9a_logistic_reaches_sklearn_optimum(a9a, reg, solver):
         assert fit.result.passes <= 15
 
 
-def test_a9a_sgd_within_31_passes(a9a):
-    """290 steps on 10% samples (29 epochs) plus the initial and the final exact pass."""
+def test_a9a_sgd_within_13_passes_with_default_steps(a9a):
+    """100 steps on 10% samples (10 epochs) with the default step settings (the data's safe step,
+    momentum, averaging), plus the initial exact pass, the curvature estimate on a 5000-row sample
+    (4 x 0.15 passes) and the final exact pass: within 1e-3 of the optimum (measured 2.0e-4)."""
     X, y, engine = a9a
     ref = fit_linear_model(engine, "logistic", reg_param=1e-2, standardization=False, solver="newton", tol=1e-10)
     engine.reset_counters()
-    kwargs = dict(reg_param=1e-2, standardization=False, solver="sgd", tol=1e-12, max_iter=290,
-                  solver_options=dict(step_size=0.5, fraction=0.1, schedule="constant", seed=1))
+    kwargs = dict(reg_param=1e-2, standardization=False, solver="sgd", tol=1e-12, max_iter=100,
+                  solver_options=dict(fraction=0.1, seed=1))
     with pytest.warns(ConvergenceWarning):
         fit = fit_linear_model(engine, "logistic", **kwargs)
-    assert fit.result.passes <= 31 + 1e-9
+    assert fit.result.passes <= 13
     assert (fit.objective - ref.objective) / ref.objective < 1e-3
     with pytest.warns(ConvergenceWarning):
         again = fit_linear_model(engine, "logistic", **kwargs)
