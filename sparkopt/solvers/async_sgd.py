@@ -274,8 +274,6 @@ class AsyncSGD(OwnLoopSolver):
                  decay: float = 0.99, seed: int = 0, staleness: Optional[int] = 2, deterministic: bool = False,
                  momentum: float = 0.0, averaging: bool = True, delays: Optional[dict] = None) -> None:
         check_sgd_params(step_size, fraction, schedule, decay)
-        # stale updates with a decaying step lag further behind: a constant step, averaged
-        schedule = "constant" if schedule == "auto" else schedule
         check_param("seed", seed)
         check_param("staleness", staleness)
         delays = dict(delays or {})
@@ -287,10 +285,11 @@ class AsyncSGD(OwnLoopSolver):
         self.deterministic, self.delays, self.averaging = bool(deterministic), delays, bool(averaging)
         self.momentum = float(check_param("momentum", momentum))
         self._safe = 1.0            # measured at the start of each run
+        self._schedule = schedule
 
     def step_size_at(self, k: int) -> float:
         """t_k: step_size * the safe step measured at the start (see MiniBatchSGD) * schedule(k)."""
-        return scheduled_step(self.step0 * self._safe, self.schedule, self.decay, k)
+        return scheduled_step(self.step0 * self._safe, self._schedule, self.decay, k)
 
     def run(self, objective: Objective, x0: np.ndarray, *, tol: float, max_iter: int,
             max_passes: Optional[float] = None, callback: Optional[Callback] = None,
@@ -300,6 +299,10 @@ class AsyncSGD(OwnLoopSolver):
         start = time.perf_counter()
         passes0, evaluations0 = objective.passes, objective.evaluations
         self._safe = safe_step(objective, x0, self.seed)
+        # "auto": a constant step, averaged (stale updates with a decaying step lag further
+        # behind), but a decaying one for a non-smooth loss, whose subgradients do not vanish
+        self._schedule = self.schedule if self.schedule != "auto" else (
+            "constant" if objective.smooth else "inverse_sqrt")
         server = ParameterServer(objective, x0, tau=self.tau, deterministic=self.deterministic,
                                  step_size_at=self.step_size_at, fraction=self.fraction,
                                  max_clocks=max_iter, tol=tol, callback=callback, max_passes=max_passes,

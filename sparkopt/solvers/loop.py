@@ -24,9 +24,9 @@ __all__ = ["minimize"]
 
 logger = logging.getLogger("sparkopt")
 
-# an exact solver whose F has stayed within its rounding error, without lowering its gradient
-# norm, for this many iterations is at the precision limit (tol asks for more than float64 gives)
-STALL_ITERATIONS = 10
+# an exact solver whose F has stayed within its rounding error, without halving its gradient norm,
+# for this many iterations is at the precision limit (tol asks for more than float64 gives)
+STALL_ITERATIONS = 20
 
 # the statuses after which the state is whole and worth a final checkpoint (a failed step may
 # have left it half-updated: its rerun replays the last interval instead)
@@ -50,8 +50,8 @@ class _Run:
         self.before = {"passes": 0.0, "evaluations": 0, "seconds": 0.0}
         self.history: list[dict] = []
         self.saved_iteration: Optional[int] = None
-        self.stalls = 0         # iterations in a row without progress beyond rounding (see keep_best)
         self.best_opt = np.inf  # smallest optimality norm so far
+        self.progress: list[tuple[float, float]] = []   # (best F, best optimality) of recent iterations
 
     # -- counters
     def passes(self) -> float:
@@ -96,16 +96,20 @@ class _Run:
 
     def keep_best(self, state: SolverState, x_before: np.ndarray) -> None:
         x, f, g = self.solver.candidate(state, x_before)
-        # a stalled iteration: F flat within its rounding error and the gradient no smaller
-        flat = np.isfinite(f) and abs(f - self.best[1]) <= rounding_error(self.best[1])
-        self.stalls = self.stalls + 1 if (flat and state.opt_norm >= 0.9 * self.best_opt) else 0
-        self.best_opt = min(self.best_opt, state.opt_norm)
         if np.isfinite(f) and f <= self.best[1]:
             self.best = (x.copy(), f, g)
+        self.best_opt = min(self.best_opt, state.opt_norm)
+        self.progress.append((self.best[1], self.best_opt))
+        del self.progress[:-(STALL_ITERATIONS + 1)]
 
     def stalled(self) -> bool:
-        """An exact solver that no longer lowers F: it is at float64's precision limit."""
-        return self.stalls >= STALL_ITERATIONS and not isinstance(self.solver, SampledSolver)
+        """An exact solver that, over the last STALL_ITERATIONS iterations, lowered F by less than
+        its rounding error per iteration and did not halve its best optimality norm: it is at
+        float64's limit (progress smaller than that is not progress one could measure)."""
+        if isinstance(self.solver, SampledSolver) or len(self.progress) <= STALL_ITERATIONS:
+            return False
+        (f_then, opt_then), (f_now, opt_now) = self.progress[0], self.progress[-1]
+        return f_then - f_now <= STALL_ITERATIONS * rounding_error(f_then) and opt_now > 0.5 * opt_then
 
     def checkpoint(self, state: SolverState) -> None:
         best_x, best_f, best_g = self.best
@@ -218,6 +222,11 @@ def minimize(
             ending = (Status.CALLBACK_STOP, "")
 
     status, detail = ending
+    if status in (Status.PRECISION_LIMIT, Status.NO_PROGRESS) and not objective.smooth:
+        # at a kink of a non-smooth loss (hinge) the gradient never vanishes: no descent step
+        # left is how (quasi-)Newton methods end there (Lewis & Overton 2013), and MLlib's
+        # LinearSVC stops on F's change too
+        status, detail = Status.CONVERGED, f"{detail}; the loss is not smooth: F no longer decreases"
     if store is not None and run.saved_iteration != state.iteration and status in _CLEAN_END:
         run.checkpoint(state)        # a rerun returns this result; a larger max_iter continues
     x, fun, jac = solver.answer(state, run.best, status)
