@@ -51,7 +51,7 @@ class _Run:
         self.history: list[dict] = []
         self.saved_iteration: Optional[int] = None
         self.best_opt = np.inf  # smallest optimality norm so far
-        self.progress: list[tuple[float, float]] = []   # (best F, best optimality) of recent iterations
+        self.progress: list[tuple[float, float, float]] = []   # (best F, best optimality, F) recently
 
     # -- counters
     def passes(self) -> float:
@@ -99,7 +99,7 @@ class _Run:
         if np.isfinite(f) and f <= self.best[1]:
             self.best = (x.copy(), f, g)
         self.best_opt = min(self.best_opt, state.opt_norm)
-        self.progress.append((self.best[1], self.best_opt))
+        self.progress.append((self.best[1], self.best_opt, f))
         del self.progress[:-(STALL_ITERATIONS + 1)]
 
     def stalled(self) -> bool:
@@ -108,8 +108,11 @@ class _Run:
         float64's limit (progress smaller than that is not progress one could measure)."""
         if isinstance(self.solver, SampledSolver) or len(self.progress) <= STALL_ITERATIONS:
             return False
-        (f_then, opt_then), (f_now, opt_now) = self.progress[0], self.progress[-1]
-        return f_then - f_now <= STALL_ITERATIONS * rounding_error(f_then) and opt_now > 0.5 * opt_then
+        (f_then, opt_then, _), (f_now, opt_now, _) = self.progress[0], self.progress[-1]
+        band = STALL_ITERATIONS * rounding_error(f_then)
+        # flat: the iterates' F stays within the band too (a run whose F climbs is diverging)
+        flat = all(abs(f - f_now) <= band for _, _, f in self.progress)
+        return flat and f_then - f_now <= band and opt_now > 0.5 * opt_then
 
     def checkpoint(self, state: SolverState) -> None:
         best_x, best_f, best_g = self.best
