@@ -32,6 +32,8 @@ class EngineBase:
 
     _stats: DataStats
     _depth: int
+    #: fixed seconds a pass costs beyond its arithmetic (the cost model of ``solver="auto"``)
+    pass_overhead = 0.0
 
     def __init__(self) -> None:
         self.reset_counters()

@@ -383,6 +383,8 @@ class ResidentEngine(TreeEngine):
     connect. ``host`` defaults to ``spark.driver.host``."""
 
     kind = "resident"
+    # one round trip on the channel (README: 0.1 - 0.2 ms per iteration)
+    pass_overhead = 2e-4
 
     def __init__(self, blocks_rdd: Any, stats: DataStats, depth: int = 2, *, max_restarts: int = 3,
                  start_timeout: float = 120.0, host: Optional[str] = None) -> None:

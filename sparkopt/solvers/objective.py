@@ -13,7 +13,7 @@ attributes:
 :class:`SampledObjective`   loss and gradient on a seeded Bernoulli sample of the rows (SGD)
 :class:`LocalRoundObjective` one round of local SGD on every shard (``solver="local-sgd"``)
 :class:`WorkerObjective`    a parameter server fed by long-lived workers (``async-sgd``)
-:class:`PassCosts`          the cost of a Hessian pass in gradient passes (``auto``'s choice)
+:class:`PassCosts`          what each kind of pass costs, in gradient passes (``auto``'s choice)
 :class:`CurvatureBound`     the largest curvature of the smooth part near x (SGD's safe step)
 :class:`Fingerprinted`      what identifies the problem for a checkpoint
 :class:`TrafficCounted`     bytes sent to / received from the workers so far
@@ -92,10 +92,11 @@ class WorkerObjective(Protocol):
 
 @runtime_checkable
 class PassCosts(Protocol):
-    """``hessian_cost``: one loss + gradient + Hessian pass costs this many loss + gradient passes."""
+    """The cost of one pass of each kind in units of one loss + gradient pass: ``{"gradient": 1,
+    "hessian": ..., "hessp": ..., "overhead": ...}`` ("hessian" is a loss + gradient + Hessian
+    pass; "overhead" the fixed cost of any pass: scheduling a job, a round trip)."""
 
-    @property
-    def hessian_cost(self) -> float: ...
+    def pass_costs(self) -> dict: ...
 
 
 @runtime_checkable

@@ -22,17 +22,24 @@ from .sgd import MiniBatchSGD
 from .solver import OwnLoopSolver, Solver
 
 __all__ = ["SOLVERS", "SolverChoice", "SolverOptionWarning", "choose_solver", "explain_solver", "make_solver",
-           "solver_options", "has_l1", "EXACT_NEWTON_MAX_PARAMS", "AUTO_NEWTON_MAX_HESSIAN_COST"]
+           "solver_options", "has_l1", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES"]
 
-# exact Newton aggregates a dense p x p Hessian per partition: keep p small enough to be cheap
+# exact Newton aggregates a dense p x p Hessian per partition and factors it on the driver
 EXACT_NEWTON_MAX_PARAMS = 1024
-# auto takes exact Newton only while a Hessian pass costs at most this many gradient passes, and
-# the trust-region Newton-CG (Hessian-vector products, ~2 gradient passes each) beyond: measured
-# in memory (regParam 1e-3, 2 cores) on letter (26 classes x 16 dense features, Hessian ~100
-# gradients) Newton 3.1 s / Newton-CG 1.9 s / L-BFGS not converged in 100 iterations, and on
-# 3e5 x 100 dense logistic (~25 gradients) 2.6 s / 1.1 s / 0.7 s. L-BFGS is fastest when it
-# converges, Newton-CG converges on both.
-AUTO_NEWTON_MAX_HESSIAN_COST = 8.0
+# passes each method typically needs to a 1e-6 gradient reduction, in well-conditioned solver
+# coordinates (measured on the raw-units matrix, a9a, letter, kddcup: newton 5-13, newton-cg
+# 30-150, lbfgs 20-175, owlqn 27-240, proximal newton 6-9): the cost model's only guess
+EXPECTED_PASSES = {"newton": 10, "newton-cg": 60, "lbfgs": 80, "owlqn": 120}
+# what each method's passes are made of (an accepted Newton-CG step: one gradient pass, the
+# rest Hessian-vector products)
+_PASS_KINDS = {"newton": "hessian", "newton-cg": "hessp", "lbfgs": "gradient", "owlqn": "gradient"}
+DEFAULT_COSTS = {"gradient": 1.0, "hessian": 1.0, "hessp": 1.0, "overhead": 0.0}
+
+
+def estimated_cost(objective: Objective, method: str) -> float:
+    """Expected passes x (cost of one such pass + the per-pass overhead), in gradient passes."""
+    costs = dict(DEFAULT_COSTS, **(objective.pass_costs() if isinstance(objective, PassCosts) else {}))
+    return EXPECTED_PASSES[method] * (costs[_PASS_KINDS[method]] + costs["overhead"])
 
 
 class SolverOptionWarning(UserWarning):
@@ -93,26 +100,30 @@ def has_l1(objective: Objective) -> bool:
 
 
 def explain_solver(objective: Objective, method: str = "auto") -> SolverChoice:
-    """What ``method`` resolves to for this objective, and the reason."""
+    """What ``method`` resolves to for this objective, and the reason.
+
+    ``auto`` estimates each applicable method's cost (:func:`estimated_cost`: expected passes x
+    the cost of a pass of its kind, from the objective's :class:`PassCosts`) and takes the
+    cheapest: exact Newton (proximal Newton under L1) while p <= EXACT_NEWTON_MAX_PARAMS,
+    Newton-CG, L-BFGS; OWL-QN under L1; L-BFGS / OWL-QN for a loss without curvature."""
     if method not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}")
     l1 = has_l1(objective)
     curvature = objective.smooth and objective.has_hessian
     small = objective.n_params <= EXACT_NEWTON_MAX_PARAMS
     if method == "auto":
-        cost = objective.hessian_cost if isinstance(objective, PassCosts) else 1.0
-        cheap = cost <= AUTO_NEWTON_MAX_HESSIAN_COST
         if not curvature:
             return SolverChoice("owlqn" if l1 else "lbfgs", "the loss has no usable curvature")
-        if small and cheap:
-            return SolverChoice("newton", f"{objective.n_params} parameters and a Hessian pass costs ~{cost:.3g} "
-                                          f"gradient passes (<= {AUTO_NEWTON_MAX_HESSIAN_COST:g})"
-                                          + ("; proximal Newton for the L1 term" if l1 else ""))
-        why = (f"{objective.n_params} parameters > {EXACT_NEWTON_MAX_PARAMS}" if not small
-               else f"a Hessian pass costs ~{cost:.3g} gradient passes (> {AUTO_NEWTON_MAX_HESSIAN_COST:g})")
-        if l1:
-            return SolverChoice("owlqn", why + "; OWL-QN for the L1 term")
-        return SolverChoice("newton-cg", why + "; Newton-CG on Hessian-vector products")
+        candidates = (["newton"] if small else []) + (["owlqn"] if l1 else ["newton-cg", "lbfgs"])
+        costs = {m: estimated_cost(objective, m) for m in candidates}
+        best = min(candidates, key=lambda m: (costs[m], candidates.index(m)))
+        table = ", ".join(f"{m} ~{c:.3g}" for m, c in sorted(costs.items(), key=lambda kv: kv[1]))
+        why = f"cheapest by estimated cost in gradient passes ({table})"
+        if not small:
+            why += f"; exact Newton needs p <= {EXACT_NEWTON_MAX_PARAMS} (p = {objective.n_params})"
+        if best == "newton" and l1:
+            why += "; proximal Newton for the L1 term"
+        return SolverChoice(best, why)
     if method == "newton" and l1 and curvature and small:
         return SolverChoice("newton", "proximal Newton: the L1 model is solved on the driver")
     if method in ("lbfgs", "newton", "newton-cg") and l1:

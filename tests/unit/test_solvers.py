@@ -204,7 +204,7 @@ def test_explain_solver_gives_a_reason():
     from sparkopt.solvers import explain_solver
 
     choice = explain_solver(logistic())
-    assert choice.name == "newton" and "Hessian pass" in choice.reason
+    assert choice.name == "newton" and "estimated cost" in choice.reason
     assert explain_solver(logistic(), "gd").reason == "requested"
 
 
