@@ -91,6 +91,17 @@ def _gram(X: Matrix, D: np.ndarray) -> np.ndarray:
     return X.T @ (X * D[:, None])
 
 
+def _curvature_moments(X: Matrix, H: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For row weights H (n, K): ``(X^2)^T H`` (d, K), ``X^T H`` (d, K), ``sum_i H_i`` (K,): the
+    sums from which any affine change of coordinates gets its Hessian diagonal."""
+    if sp.issparse(X):
+        Xc = sp.csr_matrix(X)
+        squared = sp.csr_matrix((Xc.data * Xc.data, Xc.indices, Xc.indptr), shape=Xc.shape)
+    else:
+        squared = X * X
+    return np.asarray(squared.T @ H), np.asarray(X.T @ H), H.sum(axis=0)
+
+
 def _as_columns(V: np.ndarray, p: int) -> Tuple[np.ndarray, bool]:
     """V (p,) or (p, m) as a (p, m) float64 array, plus whether the input was 1-D."""
     V = np.asarray(V, dtype=np.float64)
@@ -275,6 +286,14 @@ class PointwiseBlockObjective(BlockObjective):
     def loss_grad(self, coef, block: Block) -> Tuple[float, np.ndarray]:
         t = self._terms(coef, block)
         return float(np.dot(block.w, t.value)), self._assemble(block.w * t.d1, block.X)
+
+    def loss_grad_moments(self, coef, block: Block):
+        """``(loss_sum, gradient, (X^2)^T h, X^T h, sum h)`` with h = w l'' the row curvatures:
+        one pass gives the gradient and what the Hessian's diagonal needs (a preconditioner)."""
+        t = self._terms(coef, block)
+        h = (block.w * t.d2)[:, None]
+        return (float(np.dot(block.w, t.value)), self._assemble(block.w * t.d1, block.X),
+                *_curvature_moments(block.X, h))
 
     def hessp(self, coef, block: Block, V) -> np.ndarray:
         Vc, was_1d = _as_columns(V, self.n_params)
@@ -530,6 +549,15 @@ class MultinomialBlockObjective(BlockObjective):
         t = self._terms(coef, block)
         G = block.w[:, None] * t.grad
         return float(np.dot(block.w, t.value)), self._assemble(G[:, :, None], block.X)[:, 0]
+
+    def loss_grad_moments(self, coef, block: Block):
+        """As the single-output losses' (there): row curvatures w p_k (1 - p_k), one column per
+        class, the diagonal of each class's block of the Hessian."""
+        t = self._terms(coef, block)
+        G = block.w[:, None] * t.grad
+        h = block.w[:, None] * t.prob * (1.0 - t.prob)
+        return (float(np.dot(block.w, t.value)), self._assemble(G[:, :, None], block.X)[:, 0],
+                *_curvature_moments(block.X, h))
 
     def hessp(self, coef, block: Block, V) -> np.ndarray:
         Vc, was_1d = _as_columns(V, self.n_params)

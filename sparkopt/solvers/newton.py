@@ -10,7 +10,7 @@ from ..objectives.penalties import soft_threshold
 from ..rules import check_param
 from .lbfgs import LBFGS
 from .linesearch import backtracking
-from .objective import Objective
+from .objective import DiagonalCurvature, Objective
 from .result import Status, l1_value, optimality_norm, pseudo_gradient, rounding_error
 from .solver import Solver, SolverState
 
@@ -81,77 +81,111 @@ class TrustRegionNewtonCG(Solver):
     """Trust-region Newton with Steihaug-Toint truncated CG on Hessian-vector products (each CG
     iteration is one distributed Hessian-vector product, i.e. one pass). Radius update as in
     TRON (Lin & More 1999, the solver of LIBLINEAR and Photon ML), simplified: ratio thresholds
-    0.25 / 0.75. The CG stops at relative residual min(0.5, sqrt(|g|)) (superlinear forcing)."""
+    0.25 / 0.75. The CG stops at relative residual min(0.5, sqrt(|g|)) (superlinear forcing).
+
+    Preconditioned (LIBLINEAR's preconditioned TRON, Hsia, Chiang & Lin 2018) when the objective
+    gives the Hessian's diagonal with its gradient (DiagonalCurvature, at no extra pass): CG runs
+    on M^-1/2 H M^-1/2 with M = (1 - a) I mean(diag) + a diag, a = PRECONDITIONER_WEIGHT, and
+    the trust region is measured in M's norm. Measured passes to tol 1e-6 (regParam 1e-3, raw
+    units) without / with it: kddcup 50k rows 439 / 197, letter 72 / 61, a9a 60 / 60, magic
+    36 / 35, bike Poisson 46 / 50."""
 
     name = "newton-cg"
+    PRECONDITIONER_WEIGHT = 1.0
 
     def __init__(self, max_cg: int = 250):
         self.max_cg = int(check_param("maxCG", max_cg))
 
+    def _preconditioned(self, objective) -> bool:
+        return isinstance(objective, DiagonalCurvature) and bool(objective.has_curvature_moments)
+
+    def _evaluate(self, objective, x):
+        """(f, g, M) at x: M the preconditioner's diagonal (ones when there is none)."""
+        if self._preconditioned(objective):
+            f, g, diag = objective.loss_grad_diag(x)
+            if np.all(np.isfinite(diag)) and np.all(diag >= 0):
+                mean = max(float(np.mean(diag)), 1e-300)
+                a = self.PRECONDITIONER_WEIGHT
+                return f, g, (1.0 - a) * mean + a * np.maximum(diag, 1e-3 * mean)
+            return f, g, np.ones_like(g)
+        f, g = objective.loss_grad(x)
+        return f, g, np.ones_like(g)
+
     def init(self, objective, x0):
-        state = super().init(objective, x0)
-        state.memory["radius"] = float(np.linalg.norm(state.g))
+        f, g, M = self._evaluate(objective, x0)
+        state = SolverState(x=x0, f=f + l1_value(objective, x0), g=g, opt_norm=optimality_norm(objective, x0, g))
+        state.memory["precond"] = M
+        state.memory["radius"] = float(np.sqrt(g @ (g / M)))
         return state
 
-    def _steihaug(self, objective, x, g, radius):
+    def _steihaug(self, objective, x, g, M, radius):
+        """Approximately minimize g.p + p'Hp/2 over ||p||_M <= radius (preconditioned CG)."""
         p = np.zeros_like(g)
         Hp = np.zeros_like(g)   # tracked so the model reduction costs no extra pass
         r = g.copy()
-        d = -r
+        y = r / M
+        d = -y
+        ry = float(r @ y)
         rr = float(r @ r)
         forcing = min(0.5, np.sqrt(np.sqrt(rr))) * np.sqrt(rr)
         cg_iters = 0
         for cg_iters in range(1, self.max_cg + 1):
             Hd = objective.hessp(x, d)
             dHd = float(d @ Hd)
-            if dHd <= 0 or np.linalg.norm(p + (rr / dHd) * d) >= radius:
-                tau = self._to_boundary(p, d, radius)
+            alpha = ry / dHd if dHd > 0 else np.inf
+            if dHd <= 0 or self._m_norm(p + alpha * d, M) >= radius:
+                tau = self._to_boundary(p, d, M, radius)
                 return p + tau * d, Hp + tau * Hd, cg_iters, True
-            alpha = rr / dHd
             p = p + alpha * d
             Hp = Hp + alpha * Hd
             r = r + alpha * Hd
-            rr_new = float(r @ r)
-            if np.sqrt(rr_new) <= forcing:
+            if np.sqrt(float(r @ r)) <= forcing:
                 break
-            d = -r + (rr_new / rr) * d
-            rr = rr_new
+            y = r / M
+            ry_new = float(r @ y)
+            d = -y + (ry_new / ry) * d
+            ry = ry_new
         return p, Hp, cg_iters, False
 
     @staticmethod
-    def _to_boundary(p, d, radius):
-        a, b, c = float(d @ d), 2 * float(p @ d), float(p @ p) - radius * radius
+    def _m_norm(v, M):
+        return float(np.sqrt(v @ (M * v)))
+
+    @staticmethod
+    def _to_boundary(p, d, M, radius):
+        a, b, c = float(d @ (M * d)), 2 * float(p @ (M * d)), float(p @ (M * p)) - radius * radius
         return (-b + np.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
 
     def step(self, objective: Objective, state: SolverState) -> SolverState:
         radius = state.memory["radius"]
+        M = state.memory["precond"]
         noise = rounding_error(state.f)
         for _ in range(30):
-            p, Hp, cg_iters, on_boundary = self._steihaug(objective, state.x, state.g, radius)
+            p, Hp, cg_iters, on_boundary = self._steihaug(objective, state.x, state.g, M, radius)
             predicted = -(float(state.g @ p) + 0.5 * float(p @ Hp))
-            f_new, g_new = objective.loss_grad(state.x + p)
+            f_new, g_new, M_new = self._evaluate(objective, state.x + p)
             actual = state.f - f_new if np.isfinite(f_new) else -np.inf
             ratio = actual / predicted if predicted > 0 else -np.inf
+            state.info["cg_iterations"] = state.info.get("cg_iterations", 0) + cg_iters
             if 0 < predicted < noise and np.isfinite(f_new) and abs(actual) <= noise:
                 # the model's decrease is below F's rounding: judge the step by the gradient
-                flat_ok = optimality_norm(objective, state.x + p, g_new) < 0.5 * state.opt_norm
-                ratio = 1.0 if flat_ok else -np.inf
-                if not flat_ok:
-                    state.info["cg_iterations"] = state.info.get("cg_iterations", 0) + cg_iters
+                if optimality_norm(objective, state.x + p, g_new) < 0.5 * state.opt_norm:
+                    ratio = 1.0
+                else:
                     return state.fail(Status.PRECISION_LIMIT, "Newton-CG step, F changes below its rounding error")
-            state.info["cg_iterations"] = state.info.get("cg_iterations", 0) + cg_iters
-            step_norm = float(np.linalg.norm(p))
+            step_norm = self._m_norm(p, M)
             if ratio < 0.25:
                 radius = 0.25 * step_norm
             elif ratio > 0.75 and on_boundary:
                 radius = 2.0 * radius
             if ratio > 1e-4 and np.all(np.isfinite(g_new)):
                 state.x, state.f, state.g = state.x + p, f_new, g_new
-                state.step_size = step_norm
+                state.step_size = float(np.linalg.norm(p))
                 state.opt_norm = optimality_norm(objective, state.x, g_new)
                 state.memory["radius"] = radius
+                state.memory["precond"] = M_new
                 return state
-            if radius < 1e-14 * max(1.0, float(np.linalg.norm(state.x))):
+            if radius < 1e-14 * max(1.0, self._m_norm(state.x, M)):
                 break
         return state.fail(Status.NO_PROGRESS, "the trust region shrank without an acceptable step")
 

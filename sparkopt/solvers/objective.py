@@ -15,6 +15,7 @@ attributes:
 :class:`WorkerObjective`    a parameter server fed by long-lived workers (``async-sgd``)
 :class:`PassCosts`          what each kind of pass costs, in gradient passes (``auto``'s choice)
 :class:`CurvatureBound`     the largest curvature of the smooth part near x (SGD's safe step)
+:class:`DiagonalCurvature`  loss, gradient and the Hessian's diagonal in one pass (preconditioning)
 :class:`Fingerprinted`      what identifies the problem for a checkpoint
 :class:`TrafficCounted`     bytes sent to / received from the workers so far
 ==========================  ===========================================================
@@ -26,7 +27,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["Objective", "SampledObjective", "LocalRoundObjective", "WorkerObjective", "PassCosts",
-           "CurvatureBound", "Fingerprinted", "TrafficCounted", "CountingObjective", "require"]
+           "CurvatureBound", "DiagonalCurvature", "Fingerprinted", "TrafficCounted", "CountingObjective", "require"]
 
 
 @runtime_checkable
@@ -105,6 +106,16 @@ class CurvatureBound(Protocol):
     of the rows, seeded), from which the SGD family takes its safe step 1 / L."""
 
     def curvature_bound(self, x: np.ndarray, seed: int) -> float: ...
+
+
+@runtime_checkable
+class DiagonalCurvature(Protocol):
+    """``loss_grad_diag(x) -> (f, g, diag of the smooth Hessian)`` in one pass, offered when
+    ``has_curvature_moments`` is true (Newton-CG's diagonal preconditioner)."""
+
+    has_curvature_moments: bool
+
+    def loss_grad_diag(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]: ...
 
 
 @runtime_checkable
