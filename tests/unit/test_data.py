@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_svmlight_file
 
-from conftest import ROOT
+from conftest import ROOT, dataset
 
 DATA = ROOT / "data"
 DOCUMENTATION = {"README.md", "SHA256SUMS"}          # the two files of data/ that are not datasets
@@ -94,3 +94,9 @@ def test_documented_rows_and_features_are_the_files(name):
     row = readme_table()[name]
     assert shape_of(DATA / name, row["format"]) == (int(row["rows"]), int(row["features"]))
 
+
+def test_a_missing_dataset_fails_with_how_to_restore_it():
+    with pytest.raises(pytest.fail.Exception, match=r"dataset no-such-file is missing: expected .*data/no-such-file"
+                                                    r".*git checkout -- data/no-such-file"):
+        dataset("no-such-file")
+    assert dataset("a9a") == DATA / "a9a"
