@@ -1,4 +1,5 @@
-"""Shared fixtures: one local[2] SparkSession per test run, and the real datasets in data/."""
+"""Shared fixtures: one local[2] SparkSession per test run, the real datasets in data/, and the
+skip gate (tests/skipgate.py: a skip must say what to do about it, else the session fails)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest_plugins = ["skipgate"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
