@@ -75,7 +75,7 @@ from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = Path(__file__).resolve().parent
-DATASETS = Path(os.environ.get("SPARKOPT_DATASETS", ROOT.parent / "shared" / "datasets"))
+DATASETS = ROOT / "data"             # the repository's real datasets (data/README.md); --datasets DIR for others
 
 # Before numpy or the JVM start: Spark's Python workers (one per core) each get one BLAS thread,
 # inherited through the JVM's environment. The driver's numpy / scikit-learn baselines raise their
@@ -132,7 +132,7 @@ class LibSVM:
     def load(self, spark, cfg: "Config"):
         from pyspark.sql import functions as F
 
-        df = spark.read.format("libsvm").option("numFeatures", self.n_features).load(str(dataset_path(self.file)))
+        df = spark.read.format("libsvm").option("numFeatures", self.n_features).load(str(dataset_path(self.file, cfg.datasets)))
         if self.labels == "binary":
             df = df.withColumn("label", F.when(F.col("label") > 0, 1.0).otherwise(0.0))
         elif self.labels == "shift":
@@ -157,7 +157,7 @@ class CSV:
         from pyspark.ml.feature import OneHotEncoder, StringIndexer, VectorAssembler
 
         raw = (spark.read.option("header", self.header).option("inferSchema", True)
-               .csv(str(dataset_path(self.file))).dropna())
+               .csv(str(dataset_path(self.file, cfg.datasets))).dropna())
         stages, inputs = [], list(self.numeric)
         if self.categorical:
             indexed = [f"{c}_index" for c in self.categorical]
@@ -198,10 +198,10 @@ class Synthetic:
         return spark.read.parquet(str(path))
 
 
-def dataset_path(name: str) -> Path:
-    path = DATASETS / name
+def dataset_path(name: str, directory: Path) -> Path:
+    path = directory / name
     if not path.exists():
-        raise FileNotFoundError(f"dataset {name} not found under {DATASETS} (set SPARKOPT_DATASETS)")
+        raise FileNotFoundError(f"dataset {name} not found under {directory} (--datasets DIR)")
     return path
 
 
@@ -286,6 +286,7 @@ class Config:
     repeats: int
     output: Path
     data_dir: Path
+    datasets: Path
     master: Optional[str]
     num_partitions: int
     driver_memory: str
@@ -297,6 +298,7 @@ class Config:
         return cls(quick=args.quick, cases=[c.strip() for c in (args.cases or "").split(",") if c.strip()],
                    repeats=args.repeats if args.repeats is not None else (1 if args.quick else 3), output=output,
                    data_dir=Path(args.data_dir).resolve() if args.data_dir else output / "data",
+                   datasets=Path(args.datasets).resolve(),
                    master=args.master, num_partitions=args.num_partitions, driver_memory=args.driver_memory,
                    seed=args.seed)
 
@@ -311,6 +313,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed fits per system (median); default 3, quick 1")
     p.add_argument("--output", default="bench-results", help="output directory")
     p.add_argument("--data-dir", default=None, help="where generated synthetic data are kept (default OUTPUT/data)")
+    p.add_argument("--datasets", default=str(DATASETS), help="directory of the real datasets the cases read")
     p.add_argument("--master", default=None, help="Spark master (default: spark-submit's, else local[2])")
     p.add_argument("--num-partitions", type=int, default=2,
                    help="partitions of every cached DataFrame (default: the 2 task slots of local[2], so that "

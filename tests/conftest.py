@@ -1,4 +1,5 @@
-"""Shared fixtures: one local[2] SparkSession per test run, and the real datasets."""
+"""Shared fixtures: one local[2] SparkSession per test run, the real datasets in data/, and the
+skip gate (tests/skipgate.py: a skip must say what to do about it, else the session fails)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest_plugins = ["skipgate"]
+
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("SPARKOPT_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 # Executors must run the interpreter that has numpy/scipy/pyarrow (the venv's), not python3 on PATH.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -22,9 +24,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def dataset(name: str) -> Path:
-    path = DATASETS / name
-    if not path.exists():
-        pytest.skip(f"dataset {name} not found under {DATASETS} (set SPARKOPT_DATASETS)")
+    """A real dataset from the repository's data/. A missing one fails the test: the files are
+    part of the repository (data/README.md), so a test that cannot find one has not been run."""
+    path = ROOT / "data" / name
+    if not path.is_file():
+        pytest.fail(f"dataset {name} is missing: expected {path}; data/ is part of the repository "
+                    f"(see data/README.md and data/SHA256SUMS), restore it with `git checkout -- data/{name}`",
+                    pytrace=False)
     return path
 
 

@@ -8,16 +8,17 @@ from pathlib import Path
 import pyspark
 import pytest
 
+from skipgate import skip_unless_installable
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def compose_config():
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("docker-compose is not installed (tests/run.sh installs Debian's package when run as root)")
-        pytest.skip("docker-compose is not installed")
+    if os.environ.get("CI") and shutil.which("docker-compose") is None:
+        pytest.fail("docker-compose is not installed (tests/run.sh installs Debian's package when run as root)")
+    exe = skip_unless_installable("docker-compose", "apt-get install docker-compose "
+                                  "(tests/run.sh does it when run as root)")
     proc = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
