@@ -7,7 +7,6 @@ coefficients and scores rows in `mapInArrow` with numpy.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -42,29 +41,17 @@ from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
 from ..solvers import SOLVERS
 
-logger = logging.getLogger("sparkopt")
-
-ESTIMATOR_SOLVERS = SOLVERS
-
 
 # ------------------------------------------------------------------------------------ validation
-def _positive(v):
-    return v > 0
-
-
-def _nonneg(v):
-    return v >= 0
-
-
 _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "maxIter": (_nonneg, ">= 0"),
+    "maxIter": (lambda v: v >= 0, ">= 0"),
     "tol": (lambda v: np.isfinite(v) and v > 0, "> 0"),
     "regParam": (lambda v: np.isfinite(v) and v >= 0, ">= 0"),
     "elasticNetParam": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "aggregationDepth": (lambda v: v >= 1, ">= 1"),
     "stepSize": (lambda v: np.isfinite(v) and v > 0, "> 0"),
     "miniBatchFraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "solver": (lambda v: v in ESTIMATOR_SOLVERS, f"one of {ESTIMATOR_SOLVERS}"),
+    "solver": (lambda v: v in SOLVERS, f"one of {SOLVERS}"),
     "localSteps": (lambda v: v >= 1, ">= 1"),
     "localCombination": (lambda v: np.isfinite(v) and v >= 1, "a finite number >= 1"),
     "staleness": (lambda v: v >= -1, ">= 0 (or -1 for unbounded)"),
@@ -74,7 +61,6 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "family": (lambda v: v in ("auto", "binomial", "multinomial"), "one of ('auto', 'binomial', 'multinomial')"),
     "epsilon": (lambda v: np.isfinite(v) and v > 1.0, "> 1.0"),
     "numPartitions": (lambda v: v >= 1, ">= 1"),
-    "memory": (lambda v: v >= 1, ">= 1"),
     "engine": (lambda v: v in ENGINES, f"one of {ENGINES}"),
     # pyspark's convention: -1 disables checkpointing
     "checkpointInterval": (lambda v: v == -1 or v >= 1, ">= 1 (or -1 to disable)"),
@@ -395,7 +381,7 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
                     state["previous"][key] = model._fit.coef_vector
                 return index, model
 
-        return _FitMultipleIterator(fit_next, len(estimators))
+        return _FitMultipleIterator(fit_next)
 
     def write(self):
         return _EstimatorWriter(self)
@@ -406,8 +392,8 @@ class _SparkoptEstimator(Estimator, _SparkoptParams, MLWritable, MLReadable):
 
 
 class _FitMultipleIterator:
-    def __init__(self, fit_next, count):
-        self._fit_next, self._count = fit_next, count
+    def __init__(self, fit_next):
+        self._fit_next = fit_next
 
     def __iter__(self):
         return self
@@ -496,8 +482,6 @@ class TrainingSummary:
 # ------------------------------------------------------------------------------------ model
 class _SparkoptModel(Model, _SparkoptParams, MLWritable, MLReadable):
     """Holds the coefficient vector in the objective's layout; scoring is numpy in mapInArrow."""
-
-    _loss_name: str = ""
 
     def __init__(self):
         super().__init__()
