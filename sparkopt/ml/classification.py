@@ -19,6 +19,8 @@ def _margins(X, coef_matrix, intercepts):
 
 
 class _ClassifierModel(SparkoptModel, HasRawPredictionCol):
+    _summary_class = ClassifierSummary
+
     @property
     def numClasses(self) -> int:
         return int(self._state["numClasses"])
@@ -86,9 +88,6 @@ class LogisticRegressionModel(_ClassifierModel, HasProbabilityCol, HasThreshold)
     def predictProbability(self, value):
         return dense_vector(self._score(as_matrix(value))[self.getProbabilityCol()][0])
 
-    def evaluate(self, dataset) -> ClassifierSummary:
-        return ClassifierSummary(self, self._fit, dataset)
-
 
 class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionCol, HasThreshold):
     """Logistic regression with MLlib's objective:
@@ -131,12 +130,7 @@ class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionC
             return "logistic"
         return "multinomial" if stats.label_max > 1 or stats.n_label_non_integer else "logistic"
 
-    _summary_class = ClassifierSummary
-
-    def _make_model(self, fit, stats):
-        model = LogisticRegressionModel()
-        model._init_from_fit(fit, stats)
-        return model
+    _model_class = LogisticRegressionModel
 
 
 class LinearSVCModel(_ClassifierModel, HasThreshold):
@@ -150,9 +144,6 @@ class LinearSVCModel(_ClassifierModel, HasThreshold):
     def _score(self, X):
         raw = self._raw(X)
         return {self.getRawPredictionCol(): raw, self.getPredictionCol(): (raw[:, 1] > self.getThreshold()).astype(float)}
-
-    def evaluate(self, dataset) -> ClassifierSummary:
-        return ClassifierSummary(self, self._fit, dataset)
 
 
 class LinearSVC(SparkoptEstimator, HasRawPredictionCol, HasThreshold):
@@ -185,12 +176,7 @@ class LinearSVC(SparkoptEstimator, HasRawPredictionCol, HasThreshold):
     def _loss(self, stats) -> str:
         return self.getLoss()
 
-    _summary_class = ClassifierSummary
-
-    def _make_model(self, fit, stats):
-        model = LinearSVCModel()
-        model._init_from_fit(fit, stats)
-        return model
+    _model_class = LinearSVCModel
 
 
 add_setters(LogisticRegression, "probabilityCol", "rawPredictionCol", "threshold")

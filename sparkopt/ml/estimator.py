@@ -27,15 +27,15 @@ from .summary import TrainingSummary
 
 class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
     """Fit = ingest (cached) + fit_linear_model + model. Subclasses define `_loss(stats)` and
-    `_make_model(fit, ...)`."""
+    name the model they fit in `_model_class`; the base builds it."""
+
+    _model_class: type["SparkoptModel"]
 
     def _loss(self, stats) -> str:   # pragma: no cover - abstract
         raise NotImplementedError
 
     def _loss_options(self) -> dict:
         return {}
-
-    _summary_class: type = TrainingSummary
 
     def _fit_on_engine(self, engine: TreeEngine, ingest_seconds: float, dataset, warm: Optional[np.ndarray] = None,
                        checkpoint_namespace: Optional[str] = None):
@@ -61,10 +61,11 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         fit.params.update(fit_seconds=time.perf_counter() - started, ingest_seconds=ingest_seconds,
                           num_rows=engine.stats.n_rows, engine=engine.kind)
         fit.params["fit_intercept"] = self.getFitIntercept()
-        model = self._make_model(fit, engine.stats)
+        model = self._model_class()
+        model._init_from_fit(fit, engine.stats)
         self._copyValues(model)
         model._fit = fit
-        model._attach_summary(self._summary_class(model, fit, dataset))
+        model._attach_summary(model._summary_class(model, fit, dataset))
         return model
 
     def _engine_for(self, dataset):
@@ -136,7 +137,10 @@ class _FitMultipleIterator:
 
 
 class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
-    """Holds the coefficient vector in the objective's layout; scoring is numpy in mapInArrow."""
+    """Holds the coefficient vector in the objective's layout; scoring is numpy in mapInArrow.
+    `_summary_class` is the summary its fit and `evaluate` report."""
+
+    _summary_class: type[TrainingSummary] = TrainingSummary
 
     def __init__(self):
         super().__init__()
@@ -165,6 +169,10 @@ class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
 
     def _attach_summary(self, summary):
         self._summary = summary
+
+    def evaluate(self, dataset):
+        """This model's summary with its metrics computed on `dataset`."""
+        return self._summary_class(self, self._fit, dataset)
 
     def _coef_vector_for(self, loss: str, n_features: int, fit_intercept: bool) -> np.ndarray:
         if self.numFeatures != n_features:

@@ -14,6 +14,8 @@ _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
 
 
 class _RegressionModel(SparkoptModel):
+    _summary_class = RegressionSummary
+
     @property
     def coefficients(self):
         return dense_vector(np.asarray(self._state["coef_vector"], dtype=float)[: self.numFeatures])
@@ -30,9 +32,6 @@ class _RegressionModel(SparkoptModel):
 
     def predict(self, value) -> float:
         return float(self._score(as_matrix(value))[self.getPredictionCol()][0])
-
-    def evaluate(self, dataset) -> RegressionSummary:
-        return RegressionSummary(self, self._fit, dataset)
 
 
 class LinearRegressionModel(_RegressionModel):
@@ -55,7 +54,7 @@ class LinearRegression(SparkoptEstimator):
     epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
                     typeConverter=TypeConverters.toFloat)
     _extra_validators = {"loss": (lambda v: v in _MLLIB_LOSS, "one of ('squaredError', 'huber')")}
-    _summary_class = RegressionSummary
+    _model_class = LinearRegressionModel
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -85,11 +84,6 @@ class LinearRegression(SparkoptEstimator):
     def _loss_options(self) -> dict:
         return {"epsilon": self.getEpsilon()} if self.getLoss() == "huber" else {}
 
-    def _make_model(self, fit, stats):
-        model = LinearRegressionModel()
-        model._init_from_fit(fit, stats)
-        return model
-
 
 class PoissonRegressionModel(_RegressionModel):
     """Fitted Poisson regression (log link): prediction = exp(x.beta + c)."""
@@ -105,7 +99,7 @@ class PoissonRegression(SparkoptEstimator):
 
     link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
     _extra_validators = {"link": (lambda v: v == "log", "'log'")}
-    _summary_class = RegressionSummary
+    _model_class = PoissonRegressionModel
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -125,11 +119,6 @@ class PoissonRegression(SparkoptEstimator):
 
     def _loss(self, stats) -> str:
         return "poisson"
-
-    def _make_model(self, fit, stats):
-        model = PoissonRegressionModel()
-        model._init_from_fit(fit, stats)
-        return model
 
 
 add_setters(LinearRegression, "loss", "epsilon")
