@@ -9,7 +9,7 @@ from scipy.special import expit, softmax
 
 from ..errors import InputError
 from .estimator import SparkoptEstimator, SparkoptModel
-from .params import add_setters
+from .params import LINEAR_SVC_MODEL_VALIDATORS, LINEAR_SVC_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_matrix, dense_vector
 from .summary import ClassifierSummary
 
@@ -136,7 +136,7 @@ class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionC
 class LinearSVCModel(_ClassifierModel, HasThreshold):
     """Fitted linear SVM: rawPrediction [-m, m], prediction 1.0 where m > threshold (default 0)."""
 
-    _extra_validators = {"threshold": (lambda v: np.isfinite(v), "finite")}
+    _extra_validators = LINEAR_SVC_MODEL_VALIDATORS
 
     def _output_columns(self):
         return [(self.getRawPredictionCol(), "vector"), (self.getPredictionCol(), "double")]
@@ -151,8 +151,7 @@ class LinearSVC(SparkoptEstimator, HasRawPredictionCol, HasThreshold):
     (elasticNetParam adds L1); loss='squared_hinge' squares the hinge (smooth, Newton-capable)."""
 
     loss = Param(Params._dummy(), "loss", "hinge (MLlib's) or squared_hinge", typeConverter=TypeConverters.toString)
-    _extra_validators = {"loss": (lambda v: v in ("hinge", "squared_hinge"), "one of ('hinge', 'squared_hinge')"),
-                         "threshold": (lambda v: np.isfinite(v), "finite")}
+    _extra_validators = LINEAR_SVC_VALIDATORS
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,

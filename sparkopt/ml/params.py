@@ -29,8 +29,7 @@ from ..engine import ENGINES
 from ..errors import InputError
 from ..solvers import SOLVERS
 
-# param name -> (check, the rule as the error message states it); a class adds rules for its own
-# params in `_extra_validators`
+# param name -> (check, the rule as the error message states it)
 VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "maxIter": (lambda v: v >= 0, ">= 0"),
     "tol": (lambda v: np.isfinite(v) and v > 0, "> 0"),
@@ -54,6 +53,15 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpointInterval": (lambda v: v == -1 or v >= 1, ">= 1 (or -1 to disable)"),
     "checkpointDir": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
 }
+
+# Rules for params whose meaning depends on the class (a class adopts its set as
+# `_extra_validators`; they override VALIDATORS): an SVM's threshold is a margin, not a probability,
+# and `loss` names different losses in LinearSVC and LinearRegression.
+LINEAR_SVC_MODEL_VALIDATORS = {"threshold": (lambda v: np.isfinite(v), "finite")}
+LINEAR_SVC_VALIDATORS = {"loss": (lambda v: v in ("hinge", "squared_hinge"), "one of ('hinge', 'squared_hinge')"),
+                         **LINEAR_SVC_MODEL_VALIDATORS}
+LINEAR_REGRESSION_VALIDATORS = {"loss": (lambda v: v in ("squaredError", "huber"), "one of ('squaredError', 'huber')")}
+POISSON_REGRESSION_VALIDATORS = {"link": (lambda v: v == "log", "'log'")}
 
 
 def validate_param(name: str, value: Any, extra: Optional[dict] = None) -> None:

@@ -6,7 +6,7 @@ from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from .estimator import SparkoptEstimator, SparkoptModel
-from .params import add_setters
+from .params import LINEAR_REGRESSION_VALIDATORS, POISSON_REGRESSION_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_vector
 from .summary import RegressionSummary
 
@@ -53,7 +53,7 @@ class LinearRegression(SparkoptEstimator):
     loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
     epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
                     typeConverter=TypeConverters.toFloat)
-    _extra_validators = {"loss": (lambda v: v in _MLLIB_LOSS, "one of ('squaredError', 'huber')")}
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
     _model_class = LinearRegressionModel
 
     @keyword_only
@@ -98,7 +98,7 @@ class PoissonRegression(SparkoptEstimator):
     regParam = 0 it equals MLlib's GeneralizedLinearRegression(family='poisson')."""
 
     link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
-    _extra_validators = {"link": (lambda v: v == "log", "'log'")}
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
     _model_class = PoissonRegressionModel
 
     @keyword_only
