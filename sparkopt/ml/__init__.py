@@ -1,13 +1,13 @@
 """Spark ML estimators backed by sparkopt's solvers: drop-in for their pyspark.ml namesakes."""
-from .base import TrainingSummary, clear_cache
+from .cache import clear_cache
 from .classification import LinearSVC, LinearSVCModel, LogisticRegression, LogisticRegressionModel
 from .regression import (
     LinearRegression,
     LinearRegressionModel,
     PoissonRegression,
     PoissonRegressionModel,
-    RegressionSummary,
 )
+from .summary import RegressionSummary, TrainingSummary
 
 __all__ = [
     "LinearRegression", "LinearRegressionModel", "LinearSVC", "LinearSVCModel", "LogisticRegression",

@@ -8,36 +8,19 @@ from pyspark.ml.param.shared import HasProbabilityCol, HasRawPredictionCol, HasT
 from scipy.special import expit, softmax
 
 from ..errors import InputError
-from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, add_setters, dense_matrix, dense_vector
+from .estimator import SparkoptEstimator, SparkoptModel
+from .params import LINEAR_SVC_MODEL_VALIDATORS, LINEAR_SVC_VALIDATORS, add_setters
+from .scoring import as_matrix, dense_matrix, dense_vector
+from .summary import ClassifierSummary
 
 
 def _margins(X, coef_matrix, intercepts):
     return np.asarray(X @ coef_matrix.T) + intercepts
 
 
-class _ClassifierSummary(TrainingSummary):
-    """Training summary with accuracy, and areaUnderROC for binary models."""
+class _ClassifierModel(SparkoptModel, HasRawPredictionCol):
+    _summary_class = ClassifierSummary
 
-    @property
-    def accuracy(self) -> float:
-        from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-
-        m = self._model
-        return MulticlassClassificationEvaluator(labelCol=m.getLabelCol(), predictionCol=m.getPredictionCol(),
-                                                 metricName="accuracy").evaluate(self.predictions)
-
-    @property
-    def areaUnderROC(self) -> float:
-        from pyspark.ml.evaluation import BinaryClassificationEvaluator
-
-        m = self._model
-        if m.numClasses != 2:
-            raise RuntimeError("areaUnderROC is defined for binary models only")
-        return BinaryClassificationEvaluator(labelCol=m.getLabelCol(), rawPredictionCol=m.getRawPredictionCol(),
-                                             metricName="areaUnderROC").evaluate(self.predictions)
-
-
-class _ClassifierModel(_SparkoptModel, HasRawPredictionCol):
     @property
     def numClasses(self) -> int:
         return int(self._state["numClasses"])
@@ -69,10 +52,10 @@ class _ClassifierModel(_SparkoptModel, HasRawPredictionCol):
         return float(self._coef_matrix()[1][0])
 
     def predictRaw(self, value):
-        return dense_vector(self._raw(self._as_matrix(value))[0])
+        return dense_vector(self._raw(as_matrix(value))[0])
 
     def predict(self, value) -> float:
-        return float(self._score(self._as_matrix(value))[self.getPredictionCol() or "prediction"][0])
+        return float(self._score(as_matrix(value))[self.getPredictionCol() or "prediction"][0])
 
     def _raw(self, X):
         B, c = self._coef_matrix()
@@ -103,13 +86,10 @@ class LogisticRegressionModel(_ClassifierModel, HasProbabilityCol, HasThreshold)
         return {self.getRawPredictionCol(): raw, self.getProbabilityCol(): prob, self.getPredictionCol(): prediction}
 
     def predictProbability(self, value):
-        return dense_vector(self._score(self._as_matrix(value))[self.getProbabilityCol()][0])
-
-    def evaluate(self, dataset) -> _ClassifierSummary:
-        return _ClassifierSummary(self, self._fit, dataset)
+        return dense_vector(self._score(as_matrix(value))[self.getProbabilityCol()][0])
 
 
-class LogisticRegression(_SparkoptEstimator, HasProbabilityCol, HasRawPredictionCol, HasThreshold):
+class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionCol, HasThreshold):
     """Logistic regression with MLlib's objective:
     (1/sum w) sum w_i log-loss + regParam * (alpha |beta|_1 + (1-alpha)/2 |beta|_2^2), intercept
     unpenalized; family auto (binomial for labels {0, 1}, multinomial for more classes)."""
@@ -150,18 +130,13 @@ class LogisticRegression(_SparkoptEstimator, HasProbabilityCol, HasRawPrediction
             return "logistic"
         return "multinomial" if stats.label_max > 1 or stats.n_label_non_integer else "logistic"
 
-    _summary_class = _ClassifierSummary
-
-    def _make_model(self, fit, stats):
-        model = LogisticRegressionModel()
-        model._init_from_fit(fit, stats)
-        return model
+    _model_class = LogisticRegressionModel
 
 
 class LinearSVCModel(_ClassifierModel, HasThreshold):
     """Fitted linear SVM: rawPrediction [-m, m], prediction 1.0 where m > threshold (default 0)."""
 
-    _extra_validators = {"threshold": (lambda v: np.isfinite(v), "finite")}
+    _extra_validators = LINEAR_SVC_MODEL_VALIDATORS
 
     def _output_columns(self):
         return [(self.getRawPredictionCol(), "vector"), (self.getPredictionCol(), "double")]
@@ -170,17 +145,13 @@ class LinearSVCModel(_ClassifierModel, HasThreshold):
         raw = self._raw(X)
         return {self.getRawPredictionCol(): raw, self.getPredictionCol(): (raw[:, 1] > self.getThreshold()).astype(float)}
 
-    def evaluate(self, dataset) -> _ClassifierSummary:
-        return _ClassifierSummary(self, self._fit, dataset)
 
-
-class LinearSVC(_SparkoptEstimator, HasRawPredictionCol, HasThreshold):
+class LinearSVC(SparkoptEstimator, HasRawPredictionCol, HasThreshold):
     """Linear SVM with MLlib's objective: (1/sum w) sum w_i max(0, 1 - (2y_i - 1) m_i) + regParam/2 |beta|^2
     (elasticNetParam adds L1); loss='squared_hinge' squares the hinge (smooth, Newton-capable)."""
 
     loss = Param(Params._dummy(), "loss", "hinge (MLlib's) or squared_hinge", typeConverter=TypeConverters.toString)
-    _extra_validators = {"loss": (lambda v: v in ("hinge", "squared_hinge"), "one of ('hinge', 'squared_hinge')"),
-                         "threshold": (lambda v: np.isfinite(v), "finite")}
+    _extra_validators = LINEAR_SVC_VALIDATORS
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -204,12 +175,7 @@ class LinearSVC(_SparkoptEstimator, HasRawPredictionCol, HasThreshold):
     def _loss(self, stats) -> str:
         return self.getLoss()
 
-    _summary_class = _ClassifierSummary
-
-    def _make_model(self, fit, stats):
-        model = LinearSVCModel()
-        model._init_from_fit(fit, stats)
-        return model
+    _model_class = LinearSVCModel
 
 
 add_setters(LogisticRegression, "probabilityCol", "rawPredictionCol", "threshold")

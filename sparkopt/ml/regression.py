@@ -5,37 +5,17 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from .base import TrainingSummary, _SparkoptEstimator, _SparkoptModel, add_setters, dense_vector
+from .estimator import SparkoptEstimator, SparkoptModel
+from .params import LINEAR_REGRESSION_VALIDATORS, POISSON_REGRESSION_VALIDATORS, add_setters
+from .scoring import as_matrix, dense_vector
+from .summary import RegressionSummary
 
 _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
 
 
-class RegressionSummary(TrainingSummary):
-    """Training summary with rootMeanSquaredError, meanAbsoluteError and r2 on the predictions."""
+class _RegressionModel(SparkoptModel):
+    _summary_class = RegressionSummary
 
-    def _metric(self, name):
-        from pyspark.ml.evaluation import RegressionEvaluator
-
-        m = self._model
-        ev = RegressionEvaluator(labelCol=m.getLabelCol(), predictionCol=m.getPredictionCol(), metricName=name)
-        if m.isDefined(m.weightCol) and m.getWeightCol():
-            ev.setWeightCol(m.getWeightCol())
-        return ev.evaluate(self.predictions)
-
-    @property
-    def rootMeanSquaredError(self) -> float:
-        return self._metric("rmse")
-
-    @property
-    def meanAbsoluteError(self) -> float:
-        return self._metric("mae")
-
-    @property
-    def r2(self) -> float:
-        return self._metric("r2")
-
-
-class _RegressionModel(_SparkoptModel):
     @property
     def coefficients(self):
         return dense_vector(np.asarray(self._state["coef_vector"], dtype=float)[: self.numFeatures])
@@ -51,10 +31,7 @@ class _RegressionModel(_SparkoptModel):
         return [(self.getPredictionCol(), "double")]
 
     def predict(self, value) -> float:
-        return float(self._score(self._as_matrix(value))[self.getPredictionCol()][0])
-
-    def evaluate(self, dataset) -> RegressionSummary:
-        return RegressionSummary(self, self._fit, dataset)
+        return float(self._score(as_matrix(value))[self.getPredictionCol()][0])
 
 
 class LinearRegressionModel(_RegressionModel):
@@ -68,7 +45,7 @@ class LinearRegressionModel(_RegressionModel):
         return {self.getPredictionCol(): self._margin(X)}
 
 
-class LinearRegression(_SparkoptEstimator):
+class LinearRegression(SparkoptEstimator):
     """Linear regression with MLlib's objective. loss='squaredError':
     (1/sum w) sum w_i (y_i - m_i)^2 / 2 + (regParam / sd(y)) * (alpha |beta|_1 + (1-alpha)/2 |beta|^2);
     loss='huber': MLlib's robust regression with jointly estimated scale sigma (L2 only)."""
@@ -76,8 +53,8 @@ class LinearRegression(_SparkoptEstimator):
     loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
     epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
                     typeConverter=TypeConverters.toFloat)
-    _extra_validators = {"loss": (lambda v: v in _MLLIB_LOSS, "one of ('squaredError', 'huber')")}
-    _summary_class = RegressionSummary
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
+    _model_class = LinearRegressionModel
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -107,11 +84,6 @@ class LinearRegression(_SparkoptEstimator):
     def _loss_options(self) -> dict:
         return {"epsilon": self.getEpsilon()} if self.getLoss() == "huber" else {}
 
-    def _make_model(self, fit, stats):
-        model = LinearRegressionModel()
-        model._init_from_fit(fit, stats)
-        return model
-
 
 class PoissonRegressionModel(_RegressionModel):
     """Fitted Poisson regression (log link): prediction = exp(x.beta + c)."""
@@ -120,14 +92,14 @@ class PoissonRegressionModel(_RegressionModel):
         return {self.getPredictionCol(): np.exp(np.minimum(self._margin(X), 709.0))}
 
 
-class PoissonRegression(_SparkoptEstimator):
+class PoissonRegression(SparkoptEstimator):
     """Poisson regression, log link: (1/sum w) sum w_i (exp(m_i) - y_i m_i) + regParam * penalty
     (half the mean deviance up to a constant; scikit-learn's PoissonRegressor convention). At
     regParam = 0 it equals MLlib's GeneralizedLinearRegression(family='poisson')."""
 
     link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
-    _extra_validators = {"link": (lambda v: v == "log", "'log'")}
-    _summary_class = RegressionSummary
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
+    _model_class = PoissonRegressionModel
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -147,11 +119,6 @@ class PoissonRegression(_SparkoptEstimator):
 
     def _loss(self, stats) -> str:
         return "poisson"
-
-    def _make_model(self, fit, stats):
-        model = PoissonRegressionModel()
-        model._init_from_fit(fit, stats)
-        return model
 
 
 add_setters(LinearRegression, "loss", "epsilon")

@@ -53,8 +53,10 @@ def test_deterministic_solvers_reach_scipy_optimum(method, reference):
     assert res.passes >= res.nit
 
 
-def test_newton_is_cheap_in_passes():
+def test_newton_is_cheap_in_passes(reference):
     res = minimize(logistic(), None, "newton", tol=1e-9)
+    assert res.success, res
+    assert abs(res.fun - reference) / reference < 1e-10
     assert res.passes <= 10
 
 
