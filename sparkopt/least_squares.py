@@ -10,7 +10,6 @@ or a cross-validation grid costs the one pass that computed the statistics (MLli
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 
