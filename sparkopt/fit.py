@@ -20,15 +20,19 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .errors import InputError
+from .least_squares import NORMAL_MAX_FEATURES, GramObjective, gram_statistics
 from .linear_objective import Coordinates, LinearModelObjective
 from .objectives import make_block_objective
 from .objectives.losses import LOSSES, check_labels as check_label_range, loss_info
 from .objectives.penalties import ElasticNet
 from .rules import check_param
-from .solvers import ConvergenceWarning, OptimizeResult, Status, explain_solver, minimize
+from .solvers import SOLVERS, ConvergenceWarning, OptimizeResult, Status, explain_solver, minimize
 from .solvers.result import finish, l1_value, optimality_norm
 
 logger = logging.getLogger("sparkopt")
+
+#: what fit_linear_model's `solver` accepts: the minimize solvers, plus MLlib's normal equations
+FIT_SOLVERS = SOLVERS + ("normal",)
 
 
 @dataclass
@@ -192,13 +196,14 @@ def fit_linear_model(
     objective, block_objective, classes = build_objective(
         engine, loss, reg_param=reg_param, elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
         standardization=standardization, n_classes=n_classes, epsilon=epsilon, label_col=label_col)
-    try:
-        choice = explain_solver(objective, solver)
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    method = choice.name
-    logger.info("sparkopt: solver=%r -> %s: %s", solver, method, choice.reason)
+    method, reason = choose_fit_method(objective, loss, solver, checkpoint_dir)
+    logger.info("sparkopt: solver=%r -> %s: %s", solver, method, reason)
     with engine.session():       # the resident engine keeps its tasks for the whole fit
+        passes0 = engine.passes
+        if method == "normal":
+            # every evaluation from here on is on the driver: the statistics cost this one pass
+            objective = GramObjective(gram_statistics(engine), objective.coordinates, objective.penalty,
+                                      fit_intercept)
         gradient_scale = None
         if initial_coef is None:
             coef0 = _initial_coef(block_objective, engine.stats, loss, fit_intercept)
@@ -222,7 +227,7 @@ def fit_linear_model(
                 "fitIntercept": bool(fit_intercept), "standardization": bool(standardization),
                 "epsilon": float(epsilon) if loss == "huber" else None, "numClasses": int(classes),
                 "solver": solver, "numFeatures": int(stats.n_features), "numRows": int(stats.n_rows)})
-        if loss == "hinge" and solver in ("auto", "newton"):
+        if method == "newton-smoothing":
             result = _hinge_by_smoothing(engine, objective, z0, tol=tol, max_iter=max_iter, callback=callback,
                                          checkpoint_dir=checkpoint_dir, checkpoint=checkpoint,
                                          build=lambda mu: build_objective(
@@ -231,13 +236,41 @@ def fit_linear_model(
                                              standardization=standardization, n_classes=2, label_col=label_col,
                                              smoothing=mu)[0])
         else:
-            result = minimize(objective, z0, method, tol=tol, max_iter=max_iter, callback=callback,
-                              options=solver_options or {}, gradient_scale=gradient_scale,
+            result = minimize(objective, z0, "newton" if method == "normal" else method, tol=tol, max_iter=max_iter,
+                              callback=callback, options=solver_options or {}, gradient_scale=gradient_scale,
                               checkpoint_dir=checkpoint_dir, **(checkpoint or {}))
+            if method == "normal":
+                result.solver = "normal"
+                result.passes += float(engine.passes - passes0)      # the statistics' pass, if it was this fit's
         coef = objective.coordinates.to_coef(result.x)
         if reg_param == 0 and loss in ("logistic", "multinomial") and np.all(np.isfinite(coef)):
             _report_separation(engine, block_objective, coef, result)
     return _package(loss, block_objective, objective, result, coef, classes, reg_param)
+
+
+def choose_fit_method(objective, loss: str, solver: str, checkpoint_dir=None) -> tuple[str, str]:
+    """(method, reason): a solver of sparkopt.solvers (chosen by its cost model for ``auto``),
+    ``normal`` (squared error from sufficient statistics) or ``newton-smoothing`` (the hinge)."""
+    if solver not in FIT_SOLVERS:
+        raise InputError(f"solver must be one of {FIT_SOLVERS}, got {solver!r}")
+    d = objective.coordinates.n_features
+    if solver == "normal":
+        if loss != "squared_error":
+            raise InputError(f"solver='normal' solves squared error (LinearRegression) only, not loss={loss!r}")
+        if d > NORMAL_MAX_FEATURES:
+            raise InputError(f"solver='normal' needs at most {NORMAL_MAX_FEATURES} features, the data has {d}; "
+                             "use solver='auto'")
+        return "normal", "requested: one pass for the sufficient statistics, then the driver"
+    if loss == "squared_error" and solver == "auto" and d <= NORMAL_MAX_FEATURES and checkpoint_dir is None:
+        return "normal", (f"squared error with {d} <= {NORMAL_MAX_FEATURES} features: one pass computes the "
+                          "sufficient statistics, every solve after it runs on the driver")
+    if loss == "hinge" and solver in ("auto", "newton"):
+        return "newton-smoothing", "the hinge has no curvature: Newton on smoothed hinges, then an L-BFGS polish"
+    try:
+        choice = explain_solver(objective, solver)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    return choice.name, choice.reason
 
 
 def _misclassified_weight(block_objective, block, coef) -> float:

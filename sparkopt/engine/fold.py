@@ -7,8 +7,9 @@ blocks they compute the same per-partition sums and draw the same samples.
 
 The contract of a block function:
 
-* ``fn(block, payload)`` returns a float, an ndarray or a tuple of those; results are added
-  element-wise (:func:`add_results`), so a sum over partitions is plain addition;
+* ``fn(block, payload)`` returns a float, an ndarray or a tuple of those (or any picklable
+  value with an associative ``+``, such as sparkopt.objectives.gram.GramStats); results are
+  added element-wise (:func:`add_results`), so a sum over partitions is plain addition;
 * with ``fraction`` set, block ``j`` of partition ``p`` is first replaced by
   ``block.sample(fraction, sample_rng(seed, p, j))``;
 * a ``fn`` with a true attribute ``wants_index`` is called as ``fn(block, payload, (p, j))``:

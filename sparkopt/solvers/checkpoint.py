@@ -26,14 +26,25 @@ import io
 import json
 import os
 import re
+import stat
+import threading
+import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from .objective import Fingerprinted
 from .solver import Solver, SolverState
+
+#: the numpy bit generators a checkpoint may name (an allow-list, see decode_memory)
+BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "MT19937": np.random.MT19937,
+                  "Philox": np.random.Philox, "SFC64": np.random.SFC64}
+#: the largest manifest / arrays file read (a hostile "checkpoint" may be /dev/zero or huge)
+MAX_MANIFEST_BYTES = 64 * 2**20
+MAX_ARRAYS_BYTES = 8 * 2**30
+LOCK_NAME = "ckpt.lock"
 
 FORMAT = "sparkopt-checkpoint"
 VERSION = 1
@@ -126,7 +137,12 @@ def decode_memory(spec: dict, arrays: dict[str, np.ndarray], prefix: str = "memo
             memory[key] = item["value"]
         elif kind == "generator":
             state = item["state"]
-            bit_generator = getattr(np.random, state["bit_generator"])()
+            name = state.get("bit_generator") if isinstance(state, dict) else None
+            if name not in BIT_GENERATORS:
+                # never getattr(np.random, <text from a file>): any zero-argument function of
+                # np.random would be reachable (np.random.seed reseeds the global generator)
+                raise CheckpointError(f"memory {key!r}: bit generator {name!r} is not one of {sorted(BIT_GENERATORS)}")
+            bit_generator = BIT_GENERATORS[name]()
             bit_generator.state = state
             memory[key] = np.random.Generator(bit_generator)
         else:
@@ -225,9 +241,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not a symlink, FIFO or device) of at most
+    ``limit`` bytes; ValueError otherwise. Opened without following links, checked on the open
+    descriptor, so the file cannot be swapped between the check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ValueError(f"{path.name} cannot be opened ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{path.name} is larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` so a reader sees either the old file or all of the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # unique per writer (process, thread, call): two writers never share a temporary file
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:12]}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -260,13 +297,16 @@ class CheckpointStore:
             raise CheckpointError(f"checkpointDir {str(self.directory)!r} is not writable")
         self.fingerprint = _canonical(fingerprint)
         self.keep = keep
+        self._lock: Optional[int] = None
 
     # -- listing -----------------------------------------------------------------------------
     def _files(self) -> dict[int, dict[str, Path]]:
+        """Checkpoint files by sequence number: exactly ``ckpt-NNNNNN.json|npz``, regular files
+        only (a symlink or FIFO of that name is ignored, never opened)."""
         found: dict[int, dict[str, Path]] = {}
         for entry in self.directory.iterdir():
             m = _NAME.match(entry.name)
-            if m:
+            if m and entry.is_file() and not entry.is_symlink():
                 found.setdefault(int(m.group(1)), {})[m.group(2)] = entry
         return found
 
@@ -324,10 +364,11 @@ class CheckpointStore:
     # -- reading -----------------------------------------------------------------------------
     def _read(self, path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         """(payload, arrays) of one checkpoint; ValueError saying why it is unusable."""
+        seq = int(_NAME.match(path.name).group(1))
         try:
-            manifest = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"manifest unreadable ({type(err).__name__}: {err})") from None
+            manifest = json.loads(_read_regular(path, MAX_MANIFEST_BYTES).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"manifest unreadable ({type(err).__name__})") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("payload"), dict):
             raise ValueError("manifest has no payload")
         payload = manifest["payload"]
@@ -338,33 +379,40 @@ class CheckpointStore:
             raise ValueError(f"not a {FORMAT} version {VERSION} file "
                              f"(format {payload.get('format')!r}, version {payload.get('version')!r})")
         info = payload["arrays"]
-        npz_path = self.directory / info["file"]
-        try:
-            blob = npz_path.read_bytes()
-        except OSError as err:
-            raise ValueError(f"arrays file {info['file']} unreadable ({err.strerror})") from None
-        if len(blob) != info["size"] or hashlib.sha256(blob).hexdigest() != info["sha256"]:
-            raise ValueError(f"arrays file {info['file']} checksum mismatch ({len(blob)} bytes, "
-                             f"expected {info['size']})")
+        # the arrays file is this checkpoint's own, in this directory: never a path from the file
+        expected = f"ckpt-{seq:06d}.npz"
+        if info.get("file") != expected:
+            raise ValueError(f"manifest names arrays file {str(info.get('file'))[:80]!r}, not {expected!r}")
+        size = info.get("size")
+        if not isinstance(size, int) or not 0 <= size <= MAX_ARRAYS_BYTES:
+            raise ValueError("manifest gives no valid arrays size")
+        blob = _read_regular(self.directory / expected, size)
+        if len(blob) != size or hashlib.sha256(blob).hexdigest() != info.get("sha256"):
+            raise ValueError(f"arrays file {expected} does not match its manifest (size or checksum)")
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         return payload, arrays
 
-    def load(self) -> Optional[tuple[dict, dict[str, np.ndarray]]]:
-        """The newest usable checkpoint as (payload, arrays), or None when there is none.
+    def load(self, decode: Optional[Callable[[dict, dict], Any]] = None) -> Any:
+        """The newest usable checkpoint, or None when there is none: ``(payload, arrays)``, or
+        ``decode(payload, arrays)`` when given.
 
-        Unreadable ones are skipped with a CheckpointWarning (then the previous one is tried;
-        with none left the caller starts fresh). A readable checkpoint of a different problem
-        raises CheckpointError: resuming it would silently solve the wrong problem."""
+        Unreadable ones (corrupt, partial, not regular files, too large, naming other files, or
+        failing ``decode``: wrong shapes, unknown generators) are skipped with a CheckpointWarning
+        (then the previous one is tried; with none left the caller starts fresh). A readable
+        checkpoint of a different problem raises CheckpointError: resuming it would silently
+        solve the wrong problem."""
         manifests = self.manifests()
         for path in manifests:
             try:
                 payload, arrays = self._read(path)
-            except (ValueError, KeyError, TypeError) as err:
-                warnings.warn(f"sparkopt checkpoint {path} is corrupt or partial and was skipped: {err}",
-                              CheckpointWarning, stacklevel=3)
+                diffs = fingerprint_differences(payload["fingerprint"], self.fingerprint)
+                if not diffs and decode is not None:
+                    return decode(payload, arrays)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+                warnings.warn(f"sparkopt checkpoint {path.name} in {str(self.directory)!r} is unusable and was "
+                              f"skipped: {err}", CheckpointWarning, stacklevel=3)
                 continue
-            diffs = fingerprint_differences(payload["fingerprint"], self.fingerprint)
             if diffs:
                 raise CheckpointError(
                     f"checkpoint {path} is from a different problem; differences: {'; '.join(diffs)}. "
@@ -372,8 +420,40 @@ class CheckpointStore:
             return payload, arrays
         if manifests:
             warnings.warn(f"sparkopt: no usable checkpoint in {str(self.directory)!r} (all {len(manifests)} "
-                          "corrupt); starting from the beginning", CheckpointWarning, stacklevel=3)
+                          "unusable); starting from the beginning", CheckpointWarning, stacklevel=3)
         return None
+
+    # -- one writer per directory ------------------------------------------------------------
+    def acquire(self) -> "CheckpointStore":
+        """Take the directory's lock file (an exclusive, non-blocking flock held until
+        :meth:`release`): a second writer, in this process or another, gets a CheckpointError
+        instead of interleaving its checkpoints with this run's."""
+        import fcntl
+
+        if self._lock is not None:
+            return self
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise CheckpointError(f"checkpointDir {str(self.directory)!r} is in use by another running fit; "
+                                  "give each fit its own directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)        # closing the descriptor drops the flock
+            self._lock = None
+
+    def __enter__(self) -> "CheckpointStore":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # ------------------------------------------------------------------------ minimize() loop state
@@ -398,11 +478,26 @@ def snapshot(state, loop: dict) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def restore(payload: dict, arrays: dict[str, np.ndarray]):
-    """(SolverState, loop dict) from a loaded checkpoint; inverse of :func:`snapshot`."""
+def restore(payload: dict, arrays: dict[str, np.ndarray], n_params: Optional[int] = None):
+    """(SolverState, loop dict) from a loaded checkpoint; inverse of :func:`snapshot`.
+
+    With ``n_params`` every array is checked to belong to a problem of that size (the iterate,
+    gradient and best iterate are (n_params,); every solver-memory array's last axis is
+    n_params): a manifest that passes its checksum but holds other shapes is unusable, not a
+    crash later in the fit. ValueError says what does not fit."""
     s, loop = payload["meta"]["state"], payload["meta"]["loop"]
-    state = SolverState(x=np.array(arrays["state/x"], copy=True), f=s["f"], g=np.array(arrays["state/g"], copy=True),
-                        opt_norm=s["opt_norm"], iteration=int(s["iteration"]), step_size=s["step_size"],
+    if n_params is not None:
+        for name in ("state/x", "state/g", "loop/best_x", "loop/best_g"):
+            if name in arrays and arrays[name].shape != (n_params,):
+                raise ValueError(f"array {name} has shape {arrays[name].shape}, this problem has {n_params} parameters")
+        for name, a in arrays.items():
+            if name.startswith("memory/") and (a.ndim == 0 or a.shape[-1] != n_params):
+                raise ValueError(f"solver memory {name[7:]!r} has shape {a.shape}, this problem has {n_params} parameters")
+        if not np.all(np.isfinite(arrays["state/x"])):
+            raise ValueError("the saved iterate is not finite")
+    state = SolverState(x=np.array(arrays["state/x"], copy=True), f=float(s["f"]),
+                        g=np.array(arrays["state/g"], copy=True), opt_norm=float(s["opt_norm"]),
+                        iteration=int(s["iteration"]), step_size=float(s["step_size"]),
                         memory=decode_memory(s["memory"], arrays))
     best_g = arrays.get("loop/best_g")
     out = dict(loop, best_x=np.array(arrays["loop/best_x"], copy=True),

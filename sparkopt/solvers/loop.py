@@ -65,9 +65,11 @@ class _Run:
 
     # -- start: fresh or from a checkpoint
     def begin(self, x0: np.ndarray, gradient_scale: Optional[float]) -> SolverState:
-        loaded = self.store.load() if self.store is not None else None
+        n = self.objective.n_params
+        loaded = self.store.load(decode=lambda payload, arrays: restore(payload, arrays, n)) \
+            if self.store is not None else None
         if loaded is not None:
-            state, loop = restore(*loaded)
+            state, loop = loaded
             self.history, self.scale = loop["history"], loop["scale"]
             self.best = (loop["best_x"], loop["best_f"], loop["best_g"])
             self.before = {key: loop[key] for key in ("passes", "evaluations", "seconds")}
@@ -190,6 +192,19 @@ def minimize(
     store = None
     if checkpoint_dir is not None:
         store = CheckpointStore(checkpoint_dir, problem_fingerprint(objective, solver, x0, checkpoint_fingerprint))
+        store.acquire()               # one writer per directory, held for the whole run
+    try:
+        return _iterate(objective, solver, x0, store, tol=tol, max_iter=max_iter, max_passes=max_passes,
+                        callback=callback, warn=warn, gradient_scale=gradient_scale,
+                        checkpoint_interval=checkpoint_interval)
+    finally:
+        if store is not None:
+            store.release()
+
+
+def _iterate(objective, solver, x0, store, *, tol, max_iter, max_passes, callback, warn, gradient_scale,
+             checkpoint_interval) -> OptimizeResult:
+    """minimize's loop proper (see there), with the checkpoint store, if any, already locked."""
     run = _Run(objective, solver, store)
     state = run.begin(x0, gradient_scale)
     ending = (Status.DIVERGED, "") if not _finite(state.f, state.g) else None
@@ -235,4 +250,4 @@ def minimize(
     x, fun, jac = solver.answer(state, run.best, status)
     return finish(objective, solver=solver.name, x=x, status=status, nit=state.iteration, passes=run.passes(),
                   nfev=run.evaluations(), history=run.history, seconds=run.seconds(), fun=fun, jac=jac,
-                  detail=detail, threshold=tol * run.scale, warn=warn)
+                  detail=detail, threshold=tol * run.scale, warn=warn, stacklevel=4)

@@ -219,7 +219,7 @@ def test_same_data_repartitioned_is_the_same_problem(a9a, references, tmp_path):
 @pytest.mark.parametrize("case", ["lbfgs", "newton", "sgd", "local-sgd", "gd"])
 def test_checkpoints_are_plain_json_and_npz_without_pickle(a9a, tmp_path, case):
     fit(a9a, case, checkpoint_dir=tmp_path, checkpoint_interval=3, max_iter=8)
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name != "ckpt.lock")   # the one-writer lock
     assert files and all(n.startswith("ckpt-") and n.endswith((".json", ".npz")) for n in files), files
     for manifest in tmp_path.glob("ckpt-*.json"):
         doc = json.loads(manifest.read_text())
@@ -405,3 +405,129 @@ def test_estimator_checkpoint_params_without_spark():
                 cls(**bad)
         with pytest.raises(InputError, match="checkpointInterval"):
             cls().setCheckpointInterval(0)
+
+
+# ------------------------------------------------------------------------ (8) hostile directories
+def _resign(manifest: Path, edit) -> None:
+    """Apply edit(payload) and write the manifest back with a valid checksum (the attacker's
+    best case: the file passes its integrity check)."""
+    import hashlib
+
+    doc = json.loads(manifest.read_text())
+    edit(doc["payload"])
+    doc["sha256"] = hashlib.sha256(json.dumps(doc["payload"], sort_keys=True).encode()).hexdigest()
+    manifest.write_text(json.dumps(doc))
+
+
+def _arrays_named(name):
+    def edit(payload):
+        payload["arrays"]["file"] = name
+    return edit
+
+
+@pytest.mark.parametrize("target", ["../secret.npz", "ABSOLUTE", "ckpt-000001.npz"])
+def test_a_manifest_cannot_point_outside_its_own_arrays_file(a9a, references, tmp_path, target):
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    secret = tmp_path / "secret.npz"
+    secret.write_bytes(b"x" * 12345)
+    older, newest = _interrupted(a9a, directory)
+    _resign(newest, _arrays_named(str(secret) if target == "ABSOLUTE" else target))
+    seen = []
+    with pytest.warns(CheckpointWarning, match=newest.name) as caught:
+        resumed = fit(a9a, "lbfgs", checkpoint_dir=directory, checkpoint_interval=1, callback=seen.append)
+    assert seen[0]["iteration"] == 6 and not any("12345" in str(w.message) for w in caught)
+    assert_same_fit(resumed, references["lbfgs"])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-dev-zero", "oversized-size"])
+def test_special_files_are_never_read(a9a, references, tmp_path, kind):
+    import threading
+
+    older, newest = _interrupted(a9a, tmp_path)
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "ckpt-000099.json")
+    elif kind == "symlink-to-dev-zero":
+        (tmp_path / "ckpt-000099.json").symlink_to("/dev/zero")
+    else:
+        _resign(newest, lambda payload: payload["arrays"].update(size=1 << 40))
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(fit=fit(a9a, "lbfgs", checkpoint_dir=tmp_path,
+                                                              checkpoint_interval=1)), daemon=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckpointWarning)
+        worker.start()
+        worker.join(120)
+    assert not worker.is_alive(), "the fit blocked on a special file"
+    assert_same_fit(out["fit"], references["lbfgs"])
+
+
+def test_an_unknown_bit_generator_is_refused_not_called(a9a, tmp_path):
+    store = CheckpointStore(tmp_path, {"p": 1})
+    spec, arrays = encode_memory({"rng": np.random.default_rng(0)})
+    spec["rng"]["state"]["bit_generator"] = "seed"         # np.random.seed would reseed the global RNG
+    before = np.random.get_state()[1].copy()
+    with pytest.raises(CheckpointError, match="bit generator 'seed'"):
+        decode_memory(spec, arrays)
+    assert np.array_equal(np.random.get_state()[1], before)
+    assert store.load() is None
+
+
+def test_wrong_shapes_in_a_checksummed_manifest_fall_back(a9a, references, tmp_path):
+    older, newest = _interrupted(a9a, tmp_path)
+    npz = newest.with_suffix(".npz")
+    with np.load(npz, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["state/x"] = np.zeros(3)
+    import hashlib
+    import io as _io
+
+    buffer = _io.BytesIO()
+    np.savez(buffer, **arrays)
+    blob = buffer.getvalue()
+    npz.write_bytes(blob)
+    _resign(newest, lambda payload: payload["arrays"].update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest()))
+    seen = []
+    with pytest.warns(CheckpointWarning, match="shape"):
+        resumed = fit(a9a, "lbfgs", checkpoint_dir=tmp_path, checkpoint_interval=1, callback=seen.append)
+    assert seen[0]["iteration"] == 6
+    assert_same_fit(resumed, references["lbfgs"])
+
+
+def test_a_second_writer_is_refused_threads_and_processes(a9a, tmp_path):
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def hold(row):
+        started.set()
+        release.wait(60)
+
+    first = threading.Thread(target=lambda: fit(a9a, "lbfgs", checkpoint_dir=tmp_path, max_iter=2, callback=hold),
+                             daemon=True)
+    first.start()
+    assert started.wait(60)
+    try:
+        with pytest.raises(CheckpointError, match="in use by another running fit"):
+            fit(a9a, "lbfgs", checkpoint_dir=tmp_path, max_iter=2)
+    finally:
+        release.set()
+        first.join(60)
+    # another process holding the directory's lock
+    code = textwrap.dedent(f"""
+        import sys, time
+        from sparkopt.solvers.checkpoint import CheckpointStore
+        store = CheckpointStore({str(tmp_path)!r}, {{}}).acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointError, match="in use"):
+            fit(a9a, "lbfgs", checkpoint_dir=tmp_path, max_iter=2)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    # the lock dies with its holder: the directory is usable again
+    assert fit(a9a, "lbfgs", checkpoint_dir=tmp_path, max_iter=2).result.nit >= 1
