@@ -5,8 +5,9 @@
 
 Columns: ``features`` (pyspark.ml VectorUDT: DenseVector when ``--density`` is 1.0, SparseVector
 otherwise) and ``label`` (double: 0/1 for logistic, 0..K-1 for multinomial, a count for poisson, a
-real number for linear). The ground-truth coefficients and the arguments are written next to the
-data as ``_generate.json`` (Spark's Parquet reader skips files starting with ``_``).
+real number for linear). The ground-truth coefficients, the arguments and the Spark master the
+rows were generated on are written next to the data as ``_generate.json`` (Spark's Parquet reader
+skips files starting with ``_``).
 
 How the rows are made, and why it is deterministic: ``spark.range(n, numPartitions=P)`` gives every
 partition a fixed slice of row ids; the task only counts its ids and then builds its rows in chunks
@@ -28,6 +29,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from _common import JobError, report_failure, ship_by_value, spark_session
+
 TASKS = ("logistic", "linear", "poisson", "multinomial")
 CHUNK_ROWS = 4096            # rows drawn from one generator (and emitted as one Arrow batch)
 METADATA_FILE = "_generate.json"
@@ -36,10 +39,6 @@ METADATA_FILE = "_generate.json"
 # which keeps logistic problems noisy (not separable) and Poisson counts moderate.
 SIGNAL = {"logistic": 2.0, "multinomial": 2.0, "linear": 1.0, "poisson": 0.5}
 INTERCEPT = {"logistic": 0.25, "multinomial": 0.0, "linear": 1.0, "poisson": 1.0}
-
-
-class JobError(Exception):
-    """A failure the user can fix; reported as one line."""
 
 
 @dataclass(frozen=True)
@@ -217,12 +216,7 @@ def output_schema():
 def synthetic_frame(spark, spec: Spec):
     """The (lazy) DataFrame of ``spec``'s rows, generated on the executors."""
     check_spec(spec)
-    if __name__ != "__main__":
-        # Imported (by the benchmark or the tests): jobs/ is not on the executors' path, so ship
-        # this module's functions by value rather than by module reference.
-        from pyspark import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ship_by_value(sys.modules[__name__])     # the rows are made in the tasks
     beta, intercept = ground_truth(spec)
 
     def rows(batches):
@@ -270,10 +264,12 @@ class _FileSystem:
         return self.fs.makeQualified(self.path(p)).toString()
 
 
-def metadata(spec: Spec) -> dict:
+def metadata(spec: Spec, master: str) -> dict:
+    """The record written next to the data: the spec, the ground truth and the Spark master the
+    rows were generated on."""
     beta, intercept = ground_truth(spec)
     return {"spec": asdict(spec), "coefficients": beta.tolist(), "intercepts": intercept.tolist(),
-            "chunk_rows": CHUNK_ROWS, "generator": "jobs/generate.py"}
+            "chunk_rows": CHUNK_ROWS, "generator": "jobs/generate.py", "master": master}
 
 
 def write_dataset(spark, spec: Spec, output: str, overwrite: bool = False) -> str:
@@ -288,7 +284,7 @@ def write_dataset(spark, spec: Spec, output: str, overwrite: bool = False) -> st
     staging = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         synthetic_frame(spark, spec).write.parquet(staging)
-        fs.write_text(f"{staging}/{METADATA_FILE}", json.dumps(metadata(spec)))
+        fs.write_text(f"{staging}/{METADATA_FILE}", json.dumps(metadata(spec, spark.sparkContext.master)))
         if fs.exists(target):
             fs.delete(target)
         fs.rename(staging, target)
@@ -338,21 +334,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def spark_session(master: str | None):
-    from pyspark import SparkConf
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName("sparkopt-generate").config("spark.ui.showConsoleProgress", "false")
-    if master:
-        builder = builder.master(master)
-    elif not SparkConf().contains("spark.master"):
-        builder = builder.master("local[*]")
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     spark = None
@@ -360,17 +341,12 @@ def main(argv=None) -> int:
         spec = Spec(n=args.n, d=args.d, density=args.density, task=args.task, classes=args.classes,
                     seed=args.seed, num_partitions=args.num_partitions or 1, noise=args.noise)
         check_spec(spec)                      # bad arguments fail before a JVM starts
-        spark = spark_session(args.master)
+        spark = spark_session("sparkopt-generate", args.master, "local[*]", {"spark.ui.showConsoleProgress": "false"})
         if args.num_partitions is None:
             spec = replace(spec, num_partitions=spark.sparkContext.defaultParallelism)
         target = write_dataset(spark, spec, args.output, overwrite=args.overwrite)
-    except JobError as err:
-        print(f"generate.py: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:   # a JVM / Python worker failure: one line, not a trace
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"generate.py: error ({type(err).__name__}): {reason[:500]}", file=sys.stderr)
-        return 2
+    except Exception as err:   # bad arguments, or a JVM / Python worker failure: one line, not a trace
+        return report_failure("generate.py", err)
     finally:
         if spark is not None:
             spark.stop()

@@ -14,8 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import FORMATS, JobError, read_dataset, spark_session  # noqa: E402
+from _common import JobError, add_dataset_arguments, dataset_options, read_dataset, report_failure, spark_session
 
 
 def parse_args(argv=None):
@@ -23,11 +22,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="directory of a saved sparkopt model (train.py's DIR/model)")
     p.add_argument("--input", required=True, help="data to score: LIBSVM, Parquet or CSV")
-    p.add_argument("--format", choices=FORMATS, default=None, help="input format (inferred when omitted)")
-    p.add_argument("--label-col", default="label", help="label column kept in the output when present")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--features-col", default="features", help="vector features column (Parquet)")
-    group.add_argument("--feature-cols", default=None, help="comma-separated numeric columns (CSV / Parquet)")
+    add_dataset_arguments(p, label_help="label column kept in the output when present")
     p.add_argument("--output", required=True, help="Parquet output directory (replaced atomically)")
     p.add_argument("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
     return p.parse_args(argv)
@@ -46,7 +41,6 @@ def model_class(model_dir: Path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.weight_col, args.num_partitions = None, None
     output = Path(args.output).resolve()
     staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
     spark = None
@@ -57,10 +51,12 @@ def main(argv=None) -> int:
         if not os.path.exists(args.input):
             raise JobError(f"input not found: {args.input}")
         cls = model_class(model_dir)
-        spark = spark_session(args.master)
+        spark = spark_session("sparkopt-predict", args.master, "local[*]",
+                              {"spark.sql.shuffle.partitions": "8", "spark.ui.showConsoleProgress": "false"})
         model = cls.load(str(model_dir))
         binary = model._state["loss"] in ("logistic", "hinge", "squared_hinge")
-        df, features, _ = read_dataset(spark, args.input, args, model.numFeatures, binary)
+        df, features, _ = read_dataset(spark, args.input, **dataset_options(args), num_features=model.numFeatures,
+                                       binary_labels=binary)
         model.setFeaturesCol(features)
         output.parent.mkdir(parents=True, exist_ok=True)
         model.transform(df).write.parquet(str(staging))
@@ -68,9 +64,7 @@ def main(argv=None) -> int:
             shutil.rmtree(output)
         os.replace(staging, output)
     except Exception as err:   # one line, never a partial output
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"predict.py: error: {reason[:500]}", file=sys.stderr)
-        return 2
+        return report_failure("predict.py", err)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

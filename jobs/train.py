@@ -21,26 +21,17 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import JobError, add_dataset_arguments, dataset_options, read_dataset, report_failure, spark_session
+
 MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
-FORMATS = ("libsvm", "parquet", "csv")
 BINARY_MODELS = ("logistic", "svm")
-
-
-class JobError(Exception):
-    """A failure the user can fix; reported as one line."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--input", required=True, help="training data: a LIBSVM file, a Parquet directory or a CSV file")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="input format; inferred from the extension when omitted (.parquet, .csv, else libsvm)")
-    p.add_argument("--label-col", default="label", help="label column (CSV / Parquet)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--features-col", default="features", help="vector features column (Parquet)")
-    group.add_argument("--feature-cols", default=None,
-                       help="comma-separated numeric columns assembled into the features (CSV / Parquet)")
+    add_dataset_arguments(p)
     p.add_argument("--weight-col", default=None, help="optional sample weight column")
     p.add_argument("--num-features", type=int, default=None,
                    help="LIBSVM only: number of features (default: inferred from the data)")
@@ -80,81 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Spark master; default: the one spark-submit set, else local[*]")
     p.add_argument("--quiet", action="store_true", help="no per-iteration log")
     return p.parse_args(argv)
-
-
-def spark_session(master):
-    from pyspark import SparkConf, SparkContext
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    # connect to the JVM first: only then does SparkConf see what spark-submit set (--master)
-    SparkContext._ensure_initialized()
-    builder = SparkSession.builder.appName("sparkopt-train")
-    if master:
-        builder = builder.master(master)
-    elif not SparkConf().contains("spark.master"):
-        builder = builder.master("local[*]")
-    spark = (builder.config("spark.sql.shuffle.partitions", "8")
-             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
-def infer_format(path: str, given) -> str:
-    if given:
-        return given
-    lower = path.lower().rstrip("/")
-    if lower.endswith(".parquet") or (os.path.isdir(path) and any(Path(path).glob("*.parquet"))):
-        return "parquet"
-    if lower.endswith(".csv") or lower.endswith(".csv.gz"):
-        return "csv"
-    return "libsvm"
-
-
-def read_dataset(spark, path, args, num_features=None, binary_labels=False):
-    """DataFrame with a vector column 'features', a double label, and the weight column if any.
-    With `binary_labels`, LIBSVM labels are mapped to 0/1 (positive -> 1)."""
-    from pyspark.ml.feature import VectorAssembler
-    from pyspark.sql import functions as F
-
-    if not os.path.exists(path) and "://" not in path:
-        raise JobError(f"input not found: {path}")
-    if os.path.isfile(path) and not os.access(path, os.R_OK):
-        raise JobError(f"input not readable: {path}")
-    fmt = infer_format(path, args.format)
-    try:
-        if fmt == "libsvm":
-            reader = spark.read.format("libsvm")
-            if num_features:
-                reader = reader.option("numFeatures", int(num_features))
-            df = reader.load(path)
-            features, label = "features", "label"
-        else:
-            df = (spark.read.option("header", True).option("inferSchema", True).csv(path) if fmt == "csv"
-                  else spark.read.parquet(path))
-            label = args.label_col
-            if args.feature_cols:
-                cols = [c.strip() for c in args.feature_cols.split(",") if c.strip()]
-                missing = [c for c in cols if c not in df.columns]
-                if missing:
-                    raise JobError(f"feature columns {missing} not found in {path}; columns: {df.columns}")
-                df = VectorAssembler(inputCols=cols, outputCol="features", handleInvalid="error").transform(df)
-                features = "features"
-            else:
-                features = args.features_col
-    except JobError:
-        raise
-    except Exception as err:   # unreadable / malformed input: one line, not a JVM trace
-        raise JobError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0][:300]}") from None
-    for role, col in (("label", label), ("features", features), ("weight", args.weight_col)):
-        if col and col not in df.columns:
-            raise JobError(f"{role} column {col!r} not found in {path}; columns: {df.columns}")
-    if fmt == "libsvm" and binary_labels and label in df.columns:
-        # LIBSVM binary sets often use -1/+1; sparkopt's binary models take 0/1 (as MLlib)
-        df = df.withColumn(label, F.when(F.col(label) > 0, 1.0).otherwise(0.0))
-    if args.num_partitions:
-        df = df.repartition(args.num_partitions)
-    return df, features, label
 
 
 def make_estimator(args, features, label):
@@ -259,7 +175,8 @@ def run(args) -> dict:
     for path in filter(None, (args.input, args.test_input)):
         if "://" not in path and not os.path.exists(path):
             raise JobError(f"input not found: {path}")
-    spark = spark_session(args.master)
+    spark = spark_session("sparkopt-train", args.master, "local[*]",
+                          {"spark.sql.shuffle.partitions": "8", "spark.ui.showConsoleProgress": "false"})
     if not args.quiet:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -267,8 +184,9 @@ def run(args) -> dict:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     try:
-        binary = args.model in BINARY_MODELS
-        df, features, label = read_dataset(spark, args.input, args, args.num_features, binary)
+        reading = dict(dataset_options(args), weight_col=args.weight_col, num_partitions=args.num_partitions,
+                       binary_labels=args.model in BINARY_MODELS)
+        df, features, label = read_dataset(spark, args.input, num_features=args.num_features, **reading)
         estimator = make_estimator(args, features, label)
         started = time.perf_counter()
         model = estimator.fit(df)
@@ -294,7 +212,7 @@ def run(args) -> dict:
             metrics["scale"] = model.scale
         metrics["train"] = evaluate(model, df, args, label)
         if args.test_input:
-            test_df, _, _ = read_dataset(spark, args.test_input, args, model.numFeatures, binary)
+            test_df, _, _ = read_dataset(spark, args.test_input, num_features=model.numFeatures, **reading)
             metrics["test"] = evaluate(model, test_df, args, label)
         history = model._fit.result.history
         write_history(history, staging / "history.csv")
@@ -317,16 +235,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         metrics = run(args)
-    except JobError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:   # sparkopt InputError and friends: the message names the problem
-        from sparkopt.errors import InputError
-
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        kind = "error" if isinstance(err, InputError) else f"error ({type(err).__name__})"
-        print(f"train.py: {kind}: {reason[:500]}", file=sys.stderr)
-        return 2
+    except Exception as err:   # JobError, sparkopt's InputError and friends: the message names the problem
+        return report_failure("train.py", err)
     print(f"objective {metrics['objective']:.12g}  iterations {metrics['iterations']}  passes {metrics['passes']:g}  "
           f"solver {metrics['solver']}  converged {metrics['converged']}  fit {metrics['fit_seconds']:.2f}s")
     print(f"wrote {Path(args.output).resolve()}")

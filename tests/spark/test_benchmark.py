@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +13,9 @@ from pyspark.ml.linalg import VectorUDT
 
 from conftest import ROOT, dataset
 
-JOBS = ROOT / "jobs"
-sys.path.insert(0, str(JOBS))
+import generate
 
-import generate  # noqa: E402
+JOBS = ROOT / "jobs"
 
 pytestmark = pytest.mark.spark
 
@@ -91,6 +91,23 @@ def test_generate_cli_rejects_bad_arguments(tmp_path):
     assert "--density must be in (0, 1]" in run.stderr and not (tmp_path / "x").exists()
 
 
+def test_generate_under_spark_submit_runs_on_the_submitted_master(tmp_path):
+    """spark-submit --master local[1] jobs/generate.py: the job runs on local[1] (not on a
+    local[*] of its own), so its default partition count is local[1]'s one task slot."""
+    import pyspark
+
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    out = tmp_path / "synth"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               SPARK_LOCAL_IP="127.0.0.1")
+    run = subprocess.run([str(spark_submit), "--master", "local[1]", str(JOBS / "generate.py"), "--n", "500",
+                          "--d", "4", "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    meta = json.loads((out / generate.METADATA_FILE).read_text())
+    assert meta["master"] == "local[1]"
+    assert meta["spec"]["num_partitions"] == 1 and "1 partitions" in run.stdout
+
+
 # ------------------------------------------------------------------------------------ benchmark.py
 def _table(markdown: str, first_column: str) -> tuple[list[str], list[dict]]:
     """(header, rows as dicts) of the markdown table whose first column is ``first_column``."""
@@ -129,6 +146,7 @@ def test_benchmark_quick(tmp_path):
     assert any("per-pass" in t for t in measured) and any("ingest" in t for t in measured)
 
     results = json.loads((out / "results.json").read_text())
+    assert results["environment"]["master"] == "local[2]"      # its default when nobody gives one
     assert not any(c["error"] for c in results["cases"])
     single = [c for c in results["cases"] if c["kind"] == "single"]
     assert [c["name"] for c in single] == ["a9a-1e-3"]

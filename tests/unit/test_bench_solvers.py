@@ -1,18 +1,13 @@
 """The solver-comparison part of the benchmark on in-memory workers (no Spark)."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.datasets import load_svmlight_file
 
+from bench import solvers as bench_solvers
 from sparkopt.engine import LocalEngine
 from sparkopt.fit import build_objective, fit_linear_model
 
 from conftest import dataset
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
-import bench_solvers  # noqa: E402
 
 
 def test_runs_are_scored_with_the_exact_objective_and_tabulated():

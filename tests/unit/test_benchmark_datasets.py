@@ -1,13 +1,9 @@
 """jobs/benchmark.py reads its real datasets from the repository's data/ unless --datasets says
 otherwise, and every file a case reads is there (no Spark: only the configuration is built)."""
-import sys
-
+import benchmark       # jobs/ is on pytest's pythonpath (pyproject.toml)
 import pytest
 
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "jobs"))
-import benchmark  # noqa: E402
 
 
 def real_data_files() -> set[str]:

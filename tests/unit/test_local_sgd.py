@@ -199,9 +199,6 @@ def test_needs_an_objective_that_runs_rounds():
 
 # ------------------------------------------------------------------ wiring (no SparkSession needed)
 def test_estimator_params_and_train_job_arguments():
-    import sys
-    from pathlib import Path
-
     from sparkopt.errors import InputError
     from sparkopt.ml import LinearRegression, LogisticRegression
 
@@ -216,11 +213,7 @@ def test_estimator_params_and_train_job_arguments():
     with pytest.raises(InputError, match="localSteps"):
         lr.setLocalSteps(-2)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
-    try:
-        import train
-    finally:
-        sys.path.pop(0)
+    import train
     args = train.parse_args(["--input", "x", "--output", "y", "--solver", "local-sgd", "--local-steps", "7",
                              "--local-combination", "1.5", "--mini-batch-fraction", "0.2"])
     estimator = train.make_estimator(args, "features", "label")

@@ -1,4 +1,4 @@
-"""Synchronous, local and asynchronous solvers side by side (benchmark.py's 'solvers' cases).
+"""Synchronous, local and asynchronous solvers side by side (the benchmark's 'solvers' cases).
 
 On one resident engine over the case's cached DataFrame: gd, lbfgs, newton, mini-batch sgd,
 local-sgd and async-sgd, each fit once with a callback that records the iterate, the wall time,
@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
+
+from bench.config import LOSS, Config, log
+from bench.data import load_cached
+from bench.tables import fmt
 
 SOLVER_GAP = 1e-3
 MAX_TRACE = 150
@@ -36,6 +40,7 @@ RUNS = (
 
 
 def straggler_runs(delay: float) -> tuple:
+    """The two straggler RUNS: synchronous SGD and unbounded async-sgd, worker 1 sleeping ``delay`` s per push."""
     slow = {1: delay}
     return (
         ("sync sgd + straggler", "async-sgd", dict(SGD, staleness=0, delays=slow), dict(tol=1e-12, max_iter=2000)),
@@ -45,6 +50,7 @@ def straggler_runs(delay: float) -> tuple:
 
 
 def _rounds(solver: str, row: dict) -> float:
+    """Communication rounds so far at a history row (see the module docstring)."""
     if "rounds" in row:
         return float(row["rounds"])
     return float(row["iteration"]) if solver == "sgd" else float(row["passes"])
@@ -91,15 +97,15 @@ def score(run: dict, objective, best: float) -> dict:
     return run
 
 
-def run_solvers(case, cfg, load_cached, loss_of: dict, log) -> dict:
+def run_solvers(spark, case, cfg: Config) -> dict:
     """All runs of one case; returns {'n', 'd', 'best', 'runs': [...]}."""
     from sparkopt.engine import ResidentEngine, ingest
     from sparkopt.fit import build_objective, fit_linear_model
 
-    spark_df = load_cached(case, cfg)
+    spark_df = load_cached(spark, case, cfg)
     rdd, stats = ingest(spark_df)
     engine = ResidentEngine(rdd, stats)
-    loss = loss_of[case.task]
+    loss = LOSS[case.task]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -115,21 +121,18 @@ def run_solvers(case, cfg, load_cached, loss_of: dict, log) -> dict:
             with engine.session():
                 out.append(score(run, objective, best))
             log(f"{case.name}: {label}: {run['seconds']:.2f}s, final gap {run['final_gap']:.2e}, "
-                f"to {SOLVER_GAP:g}: {_fmt(run['t_to_gap'], '.2f')}s / {_fmt(run['rounds_to_gap'], 'g')} rounds")
+                f"to {SOLVER_GAP:g}: {fmt(run['t_to_gap'], '.2f')}s / {fmt(run['rounds_to_gap'], 'g')} rounds")
         return {"n": int(stats.n_rows), "d": int(stats.n_features), "best": best, "runs": out}
     finally:
         engine.unpersist()
         spark_df.unpersist()
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def table(name: str, runs: list[dict]) -> list[tuple]:
-    return [(name, r["label"], _fmt(r["seconds"], ".2f"), _fmt(r["nit"], "d"), _fmt(r["passes"], ".1f"),
-             _fmt(r["final_gap"], ".1e"), _fmt(r["t_to_gap"], ".2f"), _fmt(r["rounds_to_gap"], "g"),
-             _fmt(r["passes_to_gap"], ".1f"), r["status"]) for r in runs]
+    """One TABLE_HEADER row per scored run of case ``name``."""
+    return [(name, r["label"], fmt(r["seconds"], ".2f"), fmt(r["nit"], "d"), fmt(r["passes"], ".1f"),
+             fmt(r["final_gap"], ".1e"), fmt(r["t_to_gap"], ".2f"), fmt(r["rounds_to_gap"], "g"),
+             fmt(r["passes_to_gap"], ".1f"), r["status"]) for r in runs]
 
 
 TABLE_HEADER = ("case", "solver", "seconds", "iterations/rounds", "passes", "final_gap", "t_to_1e-3_s",
@@ -137,6 +140,8 @@ TABLE_HEADER = ("case", "solver", "seconds", "iterations/rounds", "passes", "fin
 
 
 def straggler_speedup(runs: list[dict]) -> Optional[dict]:
+    """Time to the gap of synchronous vs asynchronous SGD under the straggler, and their ratio;
+    None when the straggler runs are not among ``runs``."""
     sync = next((r for r in runs if r["label"].startswith("sync sgd + straggler")), None)
     asyn = next((r for r in runs if r["label"].startswith("async-sgd tau=inf")), None)
     if sync is None or asyn is None:
@@ -147,6 +152,7 @@ def straggler_speedup(runs: list[dict]) -> Optional[dict]:
 
 
 def plot(name: str, info: dict, path) -> None:
+    """Writes the PNG at ``path``: relative gap vs wall seconds and vs rounds, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
