@@ -37,7 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LIBSVM only: number of features (default: inferred from the data)")
     p.add_argument("--model", choices=MODELS, default="logistic",
                    help="logistic (binary), multinomial, linear (squared error), huber, svm (hinge), poisson")
-    p.add_argument("--solver", default="auto", help="auto, gd, sgd, local-sgd, async-sgd (needs --engine resident), lbfgs, owlqn, newton or newton-cg")
+    p.add_argument("--solver", default="auto",
+                   help="auto, newton, newton-cg, lbfgs, owlqn, gd, sgd, local-sgd, async-sgd (needs --engine "
+                        "resident) or normal (squared error from sufficient statistics)")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adagrad", "adam"),
+                   help="the sgd solver's update rule: momentum SGD, AdaGrad or Adam")
     p.add_argument("--reg-param", type=float, default=0.0, help="regularization strength (MLlib's regParam)")
     p.add_argument("--elastic-net-param", type=float, default=0.0, help="L1 share of the penalty, in [0, 1]")
     p.add_argument("--max-iter", type=int, default=100, help="maximum iterations")
@@ -46,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="penalize coefficients on the standardized scale (MLlib's default)")
     p.add_argument("--fit-intercept", action=argparse.BooleanOptionalAction, default=True,
                    help="fit an unpenalized intercept")
-    p.add_argument("--step-size", type=float, default=None, help="gd/sgd step size (gd line-searches when omitted)")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="gd / SGD family: a multiple of the data's safe step 1/L (default 1; gd line-searches "
+                        "when omitted)")
     p.add_argument("--mini-batch-fraction", type=float, default=1.0,
                    help="sgd / local-sgd: fraction of rows per iteration (local-sgd: per local step)")
     p.add_argument("--staleness", type=int, default=2,
@@ -80,6 +86,7 @@ def make_estimator(args, features, label):
                   regParam=args.reg_param, elasticNetParam=args.elastic_net_param,
                   fitIntercept=args.fit_intercept, standardization=args.standardization,
                   aggregationDepth=args.aggregation_depth, solver=args.solver, seed=args.seed,
+                  optimizer=args.optimizer,
                   miniBatchFraction=args.mini_batch_fraction, engine=args.engine, localSteps=args.local_steps,
                   localCombination=args.local_combination, staleness=args.staleness)
     if args.step_size is not None:

@@ -101,7 +101,7 @@ class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionC
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, threshold=0.5,
                  probabilityCol="probability", rawPredictionCol="rawPrediction", standardization=True,
                  weightCol=None, aggregationDepth=2, family="auto", solver="auto", stepSize=None,
-                 miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
+                 miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
                  localCombination=1.0, staleness=2):
@@ -157,7 +157,7 @@ class LinearSVC(SparkoptEstimator, HasRawPredictionCol, HasThreshold):
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, rawPredictionCol="rawPrediction", fitIntercept=True,
                  standardization=True, threshold=0.0, weightCol=None, aggregationDepth=2, loss="hinge",
-                 solver="auto", stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0,
+                 solver="auto", stepSize=None, miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0,
                  numPartitions=None, initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
                  localCombination=1.0, staleness=2):

@@ -17,6 +17,8 @@ from pyspark.ml.util import MLReadable, MLWritable
 from ..engine import TreeEngine
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
+from ..solvers import SOLVERS
+from ..solvers.registry import solver_options
 from .cache import ENGINE_CACHE
 from .params import SparkoptParams
 from .persistence import NOT_PERSISTED, EstimatorWriter, ModelReader, ModelWriter, ParamsOnlyReader
@@ -47,9 +49,13 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
             initial = model0._coef_vector_for(loss, engine.stats.n_features, self.getFitIntercept())
         options = dict(step_size=self.getStepSize(), fraction=self.getMiniBatchFraction(),
                        schedule=self.getStepSchedule(), seed=self.getSeed(), local_steps=self.getLocalSteps(),
-                       combination=self.getLocalCombination(), staleness=self.getStaleness())
+                       combination=self.getLocalCombination(), staleness=self.getStaleness(),
+                       optimizer=self.getOptimizer())
         if self.getSolver() == "gd" and not self.isSet(self.stepSize):
             options.pop("step_size")          # GD line-searches unless the user fixed a step
+        # only what the requested solver takes (the params of the others are not typos)
+        accepted = solver_options(self.getSolver()) if self.getSolver() in SOLVERS else ()
+        options = {key: value for key, value in options.items() if key in accepted}
         started = time.perf_counter()
         fit = fit_linear_model(
             engine, loss, reg_param=self.getRegParam(), elastic_net_param=self.getElasticNetParam(),

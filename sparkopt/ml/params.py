@@ -4,7 +4,7 @@ params), the one table of validation rules they are checked against when set and
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -27,56 +27,43 @@ from pyspark.ml.param.shared import (
 
 from ..engine import ENGINES
 from ..errors import InputError
-from ..solvers import SOLVERS
+from ..fit import FIT_SOLVERS
+from ..rules import OPTIMIZERS, RULES, Rule, is_int
 
-# param name -> (check, the rule as the error message states it)
-VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "maxIter": (lambda v: v >= 0, ">= 0"),
-    "tol": (lambda v: np.isfinite(v) and v > 0, "> 0"),
-    "regParam": (lambda v: np.isfinite(v) and v >= 0, ">= 0"),
-    "elasticNetParam": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "aggregationDepth": (lambda v: v >= 1, ">= 1"),
-    "stepSize": (lambda v: np.isfinite(v) and v > 0, "> 0"),
-    "miniBatchFraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "solver": (lambda v: v in SOLVERS, f"one of {SOLVERS}"),
-    "localSteps": (lambda v: v >= 1, ">= 1"),
-    "localCombination": (lambda v: np.isfinite(v) and v >= 1, "a finite number >= 1"),
-    "staleness": (lambda v: v >= -1, ">= 0 (or -1 for unbounded)"),
-    "stepSchedule": (lambda v: v in ("constant", "inverse_sqrt", "exponential"),
-                     "one of ('constant', 'inverse_sqrt', 'exponential')"),
-    "threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "family": (lambda v: v in ("auto", "binomial", "multinomial"), "one of ('auto', 'binomial', 'multinomial')"),
-    "epsilon": (lambda v: np.isfinite(v) and v > 1.0, "> 1.0"),
-    "numPartitions": (lambda v: v >= 1, ">= 1"),
-    "engine": (lambda v: v in ENGINES, f"one of {ENGINES}"),
-    # pyspark's convention: -1 disables checkpointing
-    "checkpointInterval": (lambda v: v == -1 or v >= 1, ">= 1 (or -1 to disable)"),
-    "checkpointDir": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
-}
+def _one_of(options: tuple) -> Rule:
+    return Rule(lambda v: v in options, f"one of {options}")
+
+
+# Every rule is sparkopt.rules' (one source for the estimators, fit_linear_model and the
+# solvers); the ones below exist only at the estimator level, in pyspark.ml's conventions.
+VALIDATORS: dict[str, Rule] = {name: RULES[name] for name in (
+    "maxIter", "tol", "regParam", "elasticNetParam", "aggregationDepth", "stepSize", "miniBatchFraction",
+    "localSteps", "localCombination", "stepSchedule", "optimizer", "epsilon", "numPartitions", "checkpointDir")}
+VALIDATORS.update({
+    "solver": _one_of(FIT_SOLVERS),
+    "engine": _one_of(ENGINES),
+    "family": _one_of(("auto", "binomial", "multinomial")),
+    "threshold": Rule(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    # pyspark's conventions: -1 disables checkpointing, -1 is an unbounded staleness
+    "checkpointInterval": Rule(lambda v: is_int(v) and (v == -1 or v >= 1), ">= 1 (or -1 to disable)"),
+    "staleness": Rule(lambda v: is_int(v) and v >= -1, ">= 0 (or -1 for unbounded)"),
+})
 
 # Rules for params whose meaning depends on the class (a class adopts its set as
 # `_extra_validators`; they override VALIDATORS): an SVM's threshold is a margin, not a probability,
 # and `loss` names different losses in LinearSVC and LinearRegression.
-LINEAR_SVC_MODEL_VALIDATORS = {"threshold": (lambda v: np.isfinite(v), "finite")}
-LINEAR_SVC_VALIDATORS = {"loss": (lambda v: v in ("hinge", "squared_hinge"), "one of ('hinge', 'squared_hinge')"),
-                         **LINEAR_SVC_MODEL_VALIDATORS}
-LINEAR_REGRESSION_VALIDATORS = {"loss": (lambda v: v in ("squaredError", "huber"), "one of ('squaredError', 'huber')")}
-POISSON_REGRESSION_VALIDATORS = {"link": (lambda v: v == "log", "'log'")}
+LINEAR_SVC_MODEL_VALIDATORS = {"threshold": Rule(lambda v: bool(np.isfinite(v)), "finite")}
+LINEAR_SVC_VALIDATORS = {"loss": _one_of(("hinge", "squared_hinge")), **LINEAR_SVC_MODEL_VALIDATORS}
+LINEAR_REGRESSION_VALIDATORS = {"loss": _one_of(("squaredError", "huber"))}
+POISSON_REGRESSION_VALIDATORS = {"link": _one_of(("log",))}
 
 
 def validate_param(name: str, value: Any, extra: Optional[dict] = None) -> None:
     """Raise InputError naming the param and its rule when `value` breaks it; `extra` rules
     override the shared ones (a model's threshold need not lie in [0, 1])."""
-    rules = dict(VALIDATORS)
-    rules.update(extra or {})
-    if name in rules and value is not None:
-        check, text = rules[name]
-        try:
-            ok = bool(check(value))
-        except TypeError:
-            ok = False
-        if not ok:
-            raise InputError(f"param {name} must be {text}, got {value!r}")
+    rule = (extra or {}).get(name) or VALIDATORS.get(name)
+    if rule is not None and value is not None and not rule.holds(value):
+        raise InputError(f"param {name} must be {rule.text}, got {value!r}")
 
 
 class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol, HasMaxIter, HasTol, HasRegParam,
@@ -85,12 +72,18 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
     """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
 
     solver = Param(Params._dummy(), "solver",
-                   "optimizer: auto, gd, sgd, local-sgd, async-sgd (resident engine), lbfgs, owlqn, newton or newton-cg (auto picks exact Newton when "
-                   "a Hessian is cheap, else Newton-CG; proximal Newton or OWL-QN under L1)", typeConverter=TypeConverters.toString)
+                   "auto, newton, newton-cg, lbfgs, owlqn, gd, sgd, local-sgd, async-sgd (resident engine) or normal "
+                   "(squared error from sufficient statistics); auto: the cheapest by estimated cost (normal for "
+                   "squared error up to 4096 features; proximal Newton or OWL-QN under L1)",
+                   typeConverter=TypeConverters.toString)
+    optimizer = Param(Params._dummy(), "optimizer",
+                      f"the SGD family's update rule: one of {OPTIMIZERS} (sgd: heavy-ball momentum 0.9)",
+                      typeConverter=TypeConverters.toString)
     miniBatchFraction = Param(Params._dummy(), "miniBatchFraction",
                               "fraction of every partition sampled per SGD iteration, in (0, 1]",
                               typeConverter=TypeConverters.toFloat)
-    stepSchedule = Param(Params._dummy(), "stepSchedule", "SGD step schedule: constant, inverse_sqrt, exponential",
+    stepSchedule = Param(Params._dummy(), "stepSchedule",
+                         "SGD step schedule: auto (each solver's own default), constant, inverse_sqrt, exponential",
                          typeConverter=TypeConverters.toString)
     localSteps = Param(Params._dummy(), "localSteps",
                        "local-sgd: SGD steps every shard takes on its own data per communication round (>= 1)",
@@ -124,7 +117,7 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
         super().__init__(*args)
         self._setDefault(maxIter=100, tol=1e-6, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
-                         miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, verbose=False,
+                         miniBatchFraction=1.0, stepSchedule="auto", seed=0, verbose=False, optimizer="sgd",
                          checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0,
                          staleness=2)
 
@@ -153,6 +146,9 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
 
     def getStepSchedule(self) -> str:
         return self.getOrDefault(self.stepSchedule)
+
+    def getOptimizer(self) -> str:
+        return self.getOrDefault(self.optimizer)
 
     def getLocalSteps(self) -> int:
         return self.getOrDefault(self.localSteps)
@@ -199,4 +195,5 @@ def add_setters(cls, *names):
 add_setters(SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
             "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
-            "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination", "staleness")
+            "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination", "staleness",
+            "optimizer")

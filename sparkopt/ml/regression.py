@@ -60,7 +60,7 @@ class LinearRegression(SparkoptEstimator):
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, standardization=True,
                  weightCol=None, aggregationDepth=2, loss="squaredError", epsilon=1.35, solver="auto",
-                 stepSize=None, miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
+                 stepSize=None, miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
                  localCombination=1.0, staleness=2):
@@ -105,7 +105,7 @@ class PoissonRegression(SparkoptEstimator):
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
                  regParam=0.0, elasticNetParam=0.0, tol=1e-6, fitIntercept=True, standardization=True,
                  weightCol=None, aggregationDepth=2, link="log", solver="auto", stepSize=None,
-                 miniBatchFraction=1.0, stepSchedule="inverse_sqrt", seed=0, numPartitions=None,
+                 miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
                  localCombination=1.0, staleness=2):
