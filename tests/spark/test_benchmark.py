@@ -139,7 +139,9 @@ def test_benchmark_quick(tmp_path):
     for system in ("sparkopt", "mllib", "sklearn"):
         assert any(s.startswith(system) for s in systems), systems
     assert {"mllib-tight", "mllib-default"} <= systems         # tight tol and the defaults users run
-    assert {r["solver"] for r in rows if r["system"] == "sparkopt"} == {"auto->newton", "lbfgs"}
+    solvers = {r["solver"] for r in rows if r["system"] == "sparkopt"}
+    # auto by its cost model (newton-cg or newton on a9a: close in cost), beside explicit lbfgs
+    assert "lbfgs" in solvers and len(solvers) == 2 and any(s.startswith("auto->newton") for s in solvers), solvers
     _, targets = _table(markdown, "target")
     assert targets and all(t["status"] in ("PASS", "MISS", "n/a") for t in targets)
     measured = {t["target"] for t in targets if t["status"] != "n/a"}

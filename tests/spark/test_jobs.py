@@ -102,7 +102,7 @@ def test_train_resumes_from_checkpoint_dir(trained, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads((tmp_path / "first" / "metrics.json").read_text())["iterations"] == 2
     assert sorted(p.name for p in ckpt.iterdir()) == ["ckpt-000001.json", "ckpt-000001.npz",
-                                                      "ckpt-000002.json", "ckpt-000002.npz"]
+                                                      "ckpt-000002.json", "ckpt-000002.npz", "ckpt.lock"]
     resumed = run_job("train.py", *common, "--output", tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint at iteration 2" in resumed.stdout

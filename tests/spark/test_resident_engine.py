@@ -252,7 +252,7 @@ def test_async_sgd_on_resident_tasks(engines):
 
     tree, resident = engines["binary"]
     build = lambda engine: build_objective(engine, "logistic", reg_param=1e-3)[0]     # noqa: E731
-    settings = dict(step_size=0.3, fraction=0.2, schedule="constant", seed=4)
+    settings = dict(step_size=0.3, fraction=0.2, schedule="constant", momentum=0.9, seed=4)
     sync = minimize(build(tree), None, "sgd", tol=1e-12, max_iter=12, options=settings)
     asyn = minimize(build(resident), None, "async-sgd", tol=1e-12, max_iter=12, options=dict(settings, staleness=0))
     assert asyn.nit == 12 and rel(asyn.x, sync.x) < 1e-10
