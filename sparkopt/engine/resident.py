@@ -43,7 +43,7 @@ from functools import partial
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge, wait
 from typing import Any, Iterator, Optional
 
-from ..errors import InputError
+from ..errors import InputError, WorkersLost
 from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
 from .stats import DataStats
 from .tree import TreeEngine
@@ -59,7 +59,7 @@ class TaskError(RuntimeError):
     """``fn`` raised inside a resident task; the message carries the task's traceback."""
 
 
-class SessionLost(RuntimeError):
+class SessionLost(WorkersLost):
     """A resident session lost a task (process or executor death) or could not start."""
 
 

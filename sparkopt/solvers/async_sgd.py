@@ -38,20 +38,25 @@ then evaluated exactly once.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import WorkersLost
 from ..objectives.penalties import soft_threshold
 from ..rules import check_param
+from .checkpoint import CheckpointStore
 from .objective import Objective, WorkerObjective, require
 from .result import OptimizeResult, Status, finish, l1_value
 from .sgd import MAX_BACKOFFS, check_sgd_params, healthy, safe_step, scheduled_step
 from .solver import Callback, OwnLoopSolver
 
 __all__ = ["AsyncSGD", "ParameterServer"]
+
+logger = logging.getLogger("sparkopt")
 
 
 class ParameterServer:
@@ -83,9 +88,18 @@ class ParameterServer:
         self.history: list[dict] = []
         self.status: Optional[Status] = None
         self.started = time.perf_counter()
+        self.rounds_before = 0           # rounds done by earlier sessions (or a checkpoint)
+        self.restored = False
+        self.checkpoint_every: Optional[int] = None
+        self.save: Optional[Callable[[], None]] = None
 
     # -- set-up
     def start(self, workers: list[dict]) -> None:
+        """Begin a session of workers. A later call (the workers were lost and started again, maybe
+        fewer of them) keeps the model, its version, the history, the passes and the rounds done,
+        and starts the clocks afresh: the fit continues from the server's model."""
+        resumed = hasattr(self, "k")
+        self.rounds_before = self.completed if resumed else self.rounds_before
         self.k = len(workers)
         weights = np.array([w["weight"] for w in workers], dtype=float)
         self.shares = weights / weights.sum() if weights.sum() > 0 else np.full(self.k, 1.0 / self.k)
@@ -93,29 +107,68 @@ class ParameterServer:
         self.waiting: dict[int, int] = {}          # worker -> clock it waits to start
         self.buffer: dict[tuple[int, int], tuple] = {}  # (clock, worker) -> push, until applied
         self.next_index = 0                        # deterministic order: clock * K + worker
-        self.pushes = 0                            # pushes applied; a round is K of them
+        self.pushes = 0                            # pushes applied this session; a round is K
         self.slots: dict[int, tuple] = {}          # worker -> latest (f, g, w) sums it pushed
-        self.snapshots = {-1: (self.z.copy(), 0)}  # (model, version) at the end of recent rounds
-        self.passes = 0.0                          # data touched by applied pushes, in passes
-        self.last_round_z = self.z.copy()
-        self.best = (self.z.copy(), np.inf)
-        self._row(0, np.nan, np.nan, np.nan)
+        self.snapshots = {-1: (self.z.copy(), self.version)}   # (model, version) by session round
+        if not resumed:
+            self.passes = self.passes if self.restored else 0.0   # data touched by applied pushes
+            self.last_round_z = self.z.copy()
+            if not self.restored:
+                self.best = (self.z.copy(), np.inf)
+                self._row(0, np.nan, np.nan, np.nan)
+
+    @property
+    def session_rounds(self) -> int:
+        """Rounds done by the current session's workers (their clocks count from 0)."""
+        return self.pushes // self.k
 
     @property
     def completed(self) -> int:
-        """Rounds done (K applied pushes each; a clock of every worker when tau = 0)."""
-        return self.pushes // self.k
+        """Rounds done in all (K applied pushes each; a clock of every worker when tau = 0)."""
+        return self.rounds_before + self.pushes // self.k
+
+    # -- checkpoints
+    def checkpoint(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(meta, arrays) of everything a resumed fit continues from (see AsyncSGD.run)."""
+        arrays = {"z": self.z, "average": self.average, "velocity": self.velocity, "healthy_z": self.healthy_z,
+                  "best_z": self.best[0]}
+        meta = {"rounds": self.completed, "version": self.version, "passes": self.passes, "history": self.history,
+                "backoff": self.backoff, "backoffs": self.backoffs, "f_start": self.f_start,
+                "best_f": float(self.best[1]), "staleness": {str(k): v for k, v in self.staleness.items()},
+                "seconds": time.perf_counter() - self.started}
+        return meta, {k: np.asarray(v, dtype=float) for k, v in arrays.items()}
+
+    def restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        n = self.z.shape[0]
+        for name in ("z", "average", "velocity", "healthy_z", "best_z"):
+            if arrays[name].shape != (n,):
+                raise ValueError(f"array {name} has shape {arrays[name].shape}, this problem has {n} parameters")
+        self.z, self.average, self.velocity = (np.array(arrays[k], copy=True) for k in ("z", "average", "velocity"))
+        self.healthy_z = np.array(arrays["healthy_z"], copy=True)
+        self.best = (np.array(arrays["best_z"], copy=True), float(meta["best_f"]))
+        self.rounds_before, self.version = int(meta["rounds"]), int(meta["version"])
+        self.passes, self.history = float(meta["passes"]), list(meta["history"])
+        self.backoff, self.backoffs, self.f_start = float(meta["backoff"]), int(meta["backoffs"]), meta["f_start"]
+        self.staleness = Counter({int(k): int(v) for k, v in meta["staleness"].items()})
+        self.started -= float(meta["seconds"])
+        self.last_round_z = self.z.copy()
+        self.restored = True
+        if self.completed >= self.max_clocks:
+            self.status = Status.MAX_ITER
 
     # -- messages
     def handle(self, worker: int, message: tuple) -> list[tuple[int, tuple]]:
+        """A worker's message -> the replies to send. Workers see global clocks (the rounds of
+        earlier sessions added), so a resumed fit samples what an uninterrupted one would."""
         if message[0] == "push":
             _, clock, version, f_sum, g_sum, w_sum = message
+            clock -= self.rounds_before
             self.clocks[worker] = clock + 1
             if self.status is None:
                 self._receive(worker, clock, version, float(f_sum), np.asarray(g_sum, dtype=float), float(w_sum))
             self.waiting[worker] = clock + 1
         elif message[0] == "pull":
-            self.waiting[worker] = int(message[1])
+            self.waiting[worker] = max(int(message[1]) - self.rounds_before, 0)
         else:
             raise ValueError(f"parameter server: unknown message {message[0]!r} from worker {worker}")
         return self._answer()
@@ -133,12 +186,12 @@ class ParameterServer:
             if self.tau == 0 or self.deterministic:
                 # the model at the end of round c - tau - 1 (the newest one in the synchronous case)
                 ready = max(clock - (self.tau or 0) - 1, -1)
-                if self.completed - 1 < ready:
+                if self.session_rounds - 1 < ready:
                     continue
                 z, version = self.snapshots[ready]
             else:
                 z, version = self.z, self.version
-            replies.append((worker, ("model", z.copy(), version, clock)))
+            replies.append((worker, ("model", z.copy(), version, clock + self.rounds_before)))
             del self.waiting[worker]
         return replies
 
@@ -152,7 +205,7 @@ class ParameterServer:
                     version_k, f_k, g_k, w_k = self.buffer.pop((clock, k))
                     self.staleness[self.version - version_k] += 1
                     self.slots[k] = (f_k, g_k, w_k)
-                self._step(clock, share=1.0)
+                self._step(self.rounds_before + clock, share=1.0)
                 self.pushes += self.k
                 self.passes += self.fraction
                 self._end_round()
@@ -203,10 +256,10 @@ class ParameterServer:
             self.status = Status.DIVERGED
 
     def _end_round(self) -> None:
-        done = self.completed
-        self.snapshots[done - 1] = (self.z.copy(), self.version)
+        done, session_done = self.completed, self.session_rounds
+        self.snapshots[session_done - 1] = (self.z.copy(), self.version)
         # a pull is for a clock >= the rounds done and needs the snapshot of clock - tau - 1
-        for old in [c for c in self.snapshots if c < done - (self.tau or 0) - 2]:
+        for old in [c for c in self.snapshots if c < session_done - (self.tau or 0) - 2]:
             del self.snapshots[old]
         f, g, w = self._pooled()
         if self.averaging:
@@ -228,7 +281,7 @@ class ParameterServer:
             self.backoffs += 1
             self.backoff *= 0.25
             self.z, self.velocity = self.healthy_z.copy(), np.zeros_like(self.z)
-            self.snapshots[done - 1] = (self.z.copy(), self.version)
+            self.snapshots[session_done - 1] = (self.z.copy(), self.version)
             self.average = self.z.copy()
             extra["backoff"] = self.backoff
         else:
@@ -243,6 +296,10 @@ class ParameterServer:
             self.status = Status.MAX_ITER      # the budget is in rounds: a fast worker may do more clocks
         if self.status is None and self.max_passes is not None and self.passes >= self.max_passes:
             self.status = Status.MAX_PASSES
+        # before the callback: a callback that interrupts loses nothing
+        if self.save is not None and self.status not in (Status.DIVERGED,) and (
+                done % self.checkpoint_every == 0 or self.status is not None):
+            self.save()
         if self.status is None and self.callback is not None:
             try:
                 stop = self.callback(dict(self.history[-1], x=self.z.copy()))
@@ -250,6 +307,8 @@ class ParameterServer:
                 stop = True
             if stop:
                 self.status = Status.CALLBACK_STOP
+                if self.save is not None:
+                    self.save()
 
     def _penalty_value(self, z) -> float:
         return self.objective.penalty_value(z) + l1_value(self.objective, z)
@@ -291,9 +350,18 @@ class AsyncSGD(OwnLoopSolver):
         """t_k: step_size * the safe step measured at the start (see MiniBatchSGD) * schedule(k)."""
         return scheduled_step(self.step0 * self._safe, self._schedule, self.decay, k)
 
+    #: how many times one fit starts its workers again after losing them
+    MAX_RESTARTS = 3
+
     def run(self, objective: Objective, x0: np.ndarray, *, tol: float, max_iter: int,
             max_passes: Optional[float] = None, callback: Optional[Callback] = None,
-            warn: bool = True) -> OptimizeResult:
+            warn: bool = True, store: Optional[CheckpointStore] = None,
+            checkpoint_interval: int = 10) -> OptimizeResult:
+        """The fit (see the module docstring). Lost workers (WorkersLost: a dead task or executor)
+        are started again, up to MAX_RESTARTS times, and continue from the server's model. With a
+        checkpoint ``store`` the server's state (model, averages, momentum, history, rounds,
+        passes) is saved every ``checkpoint_interval`` rounds and at a clean end, and a rerun
+        resumes from the newest usable checkpoint."""
         require(objective, WorkerObjective, self.name,
                 "workers that live across messages (engine='resident' on Spark, or a LocalEngine)")
         start = time.perf_counter()
@@ -307,10 +375,29 @@ class AsyncSGD(OwnLoopSolver):
                                  step_size_at=self.step_size_at, fraction=self.fraction,
                                  max_clocks=max_iter, tol=tol, callback=callback, max_passes=max_passes,
                                  averaging=self.averaging and objective.l1_weights is None, momentum=self.momentum)
+        if store is not None:
+            loaded = store.load(decode=lambda payload, arrays: server.restore(payload["meta"], arrays) or True)
+            if loaded:
+                logger.info("sparkopt async-sgd: resuming from checkpoint at round %d (%s)", server.completed,
+                            store.directory)
+            server.checkpoint_every = checkpoint_interval
+            server.save = lambda: store.save(server.completed, *server.checkpoint())
+        summaries: list = []
+        restarts = 0
         # overflow on the way to divergence is detected and reported in the status
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            summaries = objective.run_parameter_server(server, fraction=self.fraction, seed=self.seed,
-                                                       delays=self.delays)
+            while server.status is None:
+                try:
+                    summaries += objective.run_parameter_server(server, fraction=self.fraction, seed=self.seed,
+                                                                delays=self.delays)
+                except WorkersLost as exc:
+                    if server.status is not None:
+                        break          # lost while stopping: the server's model is final
+                    restarts += 1
+                    if restarts > self.MAX_RESTARTS:
+                        raise
+                    logger.warning("sparkopt async-sgd: %s; starting the workers again from the server's model at "
+                                   "round %d (%d/%d)", exc, server.completed, restarts, self.MAX_RESTARTS)
         status = server.status or Status.MAX_ITER
         x = server.best[0] if status == Status.DIVERGED else (server.average if server.averaging else server.z)
         pushes = [int(s.get("pushes", 0)) for s in summaries]
@@ -321,4 +408,4 @@ class AsyncSGD(OwnLoopSolver):
             seconds=time.perf_counter() - start, warn=warn, stacklevel=4,
             extra={"staleness_histogram": dict(sorted(server.staleness.items())), "updates": server.version,
                    "pushes": sum(pushes), "tau": self.tau, "deterministic": self.deterministic,
-                   "pushes_per_worker": pushes})
+                   "pushes_per_worker": pushes, "restarts": restarts})

@@ -183,17 +183,14 @@ def minimize(
     x0 = np.zeros(objective.n_params) if x0 is None else np.array(x0, dtype=float, copy=True)
     if x0.shape != (objective.n_params,):
         raise ValueError(f"x0 must have shape ({objective.n_params},), got {x0.shape}")
-    if isinstance(solver, OwnLoopSolver):
-        if checkpoint_dir is not None:
-            raise ValueError(f"checkpointDir is not supported with solver={solver.name!r} (its state lives in the workers)")
-        return solver.run(objective, x0, tol=tol, max_iter=max_iter, max_passes=max_passes, callback=callback,
-                          warn=warn)
-
     store = None
     if checkpoint_dir is not None:
         store = CheckpointStore(checkpoint_dir, problem_fingerprint(objective, solver, x0, checkpoint_fingerprint))
         store.acquire()               # one writer per directory, held for the whole run
     try:
+        if isinstance(solver, OwnLoopSolver):
+            return solver.run(objective, x0, tol=tol, max_iter=max_iter, max_passes=max_passes, callback=callback,
+                              warn=warn, store=store, checkpoint_interval=checkpoint_interval)
         return _iterate(objective, solver, x0, store, tol=tol, max_iter=max_iter, max_passes=max_passes,
                         callback=callback, warn=warn, gradient_scale=gradient_scale,
                         checkpoint_interval=checkpoint_interval)

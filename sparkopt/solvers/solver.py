@@ -143,5 +143,5 @@ class OwnLoopSolver:
     name = "own-loop"
 
     def run(self, objective: Objective, x0: np.ndarray, *, tol: float, max_iter: int, max_passes: Optional[float],
-            callback: Any, warn: bool) -> Any:  # pragma: no cover - abstract
+            callback: Any, warn: bool, store: Any = None, checkpoint_interval: int = 10) -> Any:  # pragma: no cover
         raise NotImplementedError

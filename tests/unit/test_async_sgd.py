@@ -128,8 +128,6 @@ def test_fit_linear_model_and_bad_params(a9a):
         AsyncSGD(fraction=0.0)
     with pytest.raises(ValueError, match="delays"):
         AsyncSGD(delays={0: -1.0})
-    with pytest.raises(ValueError, match="checkpointDir"):
-        minimize(_objective(a9a), None, "async-sgd", max_iter=2, checkpoint_dir="/tmp/nowhere")
 
 
 def test_divergence_is_reported_not_returned(a9a):
@@ -154,3 +152,68 @@ def test_budget_in_passes_is_honoured(a9a):
 
     estimate = CURVATURE_ITERATIONS * CURVATURE_SAMPLE_ROWS / a9a.n_rows
     assert fit.nit == 8 and fit.passes == pytest.approx(8 * 0.25 + estimate + 1)
+
+
+class _LosesItsWorkers:
+    """The objective, but the first session of workers is lost after `rounds` rounds (as a dead
+    resident task would be: the engine raises SessionLost, a WorkersLost)."""
+
+    def __init__(self, objective, rounds):
+        self.objective, self.rounds, self.sessions = objective, rounds, 0
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def run_parameter_server(self, server, **kw):
+        from sparkopt.errors import WorkersLost
+
+        self.sessions += 1
+        if self.sessions > 1:
+            return self.objective.run_parameter_server(server, **kw)
+        handle = server.handle
+
+        def failing(worker, message):
+            if server.completed >= self.rounds:
+                raise WorkersLost("resident task 1 closed its channel (injected)")
+            return handle(worker, message)
+
+        server.handle = failing
+        try:
+            return self.objective.run_parameter_server(server, **kw)
+        finally:
+            del server.handle
+
+
+def test_lost_workers_start_again_from_the_servers_model(a9a, caplog):
+    options = dict(fraction=0.2, seed=3, staleness=0, deterministic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = minimize(_objective(a9a), None, "async-sgd", tol=1e-12, max_iter=12, options=options)
+        flaky = _LosesItsWorkers(_objective(a9a), rounds=5)
+        with caplog.at_level("WARNING", logger="sparkopt"):
+            resumed = minimize(flaky, None, "async-sgd", tol=1e-12, max_iter=12, options=options)
+    assert flaky.sessions == 2 and resumed.extra["restarts"] == 1
+    assert "starting the workers again from the server's model at round 5" in caplog.text
+    assert [row["rounds"] for row in resumed.history] == list(range(13))
+    # synchronous (tau = 0): the second session samples the rounds the first would have
+    np.testing.assert_allclose(resumed.x, whole.x, rtol=0, atol=1e-12)
+
+
+def test_async_checkpoints_resume_where_the_fit_stopped(a9a, tmp_path):
+    options = dict(fraction=0.2, seed=3, staleness=0, deterministic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = minimize(_objective(a9a), None, "async-sgd", tol=1e-12, max_iter=12, options=options)
+        first = minimize(_objective(a9a), None, "async-sgd", tol=1e-12, max_iter=7, options=options,
+                         checkpoint_dir=tmp_path, checkpoint_interval=3)
+        assert first.nit == 7 and sorted(p.name for p in tmp_path.glob("ckpt-*.json"))
+        resumed = minimize(_objective(a9a), None, "async-sgd", tol=1e-12, max_iter=12, options=options,
+                           checkpoint_dir=tmp_path, checkpoint_interval=3)
+    assert resumed.nit == 12 and [row["rounds"] for row in resumed.history] == list(range(13))
+    np.testing.assert_allclose(resumed.x, whole.x, rtol=0, atol=1e-12)
+    # rounds 0-7 come from the checkpoint (their rows, timings included), not from new passes; the
+    # reported passes are the whole fit's, as for the synchronous solvers
+    import json
+
+    assert json.dumps(resumed.history[:8]) == json.dumps(first.history[:8])     # NaN equal to NaN
+    assert resumed.passes == pytest.approx(whole.passes)
