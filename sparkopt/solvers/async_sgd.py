@@ -89,6 +89,7 @@ class ParameterServer:
         self.status: Optional[Status] = None
         self.started = time.perf_counter()
         self.rounds_before = 0           # rounds done by earlier sessions (or a checkpoint)
+        self.sessions, self.k, self.pushes = 0, 0, 0
         self.restored = False
         self.checkpoint_every: Optional[int] = None
         self.save: Optional[Callable[[], None]] = None
@@ -98,8 +99,9 @@ class ParameterServer:
         """Begin a session of workers. A later call (the workers were lost and started again, maybe
         fewer of them) keeps the model, its version, the history, the passes and the rounds done,
         and starts the clocks afresh: the fit continues from the server's model."""
-        resumed = hasattr(self, "k")
-        self.rounds_before = self.completed if resumed else self.rounds_before
+        resumed = self.sessions > 0
+        self.sessions += 1
+        self.rounds_before = self.completed
         self.k = len(workers)
         weights = np.array([w["weight"] for w in workers], dtype=float)
         self.shares = weights / weights.sum() if weights.sum() > 0 else np.full(self.k, 1.0 / self.k)
@@ -120,12 +122,12 @@ class ParameterServer:
     @property
     def session_rounds(self) -> int:
         """Rounds done by the current session's workers (their clocks count from 0)."""
-        return self.pushes // self.k
+        return self.pushes // self.k if self.k else 0
 
     @property
     def completed(self) -> int:
         """Rounds done in all (K applied pushes each; a clock of every worker when tau = 0)."""
-        return self.rounds_before + self.pushes // self.k
+        return self.rounds_before + self.session_rounds
 
     # -- checkpoints
     def checkpoint(self) -> tuple[dict, dict[str, np.ndarray]]:
@@ -139,21 +141,26 @@ class ParameterServer:
         return meta, {k: np.asarray(v, dtype=float) for k, v in arrays.items()}
 
     def restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Take the state of a checkpoint (see :meth:`checkpoint`). Everything is read and checked
+        first and assigned only then: a checkpoint that fails leaves the server untouched."""
         n = self.z.shape[0]
         for name in ("z", "average", "velocity", "healthy_z", "best_z"):
             if arrays[name].shape != (n,):
                 raise ValueError(f"array {name} has shape {arrays[name].shape}, this problem has {n} parameters")
-        self.z, self.average, self.velocity = (np.array(arrays[k], copy=True) for k in ("z", "average", "velocity"))
-        self.healthy_z = np.array(arrays["healthy_z"], copy=True)
-        self.best = (np.array(arrays["best_z"], copy=True), float(meta["best_f"]))
-        self.rounds_before, self.version = int(meta["rounds"]), int(meta["version"])
-        self.passes, self.history = float(meta["passes"]), list(meta["history"])
-        self.backoff, self.backoffs, self.f_start = float(meta["backoff"]), int(meta["backoffs"]), meta["f_start"]
-        self.staleness = Counter({int(k): int(v) for k, v in meta["staleness"].items()})
-        self.started -= float(meta["seconds"])
+        state = dict(
+            z=np.array(arrays["z"], copy=True), average=np.array(arrays["average"], copy=True),
+            velocity=np.array(arrays["velocity"], copy=True), healthy_z=np.array(arrays["healthy_z"], copy=True),
+            best=(np.array(arrays["best_z"], copy=True), float(meta["best_f"])),
+            rounds_before=int(meta["rounds"]), version=int(meta["version"]), passes=float(meta["passes"]),
+            history=list(meta["history"]), backoff=float(meta["backoff"]), backoffs=int(meta["backoffs"]),
+            f_start=None if meta["f_start"] is None else float(meta["f_start"]),
+            staleness=Counter({int(k): int(v) for k, v in meta["staleness"].items()}))
+        seconds = float(meta["seconds"])
+        vars(self).update(state)
+        self.started -= seconds
         self.last_round_z = self.z.copy()
         self.restored = True
-        if self.completed >= self.max_clocks:
+        if self.rounds_before >= self.max_clocks:
             self.status = Status.MAX_ITER
 
     # -- messages
