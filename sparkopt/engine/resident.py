@@ -418,7 +418,11 @@ class ResidentEngine(TreeEngine):
         if groups >= self.num_partitions:
             return tagged
         if groups not in self._regrouped:
-            rows = dict(self._rdd.mapPartitionsWithIndex(_partition_rows).collect())
+            known = self.stats.partition_rows
+            if len(known) == self.num_partitions:
+                rows = dict(enumerate(known))
+            else:  # statistics built without combine_partitions: count, one job
+                rows = dict(self._rdd.mapPartitionsWithIndex(_partition_rows).collect())
             assignment = balanced_groups(rows, groups)
             self._regrouped[groups] = (
                 tagged.map(lambda record: (assignment[record[0]], record))

@@ -99,6 +99,10 @@ class DataStats:
     n_sparse_blocks: int = 0
     num_partitions: int = 0
     n_nonempty_partitions: int = 0
+    # rows of each partition, in partition order: set by combine_partitions only (a pairwise merge
+    # does not know the order, so it leaves () and equality ignores the field). The resident engine
+    # balances its tasks with it instead of running a job to count rows.
+    partition_rows: tuple[int, ...] = ()
 
     # ---------------------------------------------------------------- derived quantities
     @property
@@ -185,7 +189,7 @@ class DataStats:
                 continue  # derived values (feature_var, label_var)
             if k in _ARRAY_FIELDS:
                 v = np.asarray(v, dtype=np.int64 if k in _INT_ARRAY_FIELDS else np.float64)
-            elif k == "feature_sizes":
+            elif k in ("feature_sizes", "partition_rows"):
                 v = tuple(int(s) for s in v)
             elif k == "null_counts":
                 v = {str(c): int(n) for c, n in v.items()}
@@ -196,6 +200,8 @@ class DataStats:
         if not isinstance(other, DataStats):
             return NotImplemented
         for f in fields(self):
+            if f.name == "partition_rows":
+                continue
             a, b = getattr(self, f.name), getattr(other, f.name)
             if isinstance(a, np.ndarray):
                 if not np.array_equal(a, b, equal_nan=True):
@@ -422,13 +428,15 @@ def combine_partitions(
 ) -> DataStats:
     """Fold block statistics partition by partition, in order: the one fold order shared by the
     local engine and the distributed pass. Sets ``num_partitions`` (one per inner iterable, empty
-    ones included) and ``n_nonempty_partitions``."""
+    ones included), ``n_nonempty_partitions`` and ``partition_rows``."""
     total = DataStats.empty(n_features)
+    rows = []
     for blocks in per_partition:
         part = reduce(merge_stats, blocks, DataStats.empty(n_features))
         part = replace(part, num_partitions=1, n_nonempty_partitions=int(part.n_rows > 0))
         total = merge_stats(total, part)
-    return total
+        rows.append(part.n_rows)
+    return replace(total, partition_rows=tuple(rows))
 
 
 # -------------------------------------------------------------------- validation

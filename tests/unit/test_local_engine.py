@@ -110,6 +110,12 @@ def test_combine_partitions_counts_partitions(data):
     s = combine_partitions([[b], [], [b, b], []])
     assert s.num_partitions == 4 and s.n_nonempty_partitions == 2
     assert s.n_rows == 3 * len(y) and s.n_blocks == 3
+    # rows per partition in partition order (the resident engine balances its tasks with them);
+    # a pairwise merge does not know the order and leaves them out
+    assert s.partition_rows == (len(y), 0, 2 * len(y), 0)
+    assert merge_stats(b, b).partition_rows == ()
+    back = DataStats.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back.partition_rows == s.partition_rows
 
 
 def test_variance_is_zero_when_the_denominator_is_not_positive():
