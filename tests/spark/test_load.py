@@ -83,17 +83,17 @@ def test_one_partition_100x_larger_than_the_rest(spark, a9a_head, reference):
     df = a9a_head[2]
     pairs = df.rdd.map(lambda r: (0 if r["row"] < 1000 else 1 + r["row"] % 100, r))
     skewed = spark.createDataFrame(pairs.partitionBy(101, lambda k: k).values(), df.schema)
-    sizes = skewed.rdd.glom().map(len).collect()
-    assert sizes == [1000] + [10] * 100
-    assignment = balanced_groups(dict(enumerate(sizes)), 2)
+    rdd, stats = ingest(skewed)                          # one ingest, both engines
+    sizes = [1000] + [10] * 100
+    assert stats.num_partitions == 101 and stats.partition_rows == tuple(sizes)
+    assignment = balanced_groups(dict(enumerate(stats.partition_rows)), 2)
     assert {assignment[p] for p in range(1, 101)} == {1 - assignment[0]}
     # The tree engine runs 101 tasks a pass: started at the optimum, its fit must stay there in a
     # pass or two (the same numbers as the in-memory fold); the resident engine fits cold.
-    for engine_class, start in ((TreeEngine, reference), (ResidentEngine, None)):
-        fit, stats, _ = _fit_on(skewed, initial_coef=start, engine_class=engine_class)
-        assert stats.num_partitions == 101
-        assert stats.partition_rows == tuple(sizes)     # what the resident engine balances with
-        assert rel(fit.coef_vector, reference) < 1e-8
+    with TreeEngine(rdd, stats, depth=2) as tree, ResidentEngine(rdd, stats, depth=2) as resident:
+        for engine, start in ((tree, reference), (resident, None)):
+            fit = fit_linear_model(engine, "logistic", initial_coef=start, **FIT)
+            assert fit.converged and rel(fit.coef_vector, reference) < 1e-8
 
 
 @pytest.fixture
