@@ -6,7 +6,6 @@ Parquet with the model's output columns.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -30,14 +29,20 @@ def parse_args(argv=None):
 
 
 def model_class(model_dir: Path):
+    """The sparkopt model class the saved model names (looked up among sparkopt's, never imported)."""
+    from sparkopt.ml.persistence import MODEL_CLASSES, saved_model_class
+
     parts = sorted((model_dir / "metadata").glob("part-*"))
     if not parts:
         raise JobError(f"{model_dir} is not a saved model (no metadata/)")
-    name = json.loads(parts[0].read_text())["class"]
-    module, _, cls = name.rpartition(".")
-    if not module.startswith("sparkopt.ml"):
-        raise JobError(f"{model_dir} holds a {name}, not a sparkopt model")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        name = json.loads(parts[0].read_text()).get("class")
+    except (OSError, ValueError, AttributeError):
+        raise JobError(f"{parts[0]} is not a saved model's metadata (not a JSON object)") from None
+    cls = saved_model_class(name)
+    if cls is None:
+        raise JobError(f"{model_dir} holds a {name!r}, not a sparkopt model (one of {sorted(MODEL_CLASSES)})")
+    return cls
 
 
 def main(argv=None) -> int:
