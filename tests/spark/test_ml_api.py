@@ -226,9 +226,11 @@ def test_bad_labels_and_columns_are_named(spark, binary):
 
 def _resumed_dirs(caplog) -> list[str]:
     """The checkpoint directories the fits logged resuming from."""
-    return [record.args[1] for record in caplog.records if record.getMessage().startswith("resuming from checkpoint")]
+    return [str(record.args[1]) for record in caplog.records
+            if record.getMessage().startswith("resuming from checkpoint")]
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")   # maxIter=5
 def test_cross_validator_with_checkpoint_dir_resumes_after_a_crash(binary, tmp_path, monkeypatch, caplog):
     """One checkpoint sub-directory per (fold data, param map): fold 1 never meets fold 0's
     checkpoint, and a grid search killed mid-fold resumes where it stopped."""
@@ -237,7 +239,8 @@ def test_cross_validator_with_checkpoint_dir_resumes_after_a_crash(binary, tmp_p
     import sparkopt.ml.estimator as estimator_module
 
     def grid_search(directory):
-        lr = LogisticRegression(solver="lbfgs", maxIter=30, tol=1e-8, checkpointInterval=1,
+        # short fits on the tree engine: the test is about directories, not convergence
+        lr = LogisticRegression(solver="lbfgs", maxIter=5, tol=1e-12, checkpointInterval=1, engine="tree",
                                 checkpointDir=str(directory))
         grid = ParamGridBuilder().addGrid(lr.regParam, [1e-1, 1e-2]).build()
         return CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
@@ -272,11 +275,13 @@ def test_cross_validator_with_checkpoint_dir_resumes_after_a_crash(binary, tmp_p
     np.testing.assert_array_equal(rerun.bestModel.coefficients.toArray(), clean.bestModel.coefficients.toArray())
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")   # maxIter=5
 def test_train_validation_split_with_checkpoint_dir(binary, tmp_path, caplog):
     import logging
 
     def split(directory):
-        lr = LogisticRegression(solver="lbfgs", maxIter=20, checkpointInterval=1, checkpointDir=str(directory))
+        lr = LogisticRegression(solver="lbfgs", maxIter=5, checkpointInterval=1, engine="tree",
+                                checkpointDir=str(directory))
         grid = ParamGridBuilder().addGrid(lr.regParam, [1e-1, 1e-2]).build()
         return TrainValidationSplit(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
                                     trainRatio=0.75, seed=3)
