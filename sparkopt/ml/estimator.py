@@ -91,7 +91,9 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
 
     def fitMultiple(self, dataset, paramMaps):
         """Ingest once, then fit every param map, warm-starting along decreasing regParam when the
-        maps differ only in continuous params (what CrossValidator and TrainValidationSplit call)."""
+        maps differ only in continuous params (what CrossValidator and TrainValidationSplit call,
+        once per fold). With checkpointDir, map i's fit on these data checkpoints under
+        `data-<data_digest>/fit-<i>`, so each fold's fits resume from their own checkpoints."""
         estimators = [self.copy(pm) for pm in paramMaps]
         for est in estimators:
             est._validate_all()
