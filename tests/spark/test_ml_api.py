@@ -230,13 +230,41 @@ def _resumed_dirs(caplog) -> list[str]:
             if record.getMessage().startswith("resuming from checkpoint")]
 
 
+def _recording_fits(monkeypatch, root, crash_at=None):
+    """fit_linear_model recording {checkpoint directory relative to `root`: coefficient vector};
+    the `crash_at`-th fit stops after 2 iterations and raises, as if the job were killed."""
+    import sparkopt.fit
+    import sparkopt.ml.estimator as estimator_module
+
+    real_fit = sparkopt.fit.fit_linear_model        # never a recorder set before this one
+    coefficients, calls = {}, []
+
+    def fit(*args, **kwargs):
+        directory = os.path.relpath(kwargs["checkpoint_dir"], root)
+        calls.append(directory)
+        if len(calls) == crash_at:
+            real_fit(*args, **{**kwargs, "max_iter": 2})
+            raise RuntimeError("killed")
+        result = real_fit(*args, **kwargs)
+        coefficients[directory] = result.coef_vector.copy()
+        return result
+
+    monkeypatch.setattr(estimator_module, "fit_linear_model", fit)
+    return coefficients, calls
+
+
+def _assert_same_fits(these: dict, those: dict):
+    assert sorted(these) == sorted(those)
+    for directory in these:
+        np.testing.assert_array_equal(these[directory], those[directory], err_msg=directory)
+
+
 @pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")   # maxIter=5
 def test_cross_validator_with_checkpoint_dir_resumes_after_a_crash(binary, tmp_path, monkeypatch, caplog):
     """One checkpoint sub-directory per (fold data, param map): fold 1 never meets fold 0's
-    checkpoint, and a grid search killed mid-fold resumes where it stopped."""
+    checkpoint, and a grid search killed mid-fold resumes where it stopped, each fit ending with
+    the coefficients of the uninterrupted search, bit for bit."""
     import logging
-
-    import sparkopt.ml.estimator as estimator_module
 
     def grid_search(directory):
         # short fits on the tree engine: the test is about directories, not convergence
@@ -246,37 +274,31 @@ def test_cross_validator_with_checkpoint_dir_resumes_after_a_crash(binary, tmp_p
         return CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
                               numFolds=3, seed=7, parallelism=1)
 
+    clean_fits, _ = _recording_fits(monkeypatch, tmp_path / "clean")
     clean = grid_search(tmp_path / "clean").fit(binary)
     fits = sorted(p.relative_to(tmp_path / "clean") for p in (tmp_path / "clean").glob("*/fit-*"))
     assert len(fits) == 6 and len({p.parent for p in fits}) == 3, fits
     assert all(list((tmp_path / "clean" / p).glob("ckpt-*.json")) for p in fits)
+    assert len(clean_fits) == 7          # 6 grid fits + the final fit on all the data (the directory itself)
 
     # the 4th fit (fold 1, second param map) is killed after 2 iterations
-    real_fit = estimator_module.fit_linear_model
-    calls = []
-
-    def crashing_fit(*args, **kwargs):
-        calls.append(kwargs.get("checkpoint_dir"))
-        if len(calls) == 4:
-            real_fit(*args, **{**kwargs, "max_iter": 2})
-            raise RuntimeError("killed")
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(estimator_module, "fit_linear_model", crashing_fit)
+    _, calls = _recording_fits(monkeypatch, tmp_path / "crash", crash_at=4)
     with pytest.raises(RuntimeError, match="killed"):
         grid_search(tmp_path / "crash").fit(binary)
-    monkeypatch.setattr(estimator_module, "fit_linear_model", real_fit)
+    rerun_fits, _ = _recording_fits(monkeypatch, tmp_path / "crash")
     with caplog.at_level(logging.INFO, logger="sparkopt"):
         rerun = grid_search(tmp_path / "crash").fit(binary)
     # the three finished fits and the killed one resume, each from its own directory
-    assert sorted(_resumed_dirs(caplog)) == sorted(str(d) for d in calls[:4])
-    assert len(set(calls[:4])) == 4
-    assert rerun.avgMetrics == clean.avgMetrics
-    np.testing.assert_array_equal(rerun.bestModel.coefficients.toArray(), clean.bestModel.coefficients.toArray())
+    assert len(set(calls)) == 4
+    assert sorted(_resumed_dirs(caplog)) == sorted(str(tmp_path / "crash" / d) for d in calls)
+    # the same folds find the same sub-directories, and every fit ends where the clean one did
+    _assert_same_fits(rerun_fits, clean_fits)
+    # (the evaluator's AUC sums partitions in task completion order: equal up to rounding)
+    np.testing.assert_allclose(rerun.avgMetrics, clean.avgMetrics, rtol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")   # maxIter=5
-def test_train_validation_split_with_checkpoint_dir(binary, tmp_path, caplog):
+def test_train_validation_split_with_checkpoint_dir(binary, tmp_path, monkeypatch, caplog):
     import logging
 
     def split(directory):
@@ -286,13 +308,16 @@ def test_train_validation_split_with_checkpoint_dir(binary, tmp_path, caplog):
         return TrainValidationSplit(estimator=lr, estimatorParamMaps=grid, evaluator=BinaryClassificationEvaluator(),
                                     trainRatio=0.75, seed=3)
 
+    first_fits, _ = _recording_fits(monkeypatch, tmp_path / "tvs")
     first = split(tmp_path / "tvs").fit(binary)
     assert len(list((tmp_path / "tvs").glob("*/fit-*"))) == 2
+    again_fits, _ = _recording_fits(monkeypatch, tmp_path / "tvs")
     with caplog.at_level(logging.INFO, logger="sparkopt"):
         again = split(tmp_path / "tvs").fit(binary)
     # both grid fits and the final fit on all the data resume from their final checkpoints
     assert len(_resumed_dirs(caplog)) == 3
-    assert again.validationMetrics == first.validationMetrics
+    _assert_same_fits(again_fits, first_fits)
+    np.testing.assert_allclose(again.validationMetrics, first.validationMetrics, rtol=1e-12)
 
 
 def test_a_malformed_saved_model_is_named(regression, tmp_path):
