@@ -1,5 +1,6 @@
 """What the jobs share: the Spark session, the one-line failure report and exit status, reading a
-dataset given on the command line, and shipping job code to the executors.
+dataset given on the command line, output directories (marked, replaced safely), and shipping job
+code to the executors.
 
 The jobs run as ``python jobs/x.py`` or ``spark-submit jobs/x.py``; either way ``jobs/`` is on
 ``sys.path`` and ``import _common`` finds this module.
@@ -7,8 +8,13 @@ The jobs run as ``python jobs/x.py`` or ``spark-submit jobs/x.py``; either way `
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
 import sys
+import time
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
@@ -165,3 +171,144 @@ def read_dataset(spark, path: str, *, fmt: Optional[str] = None, label_col: str 
     if num_partitions:
         df = df.repartition(num_partitions)
     return df, features, label
+
+
+# ==================================================================== output directories
+#: every output a job writes carries this file (JSON); only a directory with it is ever replaced.
+#: The leading "_" keeps Spark's readers from taking it for data (as _SUCCESS).
+OUTPUT_MARKER = "_SPARKOPT_OUTPUT"
+_PENDING_MARKER = OUTPUT_MARKER + ".pending"
+OUTPUT_FORMAT = "sparkopt-output"
+_MAX_MARKER_BYTES = 2**20
+
+
+def _read_marker(path: Path) -> Optional[dict]:
+    """The marker file's JSON when `path` is a regular file holding sparkopt's marker, else None."""
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_MARKER_BYTES:
+            return None
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("format") == OUTPUT_FORMAT else None
+
+
+def is_sparkopt_output(directory: Path) -> bool:
+    """True when `directory` is a real directory (not a symlink) carrying a complete output's marker."""
+    return directory.is_dir() and not directory.is_symlink() and _read_marker(directory / OUTPUT_MARKER) is not None
+
+
+def _leftovers(output: Path) -> dict[str, list[Path]]:
+    """This output's staging ('new') and moved-aside ('old') siblings that a killed run left,
+    recognised by name and by a marker inside (a directory merely named like one is not ours)."""
+    pattern = re.compile(r"^\." + re.escape(output.name) + r"\.sparkopt-(new|old)-[0-9a-f]{12}$")
+    found: dict[str, list[Path]] = {"new": [], "old": []}
+    try:
+        siblings = list(output.parent.iterdir())
+    except OSError:
+        return found
+    for sibling in siblings:
+        match = pattern.match(sibling.name)
+        if not match or sibling.is_symlink() or not sibling.is_dir():
+            continue
+        complete = _read_marker(sibling / OUTPUT_MARKER) is not None
+        staged = match.group(1) == "new" and (sibling / _PENDING_MARKER).is_file()
+        # an empty directory moved aside (empty targets are accepted) holds nothing to lose
+        if complete or staged or (match.group(1) == "old" and not any(sibling.iterdir())):
+            found[match.group(1)].append(sibling)
+    return found
+
+
+def _newest(directories: list[Path]) -> Path:
+    return max(directories, key=lambda d: (_read_marker(d / OUTPUT_MARKER) or {}).get("created", 0.0))
+
+
+def check_output_target(output) -> Path:
+    """The absolute path of `output` once it is safe to replace: absent, an empty directory, or a
+    sparkopt output (it carries OUTPUT_MARKER). Refuses (JobError naming the path) the working
+    directory or one of its parents (`--output .`), a symbolic link, a file, and any non-empty
+    directory without the marker. Then recovers what a killed run left beside it: with the output
+    path missing, the newest complete staged or moved-aside output is put back in place; every
+    other leftover of this output is deleted."""
+    target = Path(os.path.abspath(os.fspath(output) or "."))
+    cwd = Path.cwd().resolve()
+    resolved = target.resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise JobError(f"--output {target} is the working directory or one of its parents; "
+                       f"refusing to replace it: name a new directory")
+    if target.is_symlink():
+        raise JobError(f"--output {target} is a symbolic link; refusing to replace it: name a directory")
+    if target.exists():
+        if not target.is_dir():
+            raise JobError(f"--output {target} exists and is not a directory; refusing to replace it")
+        if not is_sparkopt_output(target) and any(target.iterdir()):
+            raise JobError(f"--output {target} is not a sparkopt output (no {OUTPUT_MARKER} file) and is not empty; "
+                           f"refusing to replace it: name another directory or remove it yourself")
+    left = _leftovers(target)
+    if not target.exists():
+        complete_new = [d for d in left["new"] if is_sparkopt_output(d)]
+        restore = _newest(complete_new) if complete_new else (_newest(left["old"]) if left["old"] else None)
+        if restore is not None:
+            os.replace(restore, target)
+    for directory in left["new"] + left["old"]:
+        if directory.exists():
+            shutil.rmtree(directory)
+    return target
+
+
+def new_output(output, job: str, metadata: Optional[dict] = None) -> Path:
+    """A fresh staging directory beside `output` (same parent, so the swap is a rename) for a run
+    of `job` to write into; `metadata` goes into the marker. Checks and recovers the target first
+    (check_output_target). Finish with replace_output; until then the staging is unfinished."""
+    target = check_output_target(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.sparkopt-new-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    marker = {"format": OUTPUT_FORMAT, "version": 1, "job": job, "created": time.time(), **(metadata or {})}
+    (staging / _PENDING_MARKER).write_text(json.dumps(marker, indent=2, default=str))
+    return staging
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_output(staging: Path, output) -> Path:
+    """Put the finished `staging` (from new_output) in place of `output`: mark it complete, move
+    the old output aside, rename the new one in, delete the old one. A failure before the new one
+    is in moves the old one back; a kill leaves a complete output, old or new, at the path or
+    beside it, which the next check_output_target puts back and cleans up."""
+    target = Path(os.path.abspath(os.fspath(output)))
+    pending = staging / _PENDING_MARKER
+    marker = json.loads(pending.read_text())
+    with open(staging / OUTPUT_MARKER, "w") as fh:
+        json.dump({**marker, "completed": time.time()}, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    pending.unlink()
+    aside = None
+    if target.exists() or target.is_symlink():
+        if target.is_symlink() or not (is_sparkopt_output(target) or (target.is_dir() and not any(target.iterdir()))):
+            raise JobError(f"--output {target} is not a sparkopt output (no {OUTPUT_MARKER} file); "
+                           f"refusing to replace it")
+        aside = target.parent / f".{target.name}.sparkopt-old-{uuid.uuid4().hex[:12]}"
+        os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if aside is not None and not target.exists():
+            os.replace(aside, target)
+        raise
+    _fsync_directory(target.parent)
+    if aside is not None:
+        shutil.rmtree(aside)
+    return target

@@ -6,15 +6,14 @@ Parquet with the model's output columns.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
-from _common import JobError, add_dataset_arguments, dataset_options, read_dataset, report_failure, spark_session
+from _common import (JobError, add_dataset_arguments, check_output_target, dataset_options, new_output, read_dataset,
+                     replace_output, report_failure, spark_session)
 
 
 def parse_args(argv=None):
@@ -23,26 +22,33 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="directory of a saved sparkopt model (train.py's DIR/model)")
     p.add_argument("--input", required=True, help="data to score: LIBSVM, Parquet or CSV")
     add_dataset_arguments(p, label_help="label column kept in the output when present")
-    p.add_argument("--output", required=True, help="Parquet output directory (replaced atomically)")
+    p.add_argument("--output", required=True,
+                   help="Parquet output directory (an existing one is replaced only when it is a sparkopt output)")
     p.add_argument("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
     return p.parse_args(argv)
 
 
 def model_class(model_dir: Path):
+    """The sparkopt model class the saved model names (looked up among sparkopt's, never imported)."""
+    from sparkopt.ml.persistence import MODEL_CLASSES, saved_model_class
+
     parts = sorted((model_dir / "metadata").glob("part-*"))
     if not parts:
         raise JobError(f"{model_dir} is not a saved model (no metadata/)")
-    name = json.loads(parts[0].read_text())["class"]
-    module, _, cls = name.rpartition(".")
-    if not module.startswith("sparkopt.ml"):
-        raise JobError(f"{model_dir} holds a {name}, not a sparkopt model")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        name = json.loads(parts[0].read_text()).get("class")
+    except (OSError, ValueError, AttributeError):
+        raise JobError(f"{parts[0]} is not a saved model's metadata (not a JSON object)") from None
+    cls = saved_model_class(name)
+    if cls is None:
+        raise JobError(f"{model_dir} holds a {name!r}, not a sparkopt model (one of {sorted(MODEL_CLASSES)})")
+    return cls
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    output = Path(args.output).resolve()
-    staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    output = Path(os.path.abspath(args.output))
+    staging = None
     spark = None
     try:
         model_dir = Path(args.model)
@@ -51,6 +57,7 @@ def main(argv=None) -> int:
         if not os.path.exists(args.input):
             raise JobError(f"input not found: {args.input}")
         cls = model_class(model_dir)
+        check_output_target(output)
         spark = spark_session("sparkopt-predict", args.master, "local[*]",
                               {"spark.sql.shuffle.partitions": "8", "spark.ui.showConsoleProgress": "false"})
         model = cls.load(str(model_dir))
@@ -58,15 +65,14 @@ def main(argv=None) -> int:
         df, features, _ = read_dataset(spark, args.input, **dataset_options(args), num_features=model.numFeatures,
                                        binary_labels=binary)
         model.setFeaturesCol(features)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        model.transform(df).write.parquet(str(staging))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        staging = new_output(output, "predict.py", {"input": args.input, "model": str(model_dir)})
+        # append: the staging directory already holds the (pending) marker, which Spark's readers skip
+        model.transform(df).write.mode("append").parquet(str(staging))
+        replace_output(staging, output)
     except Exception as err:   # one line, never a partial output
         return report_failure("predict.py", err)
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         if spark is not None:
             spark.stop()

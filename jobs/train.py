@@ -3,9 +3,11 @@
     spark-submit jobs/train.py --input data/a9a --model logistic --output out/a9a
     python jobs/train.py --input data/a9a --model logistic --output out/a9a   # embedded local[*]
 
-Output DIR: model/ (loadable with the estimator's Model.load), metrics.json, history.csv and
-convergence.png. Everything is written under a temporary sibling directory and renamed into
-place at the end, so a failed run never leaves an output that looks complete.
+Output DIR: model/ (loadable with the estimator's Model.load), metrics.json, history.csv,
+convergence.png and the _SPARKOPT_OUTPUT marker. An existing DIR is replaced only when it carries
+that marker (never `.` or a foreign directory): everything is written under a sibling staging
+directory, the old output is moved aside, the new one renamed in, the old one deleted, so a
+failed or killed run leaves a complete output (a rerun tidies up what a kill left).
 Exit status 0 on success; 2 with a one-line reason on stderr otherwise.
 """
 from __future__ import annotations
@@ -18,10 +20,10 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from _common import JobError, add_dataset_arguments, dataset_options, read_dataset, report_failure, spark_session
+from _common import (JobError, add_dataset_arguments, check_output_target, dataset_options, new_output, read_dataset,
+                     replace_output, report_failure, spark_session)
 
 MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
 BINARY_MODELS = ("logistic", "svm")
@@ -66,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--engine", choices=("auto", "tree", "resident"), default="auto",
                    help="resident: data stay in the executors' Python workers for the fit; tree: one job per pass")
     p.add_argument("--test-input", default=None, help="optional held-out set, same format as --input")
-    p.add_argument("--output", required=True, help="output directory (replaced atomically when it exists)")
+    p.add_argument("--output", required=True, help="output directory (an existing one is replaced only when it is a sparkopt output)")
     p.add_argument("--seed", type=int, default=0, help="random seed (sgd sampling)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="save the solver state here (a path on the driver's filesystem); rerunning the same "
@@ -170,7 +172,7 @@ def plot_convergence(history, path: Path) -> bool:
 
 
 def run(args) -> dict:
-    output = Path(args.output).resolve()
+    output = Path(os.path.abspath(args.output))
     parent = output.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +180,8 @@ def run(args) -> dict:
         raise JobError(f"cannot create output directory {parent}: {err.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise JobError(f"output directory {parent} is not writable")
-    staging = parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    check_output_target(output)        # before any Spark work: a refused --output costs nothing
+    staging = None
     for path in filter(None, (args.input, args.test_input)):
         if "://" not in path and not os.path.exists(path):
             raise JobError(f"input not found: {path}")
@@ -199,7 +202,7 @@ def run(args) -> dict:
         model = estimator.fit(df)
         fit_seconds = time.perf_counter() - started
         summary = model.summary
-        staging.mkdir()
+        staging = new_output(output, "train.py", {"input": args.input, "model": args.model})
         model.write().overwrite().save(str(staging / "model"))
         metrics = {
             "objective": summary.objective, "iterations": summary.totalIterations,
@@ -226,12 +229,10 @@ def run(args) -> dict:
         plot_convergence(history, staging / "convergence.png")
         with open(staging / "metrics.json", "w") as fh:
             json.dump(metrics, fh, indent=2)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        replace_output(staging, output)
         return metrics
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():      # unfinished: never swapped in
             shutil.rmtree(staging, ignore_errors=True)
         from sparkopt.ml import clear_cache
         clear_cache()
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
         return report_failure("train.py", err)
     print(f"objective {metrics['objective']:.12g}  iterations {metrics['iterations']}  passes {metrics['passes']:g}  "
           f"solver {metrics['solver']}  converged {metrics['converged']}  fit {metrics['fit_seconds']:.2f}s")
-    print(f"wrote {Path(args.output).resolve()}")
+    print(f"wrote {os.path.abspath(args.output)}")
     return 0
 
 

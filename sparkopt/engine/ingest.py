@@ -50,7 +50,7 @@ import scipy.sparse as sp
 
 from ..blocks import Block
 from ..errors import InputError
-from .stats import DataStats, block_stats, combine_partitions, data_problems
+from .stats import DataStats, block_stats, compact_stats, data_problems, finish_partition, merge_partition_records, merge_stats
 
 __all__ = ["ingest"]
 
@@ -391,17 +391,19 @@ def _build_blocks(
 
 
 def _report_and_yield(
-    acc: Any, partition_index: int, built: Iterator[tuple[Block | None, DataStats]]
+    acc: Any, partition_index: int, built: Iterator[tuple[Block | None, DataStats]], n_features: int
 ) -> Iterator[Block]:
-    """Yield the blocks of one partition; report their statistics to the accumulator once the
-    partition is done (each entry keyed by (partition, position) for an ordered merge)."""
-    found = []
-    for j, (block, stats) in enumerate(built):
-        found.append((partition_index, j, stats))
+    """Yield the blocks of one partition, folding their statistics as they come (the fold of
+    stats.partition_stats); once the partition is done, report one compact record for it to the
+    accumulator: (partition index, stats.compact_stats(...)). The driver then holds one record per
+    partition, sparse for sparse data, never one O(d) summary per block."""
+    merged, seen = DataStats.empty(n_features), False
+    for block, stats in built:
+        merged, seen = merge_stats(merged, stats), True
         if block is not None:
             yield block
-    if found:
-        acc.add(found)
+    if seen:
+        acc.add([(partition_index, compact_stats(finish_partition(merged)))])
 
 
 # -------------------------------------------------------------------- transfer "arrow_batches"
@@ -437,7 +439,7 @@ def _blocks_from_arrow(
 ) -> Iterator[Block]:
     batches = (rb for m in messages for rb in _read_arrow_message(m, schema))
     built = _build_blocks(batches, spec, dense, max_block_bytes)
-    return _report_and_yield(acc, partition_index, built)
+    return _report_and_yield(acc, partition_index, built, _start_features(spec))
 
 
 # -------------------------------------------------------------------- transfer "map_in_arrow"
@@ -468,8 +470,8 @@ def _decode_rows(rows: Iterator[Any]) -> Iterator[tuple[Block | None, DataStats]
         yield (None if row[0] is None else pickle.loads(row[0])), pickle.loads(row[1])
 
 
-def _blocks_from_rows(acc: Any, partition_index: int, rows: Iterator[Any]) -> Iterator[Block]:
-    return _report_and_yield(acc, partition_index, _decode_rows(rows))
+def _blocks_from_rows(acc: Any, partition_index: int, rows: Iterator[Any], n_features: int) -> Iterator[Block]:
+    return _report_and_yield(acc, partition_index, _decode_rows(rows), n_features)
 
 
 # ==================================================================== RDD side
@@ -485,7 +487,7 @@ def _materialize(blocks: Iterator[Block]) -> None:
 
 
 class _ListParam:
-    """Accumulator of per-block (partition, block, DataStats) reports (duck-types pyspark's
+    """Accumulator of the per-partition (partition, compact stats record) reports (duck-types pyspark's
     AccumulatorParam, so this module imports pyspark only inside :func:`ingest`)."""
 
     def zero(self, value: list) -> list:
@@ -589,8 +591,9 @@ def ingest(
             return _write_rows(batches, spec, dense, max_bytes)
 
         encoded = selected.mapInArrow(write_rows, _OUTPUT_SCHEMA)
+        start = _start_features(spec)
         blocks = encoded.rdd.mapPartitionsWithIndex(
-            lambda i, rows: _blocks_from_rows(acc, i, rows), preservesPartitioning=True
+            lambda i, rows: _blocks_from_rows(acc, i, rows, start), preservesPartitioning=True
         )
     blocks.setName(f"sparkopt blocks ({_describe(spec)})")
     blocks.persist(storage_level)
@@ -627,9 +630,11 @@ def _describe(spec: _Spec) -> str:
     return f"features={feats}, label={spec.label}, weight={spec.weight}"
 
 
+def _start_features(spec: _Spec) -> int:
+    """The feature count the statistics' fold starts from (a vector column's size is learnt)."""
+    return 0 if spec.is_vector else spec.n_feature_columns
+
+
 def _merge_reported(reported: list, num_partitions: int, spec: _Spec) -> DataStats:
-    per_partition: list[list[DataStats]] = [[] for _ in range(num_partitions)]
-    for p, j, s in sorted(reported, key=lambda t: (t[0], t[1])):
-        per_partition[p].append(s)
-    d = 0 if spec.is_vector else spec.n_feature_columns
-    return combine_partitions(per_partition, n_features=d)
+    """The data's statistics from the tasks' one record per partition (see _report_and_yield)."""
+    return merge_partition_records(reported, num_partitions, n_features=_start_features(spec))

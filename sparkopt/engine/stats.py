@@ -34,6 +34,11 @@ __all__ = [
     "block_stats",
     "merge_stats",
     "combine_partitions",
+    "partition_stats",
+    "finish_partition",
+    "compact_stats",
+    "expand_stats",
+    "merge_partition_records",
     "data_problems",
 ]
 
@@ -423,6 +428,17 @@ def merge_stats(a: DataStats, b: DataStats) -> DataStats:
     )
 
 
+def finish_partition(merged: DataStats) -> DataStats:
+    """A partition's merged block statistics, counted as one partition (non-empty if it has rows)."""
+    return replace(merged, num_partitions=1, n_nonempty_partitions=int(merged.n_rows > 0))
+
+
+def partition_stats(blocks: Iterable[DataStats], n_features: int = 0) -> DataStats:
+    """The statistics of one partition: its blocks' folded in order from ``empty(n_features)``
+    (the ingest tasks run this very fold as the blocks are built, see engine/ingest.py)."""
+    return finish_partition(reduce(merge_stats, blocks, DataStats.empty(n_features)))
+
+
 def combine_partitions(
     per_partition: Iterable[Iterable[DataStats]], n_features: int = 0
 ) -> DataStats:
@@ -432,8 +448,72 @@ def combine_partitions(
     total = DataStats.empty(n_features)
     rows = []
     for blocks in per_partition:
-        part = reduce(merge_stats, blocks, DataStats.empty(n_features))
-        part = replace(part, num_partitions=1, n_nonempty_partitions=int(part.n_rows > 0))
+        total = merge_stats(total, partition_stats(blocks, n_features))
+    return total
+
+
+# -------------------------------------------------------------------- one record per partition
+# What a feature no row of a partition stores looks like in its statistics (CSR data: mean, M2,
+# min and max 0 from the implicit zeros, no counts); a compact record lists only the features
+# whose entries differ from it, bit for bit.
+_ABSENT = {"feature_mean": 0.0, "feature_m2": 0.0, "feature_min": 0.0, "feature_max": 0.0,
+           "feature_nonzero": 0, "feature_nonfinite": 0}
+
+
+def _differs_from_absent(stats: DataStats) -> np.ndarray:
+    differs = np.zeros(stats.n_features, dtype=bool)
+    for name in _ARRAY_FIELDS:
+        values = np.ascontiguousarray(getattr(stats, name))
+        # compare bits, so -0.0 and NaN payloads are kept exactly
+        differs |= (values.view(np.uint64) != 0) if values.dtype == np.float64 else (values != _ABSENT[name])
+    return differs
+
+
+def compact_stats(stats: DataStats) -> dict[str, Any]:
+    """A partition's statistics as the record its ingest task sends the driver: the scalars,
+    and the per-feature arrays either whole or, when fewer than half the features differ from
+    an absent feature's entries (sparse data), as ``index`` plus those entries only. O(features
+    the partition touches) for sparse data instead of O(d); :func:`expand_stats` inverts it exactly."""
+    d = stats.n_features
+    arrays = {name: getattr(stats, name) for name in _ARRAY_FIELDS}
+    index = None
+    if all(a.shape == (d,) for a in arrays.values()):
+        touched = np.flatnonzero(_differs_from_absent(stats))
+        if touched.size < d // 2:
+            index = touched.astype(np.int64 if d > np.iinfo(np.int32).max else np.int32)
+            arrays = {name: a[index] for name, a in arrays.items()}
+    empty = {name: np.zeros(0, dtype=getattr(stats, name).dtype) for name in _ARRAY_FIELDS}
+    return {"scalars": replace(stats, **empty), "n_features": d, "index": index, **arrays}
+
+
+def expand_stats(record: Mapping[str, Any]) -> DataStats:
+    """The DataStats a :func:`compact_stats` record holds (exactly the one compacted)."""
+    d, index = record["n_features"], record["index"]
+    arrays = {}
+    for name in _ARRAY_FIELDS:
+        values = record[name]
+        if index is not None:
+            full = np.full(d, _ABSENT[name], dtype=values.dtype)
+            full[index] = values
+            values = full
+        arrays[name] = values
+    return replace(record["scalars"], **arrays)
+
+
+def merge_partition_records(
+    records: Iterable[tuple[int, Mapping[str, Any]]], num_partitions: int, n_features: int = 0
+) -> DataStats:
+    """The data's statistics from (partition index, :func:`compact_stats` record) pairs: the
+    ordered fold of :func:`combine_partitions`, one partition expanded at a time (driver memory
+    O(d) plus the compact records). A partition without a record is empty; a second record for
+    one partition (a task Spark ran again) is ignored."""
+    by_partition: dict[int, Mapping[str, Any]] = {}
+    for p, record in records:
+        by_partition.setdefault(int(p), record)
+    total = DataStats.empty(n_features)
+    for p in range(num_partitions):
+        record = by_partition.get(p)
+        part = expand_stats(record) if record is not None else partition_stats([], n_features)
         total = merge_stats(total, part)
         rows.append(part.n_rows)
     return replace(total, partition_rows=tuple(rows))

@@ -9,6 +9,7 @@ from scipy.special import expit, softmax
 
 from ..errors import InputError
 from .estimator import SparkoptEstimator, SparkoptModel
+from .persistence import register_estimator, register_model
 from .params import LINEAR_SVC_MODEL_VALIDATORS, LINEAR_SVC_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_matrix, dense_vector
 from .summary import ClassifierSummary
@@ -65,6 +66,7 @@ class _ClassifierModel(SparkoptModel, HasRawPredictionCol):
         return M
 
 
+@register_model("logistic", "multinomial")
 class LogisticRegressionModel(_ClassifierModel, HasProbabilityCol, HasThreshold):
     """Fitted logistic regression: binomial (coefficients, intercept) or multinomial
     (coefficientMatrix (K, d), interceptVector (K,)). transform adds rawPrediction, probability
@@ -89,6 +91,7 @@ class LogisticRegressionModel(_ClassifierModel, HasProbabilityCol, HasThreshold)
         return dense_vector(self._score(as_matrix(value))[self.getProbabilityCol()][0])
 
 
+@register_estimator
 class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionCol, HasThreshold):
     """Logistic regression with MLlib's objective:
     (1/sum w) sum w_i log-loss + regParam * (alpha |beta|_1 + (1-alpha)/2 |beta|_2^2), intercept
@@ -133,6 +136,7 @@ class LogisticRegression(SparkoptEstimator, HasProbabilityCol, HasRawPredictionC
     _model_class = LogisticRegressionModel
 
 
+@register_model("hinge", "squared_hinge")
 class LinearSVCModel(_ClassifierModel, HasThreshold):
     """Fitted linear SVM: rawPrediction [-m, m], prediction 1.0 where m > threshold (default 0)."""
 
@@ -146,6 +150,7 @@ class LinearSVCModel(_ClassifierModel, HasThreshold):
         return {self.getRawPredictionCol(): raw, self.getPredictionCol(): (raw[:, 1] > self.getThreshold()).astype(float)}
 
 
+@register_estimator
 class LinearSVC(SparkoptEstimator, HasRawPredictionCol, HasThreshold):
     """Linear SVM with MLlib's objective: (1/sum w) sum w_i max(0, 1 - (2y_i - 1) m_i) + regParam/2 |beta|^2
     (elasticNetParam adds L1); loss='squared_hinge' squares the hinge (smooth, Newton-capable)."""

@@ -6,6 +6,9 @@ the (cached) ingested blocks, and fits a param grid on one ingest with warm star
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
 import time
 from typing import Optional
@@ -18,6 +21,7 @@ from ..engine import TreeEngine
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
 from ..solvers import SOLVERS
+from ..solvers.checkpoint import approx_scalar
 from ..solvers.registry import solver_options
 from .cache import ENGINE_CACHE
 from .params import SparkoptParams
@@ -87,7 +91,9 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
 
     def fitMultiple(self, dataset, paramMaps):
         """Ingest once, then fit every param map, warm-starting along decreasing regParam when the
-        maps differ only in continuous params (what CrossValidator and TrainValidationSplit call)."""
+        maps differ only in continuous params (what CrossValidator and TrainValidationSplit call,
+        once per fold). With checkpointDir, map i's fit on these data checkpoints under
+        `data-<data_digest>/fit-<i>`, so each fold's fits resume from their own checkpoints."""
         estimators = [self.copy(pm) for pm in paramMaps]
         for est in estimators:
             est._validate_all()
@@ -112,8 +118,10 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
                     engine, seconds = est._engine_for(dataset)
                 key = (est._loss(engine.stats), est.getFitIntercept(), est.getStandardization())
                 warm = state["previous"].get(key) if est.getInitialModel() is None else None
-                # one checkpoint sub-directory per param map: the fits of a grid are different problems
-                model = est._fit_on_engine(engine, seconds, dataset, warm=warm, checkpoint_namespace=f"fit-{index}")
+                # one checkpoint sub-directory per (data, param map): CrossValidator fits every map
+                # on each fold, and each fold's fits are other problems than the previous fold's
+                namespace = os.path.join(f"data-{data_digest(engine.stats)}", f"fit-{index}")
+                model = est._fit_on_engine(engine, seconds, dataset, warm=warm, checkpoint_namespace=namespace)
                 if model._fit.result.success:
                     state["previous"][key] = model._fit.coef_vector
                 return index, model
@@ -126,6 +134,19 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
     @classmethod
     def read(cls):
         return ParamsOnlyReader(cls)
+
+
+def data_digest(stats) -> str:
+    """A short name for the rows a fit sees, the same for the same rows on a rerun: counts and
+    extremes (exact whatever the partitioning), the weight sum and label mean to 10 digits (as
+    the checkpoint fingerprint has them). Folds of one DataFrame differ in all of these."""
+    described = {"n_rows": int(stats.n_rows), "n_features": int(stats.n_features), "nnz": int(stats.nnz),
+                 "weight_sum": approx_scalar(stats.weight_sum), "label_mean": approx_scalar(stats.label_mean),
+                 "label_min": float(stats.label_min), "label_max": float(stats.label_max)}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+    for values in (stats.feature_nonzero, stats.feature_min, stats.feature_max):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _FitMultipleIterator:

@@ -172,7 +172,7 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
 
     def _checkpoint_kwargs(self, namespace: Optional[str] = None) -> dict:
         """fit_linear_model's checkpoint arguments (none when checkpointDir is unset or the
-        interval is -1); `namespace` is a sub-directory, one per fit of a param grid."""
+        interval is -1); `namespace` is a sub-directory, one per (training data, param map) of a grid."""
         directory, interval = self.getCheckpointDir(), self.getCheckpointInterval()
         if not directory or interval == -1:
             return {}

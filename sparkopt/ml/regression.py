@@ -6,6 +6,7 @@ from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from .estimator import SparkoptEstimator, SparkoptModel
+from .persistence import register_estimator, register_model
 from .params import LINEAR_REGRESSION_VALIDATORS, POISSON_REGRESSION_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_vector
 from .summary import RegressionSummary
@@ -34,6 +35,7 @@ class _RegressionModel(SparkoptModel):
         return float(self._score(as_matrix(value))[self.getPredictionCol()][0])
 
 
+@register_model("squared_error", "huber")
 class LinearRegressionModel(_RegressionModel):
     """Fitted linear regression; `scale` is Huber's sigma (1.0 for squared error, as MLlib)."""
 
@@ -45,6 +47,7 @@ class LinearRegressionModel(_RegressionModel):
         return {self.getPredictionCol(): self._margin(X)}
 
 
+@register_estimator
 class LinearRegression(SparkoptEstimator):
     """Linear regression with MLlib's objective. loss='squaredError':
     (1/sum w) sum w_i (y_i - m_i)^2 / 2 + (regParam / sd(y)) * (alpha |beta|_1 + (1-alpha)/2 |beta|^2);
@@ -85,6 +88,7 @@ class LinearRegression(SparkoptEstimator):
         return {"epsilon": self.getEpsilon()} if self.getLoss() == "huber" else {}
 
 
+@register_model("poisson")
 class PoissonRegressionModel(_RegressionModel):
     """Fitted Poisson regression (log link): prediction = exp(x.beta + c)."""
 
@@ -92,6 +96,7 @@ class PoissonRegressionModel(_RegressionModel):
         return {self.getPredictionCol(): np.exp(np.minimum(self._margin(X), 709.0))}
 
 
+@register_estimator
 class PoissonRegression(SparkoptEstimator):
     """Poisson regression, log link: (1/sum w) sum w_i (exp(m_i) - y_i m_i) + regParam * penalty
     (half the mean deviance up to a constant; scikit-learn's PoissonRegressor convention). At

@@ -523,3 +523,57 @@ def test_auto_transfer_falls_back_to_map_in_arrow(spark, small, monkeypatch):
         assert stats.n_rows == 50
     finally:
         rdd.unpersist()
+
+
+@pytest.mark.parametrize("case", ["dense", "csr", "wide"])
+@pytest.mark.parametrize("transfer", ["arrow_batches", "map_in_arrow"])
+def test_statistics_reach_the_driver_one_compact_record_per_partition(spark, a9a, small, monkeypatch, case,
+                                                                       transfer):
+    """The tasks merge their blocks' statistics: the driver gets one record per partition (a
+    sparse partition's holds only the features it touches) and merges them into exactly the
+    statistics of the per-block merge (stats.combine_partitions over every block)."""
+    from sparkopt.engine.stats import block_stats, combine_partitions
+
+    ingest_module = importlib.import_module("sparkopt.engine.ingest")
+    reported = []
+    real_merge = ingest_module._merge_reported
+
+    def capture(records, num_partitions, spec):
+        reported.extend(records)
+        return real_merge(records, num_partitions, spec)
+
+    monkeypatch.setattr(ingest_module, "_merge_reported", capture)
+    if case == "csr":
+        df, batch_rows, block_bytes = a9a[0].repartition(3), "1000", 300_000
+    elif case == "wide":       # 2^16 features, 3 stored per row: each partition touches a few thousand
+        rng = np.random.default_rng(5)
+        d_wide = 2**16
+        vectors = [Vectors.sparse(d_wide, sorted(rng.choice(d_wide, 3, replace=False).tolist()),
+                                  rng.standard_normal(3).tolist()) for _ in range(2000)]
+        df, batch_rows, block_bytes = vec_df(spark, vectors, rng.integers(0, 2, 2000)).repartition(4), "100", 1
+    else:
+        X, y, w = small
+        df, batch_rows, block_bytes = vec_df(spark, [Vectors.dense(r) for r in X], y, w).repartition(4), "50", 1
+    with spark_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", batch_rows):
+        rdd, stats = ingest(df, weight_col="w" if case == "dense" else None, max_block_bytes=block_bytes,
+                            transfer=transfer)
+    try:
+        _, _, _, parts = stack(rdd)
+        assert sum(len(p) for p in parts) >= 2 * len(parts)            # several blocks per partition
+        assert sorted(p for p, _ in reported) == [i for i, p in enumerate(parts) if p]
+        per_block = combine_partitions([[block_stats(b.X, b.y, b.w) for b in p] for p in parts])
+        assert stats == per_block
+        for name in ("feature_mean", "feature_m2", "feature_min", "feature_max"):
+            assert getattr(stats, name).tobytes() == getattr(per_block, name).tobytes()
+        d = stats.n_features
+        for p, record in reported:
+            touched = np.unique(np.concatenate([b.X.indices for b in parts[p]])) if case != "dense" else None
+            if case == "wide":
+                # only the features the partition stores: far from the six (d,) arrays of a dense record
+                assert record["index"] is not None and set(record["index"].tolist()) <= set(touched.tolist())
+                assert sum(a.nbytes for a in record.values() if isinstance(a, np.ndarray)) < 60 * touched.size
+                assert touched.size < d // 8
+            elif case == "dense":
+                assert record["index"] is None and record["feature_mean"].shape == (d,)
+    finally:
+        rdd.unpersist()

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_job(script, *args, timeout=300):
+def run_job(script, *args, timeout=300, cwd=ROOT):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     return subprocess.run([sys.executable, str(ROOT / "jobs" / script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
+                          text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +62,43 @@ def test_train_objective_matches_estimator_api(spark, trained):
 
 def test_predict_scores_with_saved_model(trained, tmp_path, spark):
     out, _ = trained
-    proc = run_job("predict.py", "--model", out / "model", "--input", ROOT / "data" / "a9a.t",
-                   "--output", tmp_path / "scores")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "_SPARKOPT_OUTPUT").read_text())["job"] == "train.py"
+    for data in ("a9a.t", "a9a"):     # the second run replaces the first run's output
+        proc = run_job("predict.py", "--model", out / "model", "--input", ROOT / "data" / data,
+                       "--output", tmp_path / "scores")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads((tmp_path / "scores" / "_SPARKOPT_OUTPUT").read_text())["input"].endswith(data)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
     scores = spark.read.parquet(str(tmp_path / "scores"))
     assert {"rawPrediction", "probability", "prediction", "label"} <= set(scores.columns)
-    assert scores.count() == 16281
+    assert scores.count() == 32561     # a9a's rows, none of a9a.t's left
     assert scores.filter("label not in (0.0, 1.0)").count() == 0
+
+
+def test_output_refuses_foreign_directories_and_the_working_directory(trained, tmp_path):
+    """Refused before Spark starts, with the path named, nothing touched."""
+    out, _ = trained
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("years of work")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("keep me")
+    cases = [("train.py", ["--input", ROOT / "data" / "a9a", "--output", foreign], ROOT, "not a sparkopt output"),
+             ("predict.py", ["--model", out / "model", "--input", ROOT / "data" / "a9a.t", "--output", foreign], ROOT,
+              "not a sparkopt output"),
+             ("train.py", ["--input", ROOT / "data" / "a9a", "--output", "."], work, "working directory"),
+             ("predict.py", ["--model", out / "model", "--input", ROOT / "data" / "a9a.t", "--output", "."], work,
+              "working directory")]
+    for script, args, cwd, reason in cases:
+        proc = run_job(script, *args, cwd=cwd, timeout=60)
+        assert proc.returncode == 2
+        last = proc.stderr.strip().splitlines()[-1]
+        assert reason in last and str(foreign if cwd == ROOT else work) in last, proc.stderr[-2000:]
+    assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
+    assert (foreign / "chapter1.tex").read_text() == "years of work"
+    assert [p.name for p in work.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis", "work"]
 
 
 @pytest.mark.parametrize("args, reason", [
@@ -89,7 +119,7 @@ def test_bad_invocations_fail_cleanly(tmp_path, args, reason):
     last = proc.stderr.strip().splitlines()[-1]
     assert reason in last, proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
 
 
 def test_train_resumes_from_checkpoint_dir(trained, tmp_path):
