@@ -32,7 +32,7 @@ from ..blocks import Block
 from ..engine.stats import DataStats
 from ..errors import InputError
 
-__all__ = ["ColumnSubsetEngine", "slice_stats", "expand_coef", "restrict_coef"]
+__all__ = ["EngineView", "ColumnSubsetEngine", "slice_stats", "expand_coef", "restrict_coef"]
 
 
 def slice_stats(stats: DataStats, columns: np.ndarray) -> DataStats:
@@ -114,23 +114,15 @@ class _OnColumns:
         return self.fn(sub, payload, index) if self.wants_index else self.fn(sub, payload)
 
 
-class ColumnSubsetEngine:
-    """``parent`` seen through feature ``columns`` (sorted, unique indices into its features).
+class EngineView:
+    """What sparkopt.fit and the solvers use of an engine, delegated to ``parent`` except the
+    statistics (the view's own) and ``map_sum`` (subclasses wrap the block function): the pass,
+    evaluation and traffic counters are the parent's, so a pass over a view counts as a pass
+    over the data. Asynchronous worker programs do not run on a view."""
 
-    Offers what sparkopt.fit and the solvers use of an engine: ``map_sum`` (with sampling),
-    ``stats`` (sliced), ``weight_sum``, the pass / evaluation / traffic counters (the parent's,
-    so passes over a view count as passes over the data), ``pass_overhead``, ``kind`` and
-    ``session()`` (the parent's)."""
+    def __init__(self, parent, stats: DataStats):
+        self.parent, self._stats = parent, stats
 
-    def __init__(self, parent, columns):
-        columns = np.asarray(columns, dtype=np.int64)
-        d = parent.stats.n_features
-        if columns.ndim != 1 or np.any(columns < 0) or np.any(columns >= d) or np.any(np.diff(columns) <= 0):
-            raise InputError(f"columns must be sorted unique feature indices in 0..{d - 1}")
-        self.parent, self.columns = parent, columns
-        self._stats = slice_stats(parent.stats, columns)
-
-    # -- what the fit machinery reads
     @property
     def stats(self) -> DataStats:
         return self._stats
@@ -174,12 +166,24 @@ class ColumnSubsetEngine:
     def session(self):
         return self.parent.session()
 
+    def run_workers(self, worker_fn, config, server):
+        raise InputError("a path's or a fold's view of the data cannot run worker programs (asynchronous "
+                         "solvers); use a synchronous solver")
+
+
+class ColumnSubsetEngine(EngineView):
+    """``parent`` seen through feature ``columns`` (sorted, unique indices into its features)."""
+
+    def __init__(self, parent, columns):
+        columns = np.asarray(columns, dtype=np.int64)
+        d = parent.stats.n_features
+        if columns.ndim != 1 or np.any(columns < 0) or np.any(columns >= d) or np.any(np.diff(columns) <= 0):
+            raise InputError(f"columns must be sorted unique feature indices in 0..{d - 1}")
+        super().__init__(parent, slice_stats(parent.stats, columns))
+        self.columns = columns
+
     def map_sum(self, fn, payload, *, fraction=None, seed=None):
         return self.parent.map_sum(_OnColumns(fn, self.columns), payload, fraction=fraction, seed=seed)
-
-    def run_workers(self, worker_fn, config, server):
-        raise InputError("a screened path problem cannot run worker programs (asynchronous solvers); "
-                         "use a synchronous solver along a path")
 
 
 def _layout(n_features: int, fit_intercept: bool, n_outputs: int, has_scale: bool) -> tuple[int, int]:
