@@ -272,6 +272,8 @@ def cross_validate(
         # the refit on all rows, down the grid to the best value with warm starts
         refit = regularization_path(engine, loss, reg_params=grid[: best_index + 1], n_classes=classes,
                                     solver=solver, tol=tol, max_iter=max_iter, **kw)
+        best = refit.points[-1].fit
+        best.result.passes = refit.passes          # what the refit cost, down the grid to the best value
     return CVResult(metric_name=metric_name, reg_params=grid, metrics=metrics, best_reg_param=float(grid[best_index]),
-                    one_std_err_reg_param=float(grid[one_se_index]), best=refit.points[-1].fit, paths=paths,
+                    one_std_err_reg_param=float(grid[one_se_index]), best=best, paths=paths,
                     passes=float(engine.passes - passes0), seconds=time.perf_counter() - started)

@@ -109,3 +109,48 @@ def test_cross_validator_over_the_path_equals_separate_fits(letter_df, monkeypat
     np.testing.assert_allclose(on_path.avgMetrics, separate.avgMetrics, rtol=1e-6)
     assert on_path.bestModel.getRegParam() == separate.bestModel.getRegParam()
     assert rel(on_path.bestModel.coefficients.toArray(), separate.bestModel.coefficients.toArray()) < 1e-6
+
+
+# ------------------------------------------------------------------------------ CV estimators
+def test_logistic_regression_cv_chooses_persists_and_pipelines(letter_df, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+
+    from sparkopt.ml import LogisticRegressionCV, LogisticRegressionCVModel
+    from sparkopt.tuning import cross_validate
+
+    estimator = LogisticRegressionCV(labelCol="binary", elasticNetParam=0.5, numFolds=3, numRegParams=5, seed=3,
+                                     tol=1e-9)
+    model = estimator.fit(letter_df)
+    assert isinstance(model, LogisticRegressionCVModel)
+    assert len(model.regParams) == 5 and len(model.avgMetrics) == 5 and len(model.stdMetrics) == 5
+    assert model.bestRegParam in model.regParams and model.getRegParam() == model.bestRegParam
+    assert model.oneStdErrRegParam >= model.bestRegParam
+    assert model.avgMetrics[model.regParams.index(model.bestRegParam)] == min(model.avgMetrics)
+    # the same folds and numbers as the in-memory cross-validation over the same blocks
+    engine, _ = estimator._engine_for(letter_df)
+    local = cross_validate(LocalEngine(engine.collect_blocks(), engine.stats), "logistic", n_folds=3, seed=3,
+                           metric_name="logLoss", elastic_net_param=0.5, n_reg_params=5, tol=1e-9)
+    np.testing.assert_allclose(model.avgMetrics, local.avg_metrics, rtol=1e-9)
+    assert rel(model.coefficients.toArray(), local.best.coefficients) < 1e-9
+    assert model.transform(letter_df).select("prediction").count() == letter_df.count()
+    model.write().overwrite().save(str(tmp_path / "cv"))
+    loaded = LogisticRegressionCVModel.load(str(tmp_path / "cv"))
+    assert loaded.bestRegParam == model.bestRegParam and loaded.avgMetrics == model.avgMetrics
+    assert rel(loaded.coefficients.toArray(), model.coefficients.toArray()) == 0
+    pipeline = Pipeline(stages=[LogisticRegressionCV(labelCol="binary", numFolds=2, regParams=[0.1, 0.01])])
+    fitted = pipeline.fit(letter_df)
+    fitted.write().overwrite().save(str(tmp_path / "pipe"))
+    again = PipelineModel.load(str(tmp_path / "pipe"))
+    assert again.stages[0].regParams == [0.1, 0.01]
+    assert again.transform(letter_df).count() == letter_df.count()
+
+
+def test_linear_regression_cv_equals_the_exhaustive_choice(letter_df):
+    from sparkopt.ml import LinearRegressionCV
+
+    regs = [1.0, 0.1, 0.01, 0.0]
+    model = LinearRegressionCV(labelCol="label", elasticNetParam=1.0, numFolds=3, regParams=regs,
+                               metricName="r2").fit(letter_df)
+    assert model.regParams == regs and model.metricName == "r2"
+    assert model.bestRegParam == regs[int(np.argmax(model.avgMetrics))]
+    assert model.summary.totalPasses >= 1 and model._fit.params["cv_passes"] >= 3
