@@ -376,8 +376,9 @@ class _PathRun:
             objective = GramObjective(self.gram, objective.coordinates, objective.penalty, p.fit_intercept)
             method = "newton"
         elif self.solver == "auto" and objective.has_hessian and objective.n_params <= EXACT_NEWTON_MAX_PARAMS:
-            # warm-started along a path, (proximal) Newton needs 2-5 passes a point (a9a, L1:
-            # 4-6 against OWL-QN's 20-200); the cost model of `auto` assumes a cold start
+            # warm-started along a path, (proximal) Newton needs a few passes a point (a9a,
+            # elastic net, 20 points: 95 passes in all against 1054 for cold `auto` fits,
+            # jobs/bench/path_vs_fits.py); the cost model of `auto` assumes a cold start
             method = "newton"
         else:
             method = choose_fit_method(objective, p.loss, self.solver)[0]
