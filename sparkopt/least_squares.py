@@ -72,9 +72,14 @@ class GramObjective:
         return self._evaluations
 
     def _loss_and_coef_grad(self, z) -> tuple[float, np.ndarray]:
+        return self.coef_loss_grad(self.coordinates.to_coef(z))
+
+    def coef_loss_grad(self, coef) -> tuple[float, np.ndarray]:
+        """The weighted loss sum ``sum_i w_i (y_i - x_i.beta - c)^2 / 2`` and its gradient
+        (n_params,) at coefficients ``coef`` (no penalty, not divided by the weight sum)."""
         self._evaluations += 1
         g, d = self.gram, self.gram.n_features
-        coef = self.coordinates.to_coef(z)
+        coef = np.asarray(coef, dtype=float)
         beta = coef[:d]
         c = coef[d] if self.fit_intercept else 0.0
         r0 = g.ybar - g.xbar @ beta - c                 # the mean residual

@@ -8,9 +8,11 @@ from .regression import (
     PoissonRegressionModel,
 )
 from .summary import RegressionSummary, TrainingSummary
+from .tuning import LinearRegressionCV, LinearRegressionCVModel, LogisticRegressionCV, LogisticRegressionCVModel
 
 __all__ = [
     "LinearRegression", "LinearRegressionModel", "LinearSVC", "LinearSVCModel", "LogisticRegression",
     "LogisticRegressionModel", "PoissonRegression", "PoissonRegressionModel", "RegressionSummary",
-    "TrainingSummary", "clear_cache",
+    "TrainingSummary", "clear_cache", "LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV",
+    "LinearRegressionCVModel",
 ]

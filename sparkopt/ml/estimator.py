@@ -21,8 +21,10 @@ from ..engine import TreeEngine
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
 from ..solvers import SOLVERS
+from ..objectives.losses import loss_info
 from ..solvers.checkpoint import approx_scalar
 from ..solvers.registry import solver_options
+from ..tuning import regularization_path
 from .cache import ENGINE_CACHE
 from .params import SparkoptParams
 from .persistence import NOT_PERSISTED, EstimatorWriter, ModelReader, ModelWriter, ParamsOnlyReader
@@ -68,8 +70,11 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
             solver_options=options, label_col=self.getLabelCol(),
             callback=Progress(self.getMaxIter()) if self.getOrDefault(self.verbose) else None,
             **self._checkpoint_kwargs(checkpoint_namespace), **self._loss_options())
-        fit.params.update(fit_seconds=time.perf_counter() - started, ingest_seconds=ingest_seconds,
-                          num_rows=engine.stats.n_rows, engine=engine.kind)
+        fit.params.update(fit_seconds=time.perf_counter() - started)
+        return self._model_from_fit(fit, engine, ingest_seconds, dataset)
+
+    def _model_from_fit(self, fit: LinearFit, engine, ingest_seconds: float, dataset):
+        fit.params.update(ingest_seconds=ingest_seconds, num_rows=engine.stats.n_rows, engine=engine.kind)
         fit.params["fit_intercept"] = self.getFitIntercept()
         model = self._model_class()
         model._init_from_fit(fit, engine.stats)
@@ -90,13 +95,23 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         return self._fit_on_engine(engine, seconds, dataset)
 
     def fitMultiple(self, dataset, paramMaps):
-        """Ingest once, then fit every param map, warm-starting along decreasing regParam when the
-        maps differ only in continuous params (what CrossValidator and TrainValidationSplit call,
-        once per fold). With checkpointDir, map i's fit on these data checkpoints under
-        `data-<data_digest>/fit-<i>`, so each fold's fits resume from their own checkpoints."""
+        """Ingest once, then fit every param map (what CrossValidator and TrainValidationSplit
+        call, once per fold). Maps that differ only in regParam are one regularization path
+        (sparkopt.tuning.regularization_path: decreasing regParam, warm starts, strong rules with
+        the KKT check; squared error from one pass of statistics); other grids warm-start along
+        decreasing regParam within the same loss and layout. Models come back in the caller's
+        order for a path (the whole path is fitted at the first ``next``). With checkpointDir
+        (never a path), map i's fit on these data checkpoints under `data-<data_digest>/fit-<i>`,
+        so each fold's fits resume from their own checkpoints."""
         estimators = [self.copy(pm) for pm in paramMaps]
         for est in estimators:
             est._validate_all()
+        if self._path_applies(estimators):
+            return self._fit_path(dataset, estimators)
+        return self._fit_one_by_one(dataset, estimators)
+
+    def _fit_one_by_one(self, dataset, estimators):
+        """One fit per estimator on one ingest, warm-started along decreasing regParam."""
         shared_data = {(e.getFeaturesCol(), e.getLabelCol(), e.getWeightCol() if e.isDefined(e.weightCol) else None)
                        for e in estimators}
         order = sorted(range(len(estimators)), key=lambda i: -estimators[i].getRegParam())
@@ -128,6 +143,67 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
 
         return _FitMultipleIterator(fit_next)
 
+    def _path_applies(self, estimators) -> bool:
+        """Whether the maps are one regularization path: two or more, equal in every param but
+        regParam, a smooth loss, a synchronous solver, no checkpoints, initial model or progress."""
+        if len(estimators) < 2:
+            return False
+        first = estimators[0]
+        if first.getSolver() not in PATH_SOLVERS or first.getInitialModel() is not None \
+                or first._checkpoint_kwargs() or first.getOrDefault(first.verbose):
+            return False
+
+        def others(est):
+            return {p.name: v for p, v in est.extractParamMap().items() if p.name != "regParam"}
+
+        reference = others(first)
+        return all(_same_values(others(est), reference) for est in estimators[1:])
+
+    def _fit_path(self, dataset, estimators):
+        """Fit the estimators' regParams as one path; an iterator of (index, model) in order."""
+        first = estimators[0]
+        state = {"models": None, "next": 0}
+        lock = threading.Lock()
+
+        def fit_all():
+            engine, seconds = first._engine_for(dataset)
+            loss = first._loss(engine.stats)
+            if not loss_info(loss).smooth:
+                return None
+            regs = sorted({float(est.getRegParam()) for est in estimators}, reverse=True)
+            started = time.perf_counter()
+            path = regularization_path(
+                engine, loss, elastic_net_param=first.getElasticNetParam(), reg_params=regs,
+                fit_intercept=first.getFitIntercept(), standardization=first.getStandardization(),
+                solver=first.getSolver(), tol=first.getTol(), max_iter=first.getMaxIter(),
+                label_col=first.getLabelCol(), **first._loss_options())
+            total = time.perf_counter() - started
+            by_reg = {p.reg_param: p for p in path.points}
+            models = []
+            for est in estimators:
+                point = by_reg[float(est.getRegParam())]
+                fit = point.fit
+                fit.params.update(fit_seconds=point.seconds, path_seconds=total, path_passes=path.passes,
+                                  path_points=len(path.points))
+                models.append(est._model_from_fit(fit, engine, seconds, dataset))
+            return models
+
+        def fit_next():
+            with lock:
+                if state["models"] is None:
+                    state["models"] = fit_all() or False
+                if state["models"] is False:       # not a path after all (a non-smooth loss)
+                    if "fallback" not in state:
+                        state["fallback"] = self._fit_one_by_one(dataset, estimators)
+                    return next(state["fallback"])
+                if state["next"] >= len(state["models"]):
+                    raise StopIteration("No models remaining.")
+                index = state["next"]
+                state["next"] += 1
+                return index, state["models"][index]
+
+        return _FitMultipleIterator(fit_next)
+
     def write(self):
         return EstimatorWriter(self)
 
@@ -147,6 +223,16 @@ def data_digest(stats) -> str:
     for values in (stats.feature_nonzero, stats.feature_min, stats.feature_max):
         digest.update(np.ascontiguousarray(values).tobytes())
     return digest.hexdigest()[:16]
+
+
+#: the solvers a path runs with (the sampled and asynchronous ones fit a grid one map at a time)
+PATH_SOLVERS = ("auto", "normal", "gd", "lbfgs", "owlqn", "newton", "newton-cg")
+
+
+def _same_values(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(a[k] is b[k] or (type(a[k]) is type(b[k]) and a[k] == b[k]) for k in a)
 
 
 class _FitMultipleIterator:

@@ -21,6 +21,10 @@ RULES = {
     "objectives": ({"numpy", "scipy"}, SHARED | {"sparkopt.objectives"}),
     "solvers": ({"numpy", "scipy"}, SHARED | {"sparkopt.solvers", "sparkopt.objectives"}),
     "engine": ({"numpy", "scipy", "pyarrow", "pyspark", "py4j"}, SHARED | {"sparkopt.engine"}),
+    # driver-side numerics over the objective and engine interfaces: no Spark, no ml layer
+    "tuning": ({"numpy", "scipy"}, SHARED | {"sparkopt.tuning", "sparkopt.fit", "sparkopt.least_squares",
+                                            "sparkopt.linear_objective", "sparkopt.objectives",
+                                            "sparkopt.solvers", "sparkopt.engine.stats"}),
 }
 
 
