@@ -448,8 +448,10 @@ def combine_partitions(
     total = DataStats.empty(n_features)
     rows = []
     for blocks in per_partition:
-        total = merge_stats(total, partition_stats(blocks, n_features))
-    return total
+        part = partition_stats(blocks, n_features)
+        total = merge_stats(total, part)
+        rows.append(part.n_rows)
+    return replace(total, partition_rows=tuple(rows))
 
 
 # -------------------------------------------------------------------- one record per partition
@@ -511,6 +513,7 @@ def merge_partition_records(
     for p, record in records:
         by_partition.setdefault(int(p), record)
     total = DataStats.empty(n_features)
+    rows = []
     for p in range(num_partitions):
         record = by_partition.get(p)
         part = expand_stats(record) if record is not None else partition_stats([], n_features)

@@ -86,6 +86,7 @@ def test_signed_zero_nan_and_empty_partitions_round_trip():
     # partitions that sent nothing count as empty partitions
     merged = merge_partition_records([(1, compact_stats(partition_stats([stats])))], num_partitions=3)
     assert _same_bits(merged, combine_partitions([[], [stats], []]))
+    assert merged.partition_rows == (0, 2, 0)            # what the resident engine balances with
 
 
 def test_a_partition_reported_twice_counts_once():
