@@ -27,7 +27,7 @@ from .objectives.losses import LOSSES, check_labels as check_label_range, loss_i
 from .objectives.penalties import ElasticNet
 from .rules import check_param
 from .solvers import SOLVERS, ConvergenceWarning, OptimizeResult, Status, explain_solver, minimize
-from .solvers.result import finish, l1_value, optimality_norm
+from .solvers.result import convergence_scale, finish, l1_value
 
 logger = logging.getLogger("sparkopt")
 
@@ -212,7 +212,7 @@ def fit_linear_model(
             cold = objective.coordinates.from_coef(_initial_coef(block_objective, engine.stats, loss, fit_intercept))
             with np.errstate(over="ignore", invalid="ignore"):
                 _, g_cold = objective.loss_grad(cold)
-            gradient_scale = optimality_norm(objective, cold, g_cold)
+            gradient_scale = convergence_scale(objective, cold, g_cold)
             coef0 = np.asarray(initial_coef, dtype=float).ravel()
             if coef0.shape != (block_objective.n_params,):
                 raise InputError(f"initialModel has {coef0.size} parameters, this problem needs {block_objective.n_params} "

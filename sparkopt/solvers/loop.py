@@ -17,7 +17,7 @@ from ..rules import check_param
 from .checkpoint import CheckpointStore, problem_fingerprint, restore, snapshot
 from .objective import Objective, TrafficCounted
 from .registry import choose_solver, has_l1, make_solver
-from .result import OptimizeResult, Status, finish, optimality_norm, rounding_error
+from .result import OptimizeResult, Status, convergence_scale, finish, optimality_norm, rounding_error
 from .solver import Callback, OwnLoopSolver, SampledSolver, Solver, SolverState
 
 __all__ = ["minimize"]
@@ -78,7 +78,7 @@ class _Run:
             return state
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             state = self.solver.init(self.objective, x0)
-        scale = state.opt_norm if gradient_scale is None else gradient_scale
+        scale = convergence_scale(self.objective, state.x, state.g, state.opt_norm) if gradient_scale is None else gradient_scale
         self.scale = float(scale) if np.isfinite(scale) and scale > 0 else 1.0
         self.record(state)      # a solver's init may start its own columns (local-sgd: rounds 0)
         finite = _finite(state.f, state.x)

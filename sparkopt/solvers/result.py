@@ -117,6 +117,18 @@ def optimality_norm(objective: Any, x: np.ndarray, g: np.ndarray) -> float:
     return float(np.max(np.abs(pseudo_gradient(g, x, objective.l1_weights)), initial=0.0))
 
 
+def convergence_scale(objective: Any, x: np.ndarray, g: Optional[np.ndarray],
+                      pseudo: Optional[float] = None) -> float:
+    """What a relative tolerance is relative to: the larger of the pseudo-gradient's and the
+    smooth gradient's inf-norms at ``x`` (the start). With L1 near lambda_max the pseudo-gradient
+    at a zero start vanishes, and a tolerance relative to it would ask for more digits than
+    float64 holds; the smooth gradient keeps the problem's own scale."""
+    if pseudo is None:
+        pseudo = optimality_norm(objective, x, g)
+    smooth = float(np.max(np.abs(g), initial=0.0)) if g is not None else 0.0
+    return max(pseudo, smooth) if np.isfinite(smooth) else pseudo
+
+
 def _finite(*arrays) -> bool:
     return all(bool(np.all(np.isfinite(a))) for a in arrays)
 
