@@ -198,6 +198,8 @@ def fit_linear_model(
         standardization=standardization, n_classes=n_classes, epsilon=epsilon, label_col=label_col)
     method, reason = choose_fit_method(objective, loss, solver, checkpoint_dir)
     logger.info("sparkopt: solver=%r -> %s: %s", solver, method, reason)
+    if method != "normal":
+        engine.register_functions(objective.block_functions() + [partial(_misclassified_weight, block_objective)])
     with engine.session():       # the resident engine keeps its tasks for the whole fit
         passes0 = engine.passes
         if method == "normal":

@@ -418,6 +418,14 @@ class LinearModelObjective:
     def penalty_grad(self, z) -> np.ndarray:
         return self.penalty.smooth_grad(z)
 
+    def block_functions(self) -> list:
+        """Every block function (and worker program) this objective may ask its engine to run, so
+        an engine that ships code to its workers once (the resident engine) can ship them all."""
+        bo = self.block_objective
+        fns = [partial(f, bo) for f in (_loss, _loss_grad, _loss_grad_hess, _loss_grad_moments, _hessp,
+                                        _hessp_weight, _stochastic)]
+        return fns + [LocalSGDBlockFn(bo, self.coordinates, self.penalty, self.l1_weights), AsyncSGDWorker(bo)]
+
     def run_parameter_server(self, server, *, fraction: float, seed: int, delays: dict) -> list:
         """Run an :class:`~sparkopt.objectives.async_sgd.AsyncSGDWorker` on every worker of the
         engine, served by ``server`` (which works in solver coordinates; the workers see

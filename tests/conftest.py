@@ -42,6 +42,9 @@ def spark():
         SparkSession.builder.master("local[2]")
         .appName("sparkopt-tests")
         .config("spark.ui.enabled", "false")
+        # loopback only: tests that play hostile peers must not reach beyond this machine
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "4")

@@ -35,6 +35,7 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     """A TreeEngine or ResidentEngine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`)."""
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    fallback = engine == "auto"
     if engine == "auto":
         reason = resident_unavailable(blocks_rdd)
         if reason is not None:
@@ -44,4 +45,5 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
             engine = "resident"
     if engine == "tree":
         return TreeEngine(blocks_rdd, stats, depth)
-    return ResidentEngine(blocks_rdd, stats, depth, **resident_options)
+    # under auto, tasks that cannot reach the driver make the engine run as the tree engine
+    return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})

@@ -11,6 +11,7 @@ numpy only; never imports pyspark. An engine holds the data as ``list[list[Block
   config)`` on every worker at once, where ``fold(fn, payload, fraction, seed)`` sums over that
   worker's own partitions and ``channel.send / recv`` talk to ``server`` on the driver (engines
   whose workers live across messages only);
+* ``register_functions(fns)``: a hint naming the block functions a fit will use;
 * ``stats`` (sparkopt.engine.stats.DataStats), ``passes``, ``evaluations``, ``bytes_sent``,
   ``bytes_received``.
 
@@ -49,6 +50,10 @@ class EngineBase:
     def session(self):
         """Hold whatever the engine needs for a series of passes (a fit); nothing by default."""
         yield self
+
+    def register_functions(self, fns: Any) -> None:
+        """Block functions later passes will use (a hint: engines that ship code to their workers
+        once per session ship these too); nothing by default."""
 
     def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
         """Run a worker program on every worker at once, its messages served by ``server`` (see

@@ -4,7 +4,7 @@ Why: with the tree engine every pass ships each cached partition from the JVM to
 (pickled bytes -> numpy), which costs ~10x the arithmetic itself. Here one long-running *barrier*
 Spark job (the mechanism of XGBoost-Spark and TorchDistributor: all its tasks run at once) loads
 the blocks once; each task then serves requests from the driver over an authenticated socket:
-the driver sends ``(fn, payload, fraction, seed)`` once per pass, each task folds its resident
+the driver sends ``(function digest, payload, fraction, seed)`` once per pass, each task folds its resident
 blocks exactly as :func:`~sparkopt.engine.fold.fold_partition` does and sends back one partial
 sum. Per pass only the payload (coefficients, directions) travels out and the partial sums back.
 
@@ -21,38 +21,59 @@ regrouped onto the task slots that are left) and re-sends the same request: ever
 pure function of the driver's iterate, so the fit continues with the same numbers. An exception
 raised by ``fn`` itself is not a fault: it is re-raised on the driver as :class:`TaskError`.
 
-Security: a fresh random secret per session; the listening socket binds to the driver's own
-address (``spark.driver.host``); every connection passes the mutual HMAC challenge of
-:mod:`multiprocessing.connection` (with a deadline, so a silent peer cannot stall the listener)
-before a single byte of it is unpickled; sockets, threads and the job end on every exit path.
+Security: nothing on the channel is ever unpickled. Code (the block functions, a worker
+program) reaches the tasks only inside the Spark task closure; a session ships every block function
+it knows, and a request names one by its digest (a function the session does not hold starts a new
+session that does). A fresh 32-byte secret per session, also in the closure, authenticates both
+ends with an HMAC-SHA256 challenge over fresh nonces, and every frame after it with HMAC-SHA256
+under per-connection, per-direction keys and sequence numbers (:mod:`sparkopt.engine.wire`); a
+malformed, unauthenticated or replayed frame closes its connection and is logged. Handshakes run
+in parallel (at most ``max_pending_handshakes`` at once), each under one total deadline, so silent
+or trickling peers cannot delay the session's own tasks.
+
+Hung peers: every request has a deadline (``request_timeout``; by default max(30 s, 20 x the
+median pass of this engine)), and sends time out too; a task that misses it is a lost session,
+restarted and resent exactly as a dead one.
+
+Reachability: the listener binds ``spark.driver.bindAddress`` (else the advertised host,
+``spark.driver.host``) on ``spark.sparkopt.resident.port`` (0, the default: any free port),
+trying ``spark.sparkopt.resident.portMaxRetries`` (16) successive ports. A task that cannot
+connect within ``connect_timeout`` fails the job with a message saying so; with ``fallback=True``
+(``engine="auto"``) the engine then runs every pass as the tree engine does, and logs why.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import logging
-import os
-import pickle
 import secrets
+import select
 import socket
-import struct
+import statistics
 import threading
 import time
 import traceback
-import uuid
 from functools import partial
-from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge, wait
 from typing import Any, Iterator, Optional
 
 from ..errors import InputError, WorkersLost
 from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
 from .stats import DataStats
 from .tree import TreeEngine
+from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
 
-__all__ = ["ResidentEngine", "TaskError", "SessionLost", "task_slots"]
+__all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots"]
 
 logger = logging.getLogger("sparkopt")
 
-_HANDSHAKE_SECONDS = 10.0
+#: one connection's whole handshake (challenge, proof and hello) must finish within this
+HANDSHAKE_SECONDS = 10.0
+#: connections in the handshake at once; more are closed on arrival
+MAX_PENDING_HANDSHAKES = 64
+_UNREACHABLE = "sparkopt resident task cannot reach the driver"
+#: how many block functions an engine ships to each session (the most recently used)
+_FUNCTION_TABLE_SIZE = 32
 
 
 class TaskError(RuntimeError):
@@ -60,7 +81,13 @@ class TaskError(RuntimeError):
 
 
 class SessionLost(WorkersLost):
-    """A resident session lost a task (process or executor death) or could not start."""
+    """A resident session lost a task (process or executor death, a missed request deadline, a
+    bad frame) or could not start."""
+
+
+class DriverUnreachable(SessionLost):
+    """The resident tasks could not connect to the driver's listener (containers, NAT,
+    firewalls, a wrong ``spark.driver.host``)."""
 
 
 # ------------------------------------------------------------------------------ task side
@@ -85,8 +112,56 @@ def balanced_groups(rows: dict[int, int], groups: int) -> dict[int, int]:
     return assignment
 
 
-def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
-    """The barrier task body: hold the blocks, answer the driver's requests until told to stop."""
+def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout: float) -> Channel:
+    """Connect and authenticate to the driver, retrying (a listener busy with hostile peers may
+    close a connection on arrival) until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    pause, last = 0.05, None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectionError(f"{_UNREACHABLE} at {address[0]}:{address[1]} within {timeout:g} s "
+                                  f"({type(last).__name__}: {last}); check spark.driver.host / bindAddress and "
+                                  "that executors can open connections to the driver")
+        sock = None
+        try:
+            sock = socket.create_connection(address, timeout=min(remaining, HANDSHAKE_SECONDS))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return client_handshake(sock, secret, session_id, min(deadline, time.monotonic() + HANDSHAKE_SECONDS))
+        except (OSError, EOFError, WireError) as exc:
+            last = exc
+            if sock is not None:
+                sock.close()
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 2, 1.0)
+
+
+class _WorkerChannel:
+    """A worker program's end of the channel inside a resident task: ``send(message)``,
+    ``recv() -> message`` (the driver's stop arrives as ``("stop",)``)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    def send(self, message: Any) -> None:
+        self._channel.send(FrameType.MESSAGE, message)
+
+    def recv(self) -> Any:
+        kind, value, _ = self._channel.recv()
+        if kind == FrameType.STOP:
+            return ("stop",)
+        if kind != FrameType.MESSAGE:
+            raise WireError(f"a worker program expected a message, got frame type {kind}")
+        return value
+
+
+def _error_value(exc: BaseException) -> tuple:
+    return (type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions: dict, connect_timeout: float):
+    """The barrier task body: hold the blocks, answer the driver's requests until told to stop.
+    ``functions`` (digest -> block function or worker program) arrive in this closure."""
 
     def run(tagged: Iterator[tuple[int, int, Any]]) -> Iterator[tuple[int, int]]:
         from pyspark import BarrierTaskContext
@@ -102,49 +177,43 @@ def _serve(address: tuple[str, int], authkey: bytes, session_id: str):
         del tagged_blocks
         rows = sum(b.n_rows for blocks in partitions.values() for b in blocks)
         weight = float(sum(float(b.w.sum()) for blocks in partitions.values() for b in blocks))
-        conn = Client(address, authkey=authkey)      # mutual HMAC challenge before any data
-        channel = _TaskChannel(conn)
+        channel = _connect(address, secret, session_id, connect_timeout)
         served = 0
         try:
-            channel.send(("hello", session_id, context.partitionId(), context.attemptNumber(), list(partitions),
-                          rows, weight))
+            channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), list(partitions),
+                                           int(rows), weight))
             while True:
                 try:
-                    request = channel.recv()
-                except EOFError:
+                    kind, request, _ = channel.recv()
+                except (EOFError, OSError):
                     break                             # the driver closed the session
-                if request[0] == "stop":
+                if kind == FrameType.STOP:
                     break
                 try:
-                    if request[0] == "run":
-                        _, worker_fn, config = request
+                    if kind == FrameType.RUN:
+                        digest, config = request
                         fold = partial(fold_over, list(partitions.items()))
-                        reply = ("done", worker_fn(channel, context.partitionId(), fold, config))
+                        result = functions[digest](_WorkerChannel(channel), context.partitionId(), fold, config)
+                    elif kind == FrameType.EVAL:
+                        digest, payload, fraction, seed = request
+                        result = fold_partitions(functions[digest], payload, partitions.items(), fraction, seed)
                     else:
-                        _, fn, payload, fraction, seed = request
-                        reply = ("ok", fold_partitions(fn, payload, partitions.items(), fraction, seed))
+                        raise WireError(f"unexpected frame type {kind}")
+                    try:
+                        channel.send(FrameType.REPLY, result)
+                    except TypeError as exc:  # the result cannot travel: say so instead
+                        channel.send(FrameType.ERROR, ("TypeError", f"map_sum: fn returned a result the "
+                                                       f"channel cannot carry: {exc}", ""))
+                except (WireError, EOFError, OSError):
+                    raise
                 except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
-                    reply = ("error", type(exc).__name__, str(exc), traceback.format_exc())
-                channel.send(reply)
+                    channel.send(FrameType.ERROR, _error_value(exc))
                 served += 1
         finally:
-            conn.close()
+            channel.close()
         yield context.partitionId(), served
 
     return run
-
-
-class _TaskChannel:
-    """A worker program's end of the channel inside a resident task (pickled messages)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def send(self, message: Any) -> None:
-        self._conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def recv(self) -> Any:
-        return pickle.loads(self._conn.recv_bytes())
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -159,34 +228,58 @@ def task_slots(sc: Any) -> int:
         return max(int(sc.defaultParallelism) // max(cpus, 1), 0)
 
 
-def _set_receive_timeout(sock: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                    struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+def listen(bind_host: str, port: int, max_retries: int, backlog: int) -> socket.socket:
+    """A listening socket on ``bind_host`` at ``port`` (0: any free port), else at the next of
+    ``max_retries`` successive ports (Spark's spark.port.maxRetries convention)."""
+    if port == 0:
+        return socket.create_server((bind_host, 0), backlog=backlog)
+    error: Optional[OSError] = None
+    for candidate in range(port, min(port + max_retries, 65535) + 1):
+        try:
+            return socket.create_server((bind_host, candidate), backlog=backlog)
+        except OSError as exc:
+            error = exc
+    raise SessionLost(f"the resident engine found no free port in {port}-{min(port + max_retries, 65535)} on "
+                      f"{bind_host} (spark.sparkopt.resident.port / portMaxRetries): {error}")
+
+
+def _valid_hello(value: Any, groups: int) -> bool:
+    return (isinstance(value, tuple) and len(value) == 5 and isinstance(value[0], int) and 0 <= value[0] < groups
+            and isinstance(value[1], int) and isinstance(value[2], list)
+            and all(isinstance(p, int) for p in value[2]) and isinstance(value[3], int)
+            and isinstance(value[4], float))
 
 
 class _Session:
     """One barrier job and the driver's end of its channel."""
 
-    def __init__(self, tagged: Any, groups: int, host: str, start_timeout: float) -> None:
-        self.id = uuid.uuid4().hex
+    def __init__(self, tagged: Any, groups: int, *, host: str, bind_host: str, port: int, port_retries: int,
+                 start_timeout: float, connect_timeout: float, functions: dict,
+                 max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+                 handshake_timeout: float = HANDSHAKE_SECONDS) -> None:
+        self.id = secrets.token_bytes(SESSION_ID_BYTES)
         self.groups = groups
-        self._authkey = secrets.token_bytes(32)
-        self._server = socket.create_server((host, 0), backlog=max(16, 2 * groups))
+        self.functions = frozenset(functions)
+        self._secret = secrets.token_bytes(32)
+        self._handshake_timeout = handshake_timeout
+        self._max_pending = max_pending_handshakes
+        self._server = listen(bind_host, port, port_retries, backlog=max(64, 2 * groups))
         self._server.settimeout(0.2)
         self.address = (host, self._server.getsockname()[1])
         self._closing = threading.Event()
-        self._pending: list[tuple[Connection, tuple]] = []
-        self._pending_lock = threading.Condition()
-        self.connections: dict[int, Connection] = {}    # group index -> connection
-        self.workers: dict[int, dict] = {}               # group index -> partitions, rows, weight
+        self._lock = threading.Condition()
+        self._handshaking: set = set()                     # raw sockets in the handshake
+        self._pending: list[tuple[Channel, tuple]] = []
+        self.rejected = 0
+        self.connections: dict[int, Channel] = {}          # group index -> channel
+        self.workers: dict[int, dict] = {}                 # group index -> partitions, rows, weight
         self.job_error: Optional[BaseException] = None
         self._job_done = threading.Event()
         self._sc = tagged.context
-        self._job_group = f"sparkopt-resident-{self.id}"
+        self._job_group = f"sparkopt-resident-{self.id.hex()}"
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self._job_group}-accept", daemon=True)
         self._acceptor.start()
-        job = tagged.barrier().mapPartitions(_serve(self.address, self._authkey, self.id))
+        job = tagged.barrier().mapPartitions(_serve(self.address, self._secret, self.id, functions, connect_timeout))
         from pyspark import InheritableThread
 
         def run_job() -> None:
@@ -197,170 +290,211 @@ class _Session:
                 self.job_error = exc
             finally:
                 self._job_done.set()
-                with self._pending_lock:
-                    self._pending_lock.notify_all()
+                with self._lock:
+                    self._lock.notify_all()
 
         self._job = InheritableThread(target=run_job, name=f"{self._job_group}-job", daemon=True)
         self._job.start()
         try:
             self._await_tasks(start_timeout)
         except BaseException:
-            self.close()
+            self.close(hung=True)
             raise
 
     # -- connections
     def _accept_loop(self) -> None:
         while not self._closing.is_set():
             try:
-                raw, _ = self._server.accept()
+                raw, peer = self._server.accept()
             except (socket.timeout, TimeoutError):
                 continue
             except OSError:
                 return
-            conn = None
-            try:
-                raw.settimeout(None)
-                _set_receive_timeout(raw, _HANDSHAKE_SECONDS)
-                conn = Connection(os.dup(raw.fileno()))
-                deliver_challenge(conn, self._authkey)
-                answer_challenge(conn, self._authkey)
-                if not conn.poll(_HANDSHAKE_SECONDS):
-                    raise TimeoutError("no hello")
-                hello = pickle.loads(conn.recv_bytes())     # authenticated peer from here on
-                _set_receive_timeout(raw, 0.0)
-            except Exception as exc:  # noqa: BLE001 - a failed or foreign peer is dropped
-                logger.warning("sparkopt resident engine: rejected a connection (%s)", type(exc).__name__)
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
+            with self._lock:
+                full = len(self._handshaking) >= self._max_pending
+                if not full:
+                    self._handshaking.add(raw)
+            if full:
+                self._reject(raw, peer, f"{self._max_pending} handshakes already pending")
                 continue
-            finally:
-                raw.close()
-            with self._pending_lock:
-                self._pending.append((conn, hello))
-                self._pending_lock.notify_all()
+            threading.Thread(target=self._handshake, args=(raw, peer), daemon=True,
+                             name=f"{self._job_group}-handshake").start()
+
+    def _reject(self, raw: socket.socket, peer: Any, why: str) -> None:
+        self.rejected += 1
+        level = logging.WARNING if self.rejected <= 5 else logging.DEBUG
+        logger.log(level, "sparkopt resident engine: rejected a connection from %s (%s)", peer, why)
+        with contextlib.suppress(OSError):
+            raw.close()
+
+    def _handshake(self, raw: socket.socket, peer: Any) -> None:
+        """Authenticate one connection and read its hello, all within one deadline."""
+        deadline = time.monotonic() + self._handshake_timeout
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel = server_handshake(raw, self._secret, self.id, deadline)
+            kind, hello, _ = channel.recv(deadline)
+            if kind != FrameType.HELLO or not _valid_hello(hello, self.groups):
+                raise WireError("the first frame is not a valid hello")
+        except (OSError, EOFError, WireError) as exc:
+            with self._lock:
+                self._handshaking.discard(raw)
+            if not self._closing.is_set():
+                self._reject(raw, peer, f"{type(exc).__name__}: {exc}")
+            else:
+                with contextlib.suppress(OSError):
+                    raw.close()
+            return
+        with self._lock:
+            self._handshaking.discard(raw)
+            if self._closing.is_set():
+                channel.close()
+                return
+            self._pending.append((channel, hello))
+            self._lock.notify_all()
 
     def _await_tasks(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        with self._pending_lock:
+        with self._lock:
             while True:
-                for conn, hello in self._pending:
-                    kind, session_id, group, _attempt, parts, rows, weight = hello
-                    if kind != "hello" or session_id != self.id or group in self.connections:
-                        conn.close()
+                for channel, hello in self._pending:
+                    group, _attempt, parts, rows, weight = hello
+                    if group in self.connections:
+                        channel.close()
                         continue
-                    self.connections[group] = conn
+                    self.connections[group] = channel
                     self.workers[group] = {"partitions": list(parts), "rows": int(rows), "weight": float(weight)}
                 self._pending.clear()
                 if len(self.connections) == self.groups:
                     return
                 if self._job_done.is_set():
+                    if _UNREACHABLE in str(self.job_error):
+                        raise DriverUnreachable(f"{_brief(self.job_error)}")
                     raise SessionLost(f"the resident job ended before its tasks connected: {_brief(self.job_error)}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SessionLost(
                         f"only {len(self.connections)} of {self.groups} resident tasks started within {timeout:g} s "
                         "(are other jobs holding the task slots?); use engine='tree'")
-                self._pending_lock.wait(min(remaining, 0.5))
+                self._lock.wait(min(remaining, 0.5))
 
     # -- messages
-    def _send_all(self, message: bytes) -> int:
+    def _send(self, group: int, kind: int, value: Any, deadline: float) -> int:
         try:
-            for conn in self.connections.values():
-                conn.send_bytes(message)
+            return self.connections[group].send(kind, value, deadline)
+        except TimeoutError as exc:
+            raise SessionLost(f"resident task {group} does not read its channel (request deadline; hung?)") from exc
         except OSError as exc:
-            raise SessionLost(f"a resident task is gone ({exc})") from exc
-        return len(message) * len(self.connections)
+            raise SessionLost(f"resident task {group} is gone ({exc})") from exc
 
-    def _incoming(self, waiting: dict) -> Iterator[tuple[Any, int, Any, int]]:
-        """(connection, group, message, bytes) as the tasks send them, while ``waiting``
-        (connection -> group; the caller removes the tasks it no longer waits for) is not empty.
-        A closed socket or a failed job is a lost session."""
+    def _incoming(self, waiting: dict, timeout: float) -> Iterator[tuple[int, int, Any, int]]:
+        """(group, frame type, value, bytes) as the tasks send them, while ``waiting`` (channel ->
+        group; the caller removes the tasks it no longer waits for) is not empty. A closed socket,
+        a bad frame, a failed job, or ``timeout`` seconds without any frame is a lost session."""
+        deadline = time.monotonic() + timeout
         while waiting:
-            ready = wait(list(waiting), timeout=1.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionLost(f"resident task(s) {sorted(waiting.values())} missed the request deadline of "
+                                  f"{timeout:.3g} s (hung or stopped?)")
+            ready, _, _ = select.select(list(waiting), [], [], min(remaining, 1.0))
             if not ready and self._job_done.is_set():
                 raise SessionLost(f"the resident job failed: {_brief(self.job_error)}")
-            for conn in ready:
-                group = waiting[conn]
+            for channel in ready:
+                group = waiting[channel]
                 try:
-                    data = conn.recv_bytes()
+                    kind, value, size = channel.recv(deadline)
+                except TimeoutError as exc:
+                    raise SessionLost(f"resident task {group} missed the request deadline of {timeout:.3g} s "
+                                      "mid-frame") from exc
+                except WireError as exc:
+                    logger.warning("sparkopt resident engine: dropped a bad frame from task %d (%s)", group, exc)
+                    raise SessionLost(f"resident task {group} sent a bad frame ({exc})") from exc
                 except (EOFError, OSError) as exc:
                     raise SessionLost(f"resident task {group} closed its channel") from exc
-                yield conn, group, pickle.loads(data), len(data)
+                if kind not in (FrameType.REPLY, FrameType.ERROR, FrameType.MESSAGE):
+                    raise SessionLost(f"resident task {group} sent an unexpected frame type {kind}")
+                deadline = time.monotonic() + timeout
+                yield group, kind, value, size
 
-    def evaluate(self, message: bytes) -> tuple[Any, int]:
-        """Send ``message`` to every task and sum their replies in group order."""
-        self._send_all(message)
+    def evaluate(self, digest: bytes, payload: Any, fraction: Any, seed: Any, timeout: float) -> tuple[Any, int, int]:
+        """Send the request to every task and sum their replies in group order; (sum, bytes
+        sent, bytes received)."""
+        deadline = time.monotonic() + timeout
+        sent = 0
+        for group in self.connections:
+            sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed), deadline)
         received = 0
-        replies: dict[int, Any] = {}
-        waiting = {conn: group for group, conn in self.connections.items()}
-        for conn, group, reply, size in self._incoming(waiting):
-            del waiting[conn]
+        replies: dict[int, tuple] = {}
+        waiting = {channel: group for group, channel in self.connections.items()}
+        for group, kind, value, size in self._incoming(waiting, max(deadline - time.monotonic(), 0.0)):
+            if kind == FrameType.MESSAGE:
+                raise SessionLost(f"resident task {group} sent a worker message to a pass")
+            del waiting[self.connections[group]]
             received += size
-            replies[group] = reply
+            replies[group] = (kind, value)
         # every task has answered (so the next request gets fresh replies) before an error is raised
-        for reply in replies.values():
-            if reply[0] == "error":
-                raise _task_error(reply)
+        for kind, value in replies.values():
+            if kind == FrameType.ERROR:
+                raise _task_error(value)
         acc = None
         for group in sorted(replies):
             acc = add_results(acc, replies[group][1])
-        return acc, received
+        return acc, sent, received
 
-    def run(self, message: bytes, server: Any) -> tuple[list, int, int]:
+    def run(self, digest: bytes, config: Any, server: Any, timeout: float) -> tuple[list, int, int]:
         """Start a worker program on every task and route its messages through ``server`` until
-        every task's program has returned; (summaries in group order, bytes sent, bytes received)."""
+        every task's program has returned; (summaries in group order, bytes sent, bytes received).
+        ``timeout``: the longest silence of all the tasks together."""
         groups = sorted(self.connections)
         server.start([self.workers[g] for g in groups])
         index_of = {g: i for i, g in enumerate(groups)}
-        sent, received = self._send_all(message), 0
+        sent, received = 0, 0
+        for group in groups:
+            sent += self._send(group, FrameType.RUN, (digest, config), time.monotonic() + timeout)
         summaries: dict[int, Any] = {}
-        waiting = {conn: group for group, conn in self.connections.items()}
-        for conn, group, message_in, size in self._incoming(waiting):
+        waiting = {channel: group for group, channel in self.connections.items()}
+        for group, kind, value, size in self._incoming(waiting, timeout):
             received += size
-            if message_in[0] == "error":
-                raise _task_error(message_in)
-            if message_in[0] == "done":
-                summaries[group] = message_in[1]
-                del waiting[conn]
+            if kind == FrameType.ERROR:
+                raise _task_error(value)
+            if kind == FrameType.REPLY:
+                summaries[group] = value
+                del waiting[self.connections[group]]
                 continue
-            for target, reply in server.handle(index_of[group], message_in):
-                blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-                try:
-                    self.connections[groups[target]].send_bytes(blob)
-                except OSError as exc:
-                    raise SessionLost(f"resident task {groups[target]} is gone ({exc})") from exc
-                sent += len(blob)
+            for target, reply in server.handle(index_of[group], value):
+                sent += self._send(groups[target], FrameType.MESSAGE, reply, time.monotonic() + timeout)
         return [summaries[g] for g in groups], sent, received
 
-    def close(self) -> None:
-        """Stop the tasks, end the job, release the socket and threads (idempotent)."""
+    def close(self, hung: bool = False) -> None:
+        """Stop the tasks, end the job, release the socket and threads (idempotent). ``hung``:
+        a task may not answer, so cancel the job rather than wait for it."""
         if self._closing.is_set():
             return
         self._closing.set()
-        stop = pickle.dumps(("stop",))
-        for conn in self.connections.values():
+        for channel in self.connections.values():
             with contextlib.suppress(Exception):
-                conn.send_bytes(stop)
-        for conn in self.connections.values():
-            with contextlib.suppress(Exception):
-                conn.close()
-        with self._pending_lock:
-            for conn, _ in self._pending:
-                with contextlib.suppress(Exception):
-                    conn.close()
+                channel.send(FrameType.STOP, None, time.monotonic() + 1.0)
+        for channel in self.connections.values():
+            channel.close()
+        with self._lock:
+            for channel, _ in self._pending:
+                channel.close()
             self._pending.clear()
+            for raw in list(self._handshaking):       # ends their threads now, not at their deadline
+                with contextlib.suppress(OSError):
+                    raw.shutdown(socket.SHUT_RDWR)
         self._server.close()
         self._acceptor.join(5.0)
         # tasks that never connected (or hang) are cancelled rather than waited for
-        if not self._job_done.wait(10.0 if self.connections else 0.5):
+        if not self._job_done.wait(0.5 if hung or not self.connections else 10.0):
             self._sc.cancelJobGroup(self._job_group)
             self._job_done.wait(30.0)
         self._job.join(5.0)
 
 
-def _task_error(message: tuple) -> TaskError:
-    _, name, text, trace = message
+def _task_error(value: Any) -> TaskError:
+    name, text, trace = value if isinstance(value, tuple) and len(value) == 3 else ("?", repr(value), "")
     return TaskError(f"{name}: {text}\n--- task traceback ---\n{trace}")
 
 
@@ -369,9 +503,23 @@ def _brief(exc: Optional[BaseException]) -> str:
         return "no error reported"
     text = str(exc).strip().splitlines()
     for line in text:
+        if _UNREACHABLE in line:
+            return line[line.index(_UNREACHABLE):][:400]
+    for line in text:
         if "Exception" in line or "Error" in line or "failed" in line:
             return line[:300]
     return text[0][:300] if text else type(exc).__name__
+
+
+def _conf_int(sc: Any, key: str, default: int) -> int:
+    raw = sc.getConf().get(key, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"{key} must be an integer, got {raw!r}") from None
+    if value < 0 or value > 65535:
+        raise InputError(f"{key} must be in 0..65535, got {value}")
+    return value
 
 
 class ResidentEngine(TreeEngine):
@@ -380,24 +528,41 @@ class ResidentEngine(TreeEngine):
     Same contract and numbers as :class:`TreeEngine` (the fold per partition is the same code;
     partition sums are added in partition order). ``max_restarts`` bounds how many times a lost
     session is restarted during one fit; ``start_timeout`` is how long to wait for all tasks to
-    connect. ``host`` defaults to ``spark.driver.host``."""
+    connect, ``connect_timeout`` how long a task keeps trying to reach the driver;
+    ``request_timeout`` (None: max(30 s, 20 x the median pass so far)) how long a pass may take
+    before its session counts as lost. ``host`` (advertised to the tasks) defaults to
+    ``spark.driver.host``, ``bind_host`` to ``spark.driver.bindAddress`` (else ``host``), ``port``
+    to ``spark.sparkopt.resident.port`` (0: any). ``fallback``: when the tasks cannot reach the
+    driver, run the passes as the tree engine does (``engine="auto"``) instead of failing."""
 
     kind = "resident"
     # one round trip on the channel (README: 0.1 - 0.2 ms per iteration)
     pass_overhead = 2e-4
 
     def __init__(self, blocks_rdd: Any, stats: DataStats, depth: int = 2, *, max_restarts: int = 3,
-                 start_timeout: float = 120.0, host: Optional[str] = None) -> None:
+                 start_timeout: float = 120.0, connect_timeout: float = 10.0,
+                 request_timeout: Optional[float] = None, host: Optional[str] = None,
+                 bind_host: Optional[str] = None, port: Optional[int] = None, fallback: bool = False) -> None:
         super().__init__(blocks_rdd, stats, depth)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise InputError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
-        if not start_timeout > 0:
-            raise InputError(f"start_timeout must be > 0, got {start_timeout!r}")
+        for name, value in (("start_timeout", start_timeout), ("connect_timeout", connect_timeout),
+                            ("request_timeout", 1.0 if request_timeout is None else request_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InputError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+            raise InputError(f"port must be an integer in 0..65535, got {port!r}")
         self.max_restarts = max_restarts
         self.start_timeout = float(start_timeout)
-        self._host = host
+        self.connect_timeout = float(connect_timeout)
+        self.request_timeout = None if request_timeout is None else float(request_timeout)
+        self.fallback = bool(fallback)
+        self.fallback_reason: Optional[str] = None
+        self._host, self._bind_host, self._port = host, bind_host, port
         self._session: Optional[_Session] = None
         self._regrouped: dict[int, Any] = {}
+        self._functions: collections.OrderedDict = collections.OrderedDict()   # digest -> function
+        self._pass_seconds: collections.deque = collections.deque(maxlen=101)
         self._depth_open = 0
         self._lock = threading.RLock()
         self.restarts = 0
@@ -432,12 +597,50 @@ class ResidentEngine(TreeEngine):
 
     def _start(self) -> _Session:
         sc = self._rdd.context
+        conf = sc.getConf()
         groups = min(self.num_partitions, max(task_slots(sc), 1))
-        host = self._host or sc.getConf().get("spark.driver.host", "127.0.0.1")
-        session = _Session(self._tagged(groups), groups, host, self.start_timeout)
+        host = self._host or conf.get("spark.driver.host", "127.0.0.1")
+        bind_host = self._bind_host or conf.get("spark.driver.bindAddress", None) or host
+        port = self._port if self._port is not None else _conf_int(sc, "spark.sparkopt.resident.port", 0)
+        retries = _conf_int(sc, "spark.sparkopt.resident.portMaxRetries", 16)
+        session = _Session(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
+                           port_retries=retries, start_timeout=self.start_timeout,
+                           connect_timeout=self.connect_timeout, functions=dict(self._functions))
         self.sessions_started += 1
         logger.info("sparkopt resident engine: %d tasks hold %d partitions", groups, self.num_partitions)
         return session
+
+    def register_functions(self, fns: Any) -> None:
+        """Block functions (or worker programs) later requests will use: a session ships them in
+        its task closure, so asking for them later needs no new session."""
+        for fn in fns:
+            self._digest(fn)
+
+    def _digest(self, fn: Any) -> bytes:
+        from pyspark import cloudpickle
+
+        digest = hashlib.sha256(cloudpickle.dumps(fn)).digest()[:16]
+        self._functions[digest] = fn
+        self._functions.move_to_end(digest)
+        while len(self._functions) > _FUNCTION_TABLE_SIZE:
+            self._functions.popitem(last=False)
+        return digest
+
+    def _session_for(self, digest: bytes) -> _Session:
+        """The running session if it holds the function ``digest`` names, else a new one."""
+        if self._session is not None and digest not in self._session.functions:
+            logger.info("sparkopt resident engine: a new block function; starting a session that ships it")
+            self.close()
+        if self._session is None:
+            self._session = self._start()
+        return self._session
+
+    def _timeout(self) -> float:
+        if self.request_timeout is not None:
+            return self.request_timeout
+        if not self._pass_seconds:
+            return max(30.0, self.start_timeout)
+        return max(30.0, 20.0 * statistics.median(self._pass_seconds))
 
     @contextlib.contextmanager
     def session(self):
@@ -452,33 +655,46 @@ class ResidentEngine(TreeEngine):
                 if self._depth_open == 0:
                     self.close()
 
-    def close(self) -> None:
+    def close(self, hung: bool = False) -> None:
         with self._lock:
             session, self._session = self._session, None
         if session is not None:
-            session.close()
+            session.close(hung=hung)
 
     def unpersist(self) -> None:
         self.close()
         super().unpersist()
 
+    def _fall_back(self, exc: DriverUnreachable) -> None:
+        self.fallback_reason = str(exc)
+        self.kind = "tree"
+        self.pass_overhead = TreeEngine.pass_overhead
+        logger.warning("sparkopt: engine='auto' falls back to the tree engine: %s", exc)
+
     # -- the fold
     def map_sum(self, fn: BlockFn, payload: Any, *, fraction: float | None = None, seed: int | None = None) -> Any:
         fraction, seed = check_sampling(fraction, seed)
-        from pyspark import cloudpickle
-
-        message = cloudpickle.dumps(("eval", fn, payload, fraction, seed), protocol=pickle.HIGHEST_PROTOCOL)
+        if self.fallback_reason is not None:
+            return super().map_sum(fn, payload, fraction=fraction, seed=seed)
         failures: list[str] = []
         with self._lock:
+            digest = self._digest(fn)
             while True:
                 try:
-                    if self._session is None:
-                        self._session = self._start()
-                    result, received = self._session.evaluate(message)
+                    session = self._session_for(digest)
+                    start = time.monotonic()
+                    result, sent, received = session.evaluate(digest, payload, fraction, seed, self._timeout())
+                    self._pass_seconds.append(time.monotonic() - start)
                     break
+                except DriverUnreachable as exc:
+                    self.close(hung=True)
+                    if not self.fallback:
+                        raise
+                    self._fall_back(exc)
+                    return super().map_sum(fn, payload, fraction=fraction, seed=seed)
                 except SessionLost as exc:
                     failures.append(str(exc))
-                    self.close()
+                    self.close(hung=True)
                     if len(failures) > self.max_restarts:
                         raise SessionLost(
                             f"resident engine gave up after {len(failures)} lost sessions: " + " | ".join(failures)
@@ -491,13 +707,12 @@ class ResidentEngine(TreeEngine):
                         self.close()
                     raise
                 except BaseException:
-                    self.close()                # interrupted mid-request: replies may be pending
+                    self.close(hung=True)       # interrupted mid-request: replies may be pending
                     raise
-            groups = self._session.groups
             if self._depth_open == 0:
                 self.close()      # no session() block: one request, one session
         self._count(fraction)
-        self.bytes_sent += len(message) * groups
+        self.bytes_sent += sent
         self.bytes_received += received
         if result is None:
             raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
@@ -506,22 +721,30 @@ class ResidentEngine(TreeEngine):
     def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
         """Run ``worker_fn(channel, worker_index, fold, config)`` in every resident task at once
         (``fold(fn, payload, fraction, seed)`` sums over the task's own partitions;
-        ``channel.send/recv`` talk to the driver). Every message a worker sends goes to ``server.handle(worker, message)``, which
-        returns the ``[(worker, reply), ...]`` to send; ``server.start(workers)`` is called first
-        with each worker's partitions, rows and weight. Returns the workers' return values.
+        ``channel.send/recv`` talk to the driver; messages and ``config`` are plain values and
+        numpy arrays, see sparkopt.engine.wire). Every message a worker sends goes to
+        ``server.handle(worker, message)``, which returns the ``[(worker, reply), ...]`` to send;
+        ``server.start(workers)`` is called first with each worker's partitions, rows and weight.
+        Returns the workers' return values.
 
         A worker program keeps state between messages, so a lost task cannot be replayed: a
-        lost session raises :class:`SessionLost` (the caller still holds its driver-side state)."""
-        from pyspark import cloudpickle
-
-        message = cloudpickle.dumps(("run", worker_fn, config), protocol=pickle.HIGHEST_PROTOCOL)
+        lost session (a dead task, or all tasks silent for the request deadline) raises
+        :class:`SessionLost` (the caller still holds its driver-side state)."""
+        if self.fallback_reason is not None:
+            return super().run_workers(worker_fn, config, server)
         with self._lock:
             try:
-                if self._session is None:
-                    self._session = self._start()
-                summaries, sent, received = self._session.run(message, server)
+                digest = self._digest(worker_fn)
+                session = self._session_for(digest)
+                summaries, sent, received = session.run(digest, config, server, self._timeout())
+            except DriverUnreachable as exc:
+                self.close(hung=True)
+                if self.fallback:
+                    self._fall_back(exc)
+                # not a lost worker to start again: the next session cannot connect either
+                raise RuntimeError(f"worker programs need the resident engine: {exc}") from exc
             except BaseException:
-                self.close()      # a half-run program leaves the tasks in an unknown state
+                self.close(hung=True)      # a half-run program leaves the tasks in an unknown state
                 raise
             if self._depth_open == 0:
                 self.close()

@@ -6,8 +6,6 @@ import sys
 import threading
 import time
 from functools import partial
-from multiprocessing.connection import Client
-from multiprocessing import AuthenticationError
 
 import numpy as np
 import pytest
@@ -166,7 +164,13 @@ def test_fit_survives_injected_failure_at_iteration_k(engines, tmp_path):
     assert reference.result.nit > 0
 
 
+def _count_rows(block, payload):
+    return block.n_rows
+
+
 def test_channel_refuses_unauthenticated_peers(engines, tmp_path):
+    from sparkopt.engine.wire import SESSION_ID_BYTES, WireError, client_handshake
+
     _, resident = engines["binary"]
     evil = tmp_path / "unpickled"
 
@@ -175,23 +179,26 @@ def test_channel_refuses_unauthenticated_peers(engines, tmp_path):
             return (open, (str(evil), "w"))
 
     with resident.session():
-        resident.map_sum(lambda block, p: 1.0, None)
+        resident.map_sum(_count_rows, None)
         session = resident._session
         host, port = session.address
-        assert host == resident._rdd.context.getConf().get("spark.driver.host")
-        with pytest.raises((AuthenticationError, EOFError, ConnectionError)):
-            Client(session.address, authkey=b"not the secret")
+        assert host == resident._rdd.context.getConf().get("spark.driver.host") == "127.0.0.1"
+        # the right session id but not the secret: the driver's proof does not verify, and the
+        # driver never accepts the connection
+        with socket.create_connection(session.address, timeout=5) as sock:
+            with pytest.raises((WireError, EOFError, OSError)):
+                client_handshake(sock, b"not the secret".ljust(32), session.id, time.monotonic() + 5)
         # a raw peer that skips the handshake and sends a pickle: dropped, never unpickled
         with socket.create_connection(session.address) as raw:
             blob = pickle.dumps(Payload())
             raw.sendall(len(blob).to_bytes(4, "big") + blob)
-            raw.settimeout(5)
+            raw.settimeout(15)
             try:
-                raw.recv(1024)
-            except OSError:
+                assert raw.recv(1024) == b""             # closed without a reply
+            except ConnectionResetError:
                 pass
-        time.sleep(0.5)
-        assert resident.map_sum(lambda block, p: 1.0, None) >= 1.0   # still serving its own tasks
+        assert resident.map_sum(_count_rows, None) == resident.n_rows   # still serving its own tasks
+        assert resident.sessions_started >= 1 and len(session.connections) == session.groups
     assert not evil.exists()
 
 
