@@ -7,10 +7,25 @@ from .regression import (
     PoissonRegression,
     PoissonRegressionModel,
 )
-from .summary import RegressionSummary, TrainingSummary
+from .summary import (
+    BinaryLogisticRegressionSummary,
+    BinaryLogisticRegressionTrainingSummary,
+    LinearRegressionSummary,
+    LinearRegressionTrainingSummary,
+    LinearSVCSummary,
+    LinearSVCTrainingSummary,
+    LogisticRegressionSummary,
+    LogisticRegressionTrainingSummary,
+    RegressionSummary,
+    RegressionTrainingSummary,
+    TrainingSummary,
+)
 
 __all__ = [
     "LinearRegression", "LinearRegressionModel", "LinearSVC", "LinearSVCModel", "LogisticRegression",
     "LogisticRegressionModel", "PoissonRegression", "PoissonRegressionModel", "RegressionSummary",
-    "TrainingSummary", "clear_cache",
+    "RegressionTrainingSummary", "TrainingSummary", "BinaryLogisticRegressionSummary",
+    "BinaryLogisticRegressionTrainingSummary", "LinearRegressionSummary", "LinearRegressionTrainingSummary",
+    "LinearSVCSummary", "LinearSVCTrainingSummary", "LogisticRegressionSummary", "LogisticRegressionTrainingSummary",
+    "clear_cache",
 ]

@@ -8,13 +8,12 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from .estimator import SparkoptEstimator, SparkoptModel
 from .params import LINEAR_REGRESSION_VALIDATORS, POISSON_REGRESSION_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_vector
-from .summary import RegressionSummary
+from . import summary as summaries
 
 _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
 
 
 class _RegressionModel(SparkoptModel):
-    _summary_class = RegressionSummary
 
     @property
     def coefficients(self):
@@ -34,8 +33,34 @@ class _RegressionModel(SparkoptModel):
         return float(self._score(as_matrix(value))[self.getPredictionCol()][0])
 
 
-class LinearRegressionModel(_RegressionModel):
+class _LinearRegressionParams(Params):
+    loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
+    epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
+                    typeConverter=TypeConverters.toFloat)
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
+
+    def getLoss(self) -> str:
+        return self.getOrDefault(self.loss)
+
+    def getEpsilon(self) -> float:
+        return self.getOrDefault(self.epsilon)
+
+
+class _PoissonRegressionParams(Params):
+    link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
+
+    def getLink(self) -> str:
+        return self.getOrDefault(self.link)
+
+
+class LinearRegressionModel(_RegressionModel, _LinearRegressionParams):
     """Fitted linear regression; `scale` is Huber's sigma (1.0 for squared error, as MLlib)."""
+
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
+
+    def _summary_classes(self):
+        return summaries.LinearRegressionSummary, summaries.LinearRegressionTrainingSummary
 
     @property
     def scale(self) -> float:
@@ -45,16 +70,13 @@ class LinearRegressionModel(_RegressionModel):
         return {self.getPredictionCol(): self._margin(X)}
 
 
-class LinearRegression(SparkoptEstimator):
+class LinearRegression(SparkoptEstimator, _LinearRegressionParams):
     """Linear regression with MLlib's objective. loss='squaredError':
     (1/sum w) sum w_i (y_i - m_i)^2 / 2 + (regParam / sd(y)) * (alpha |beta|_1 + (1-alpha)/2 |beta|^2);
     loss='huber': MLlib's robust regression with jointly estimated scale sigma (L2 only)."""
 
-    loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
-    epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
-                    typeConverter=TypeConverters.toFloat)
-    _extra_validators = LINEAR_REGRESSION_VALIDATORS
     _model_class = LinearRegressionModel
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -63,7 +85,7 @@ class LinearRegression(SparkoptEstimator):
                  stepSize=None, miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0, staleness=2):
+                 localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(loss="squaredError", epsilon=1.35)
         self._set(**self._input_kwargs)
@@ -72,12 +94,6 @@ class LinearRegression(SparkoptEstimator):
     def setParams(self, **kwargs):
         return self._set(**self._input_kwargs)
 
-    def getLoss(self) -> str:
-        return self.getOrDefault(self.loss)
-
-    def getEpsilon(self) -> float:
-        return self.getOrDefault(self.epsilon)
-
     def _loss(self, stats) -> str:
         return _MLLIB_LOSS[self.getLoss()]
 
@@ -85,21 +101,22 @@ class LinearRegression(SparkoptEstimator):
         return {"epsilon": self.getEpsilon()} if self.getLoss() == "huber" else {}
 
 
-class PoissonRegressionModel(_RegressionModel):
+class PoissonRegressionModel(_RegressionModel, _PoissonRegressionParams):
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
+
     """Fitted Poisson regression (log link): prediction = exp(x.beta + c)."""
 
     def _score(self, X):
         return {self.getPredictionCol(): np.exp(np.minimum(self._margin(X), 709.0))}
 
 
-class PoissonRegression(SparkoptEstimator):
+class PoissonRegression(SparkoptEstimator, _PoissonRegressionParams):
     """Poisson regression, log link: (1/sum w) sum w_i (exp(m_i) - y_i m_i) + regParam * penalty
     (half the mean deviance up to a constant; scikit-learn's PoissonRegressor convention). At
     regParam = 0 it equals MLlib's GeneralizedLinearRegression(family='poisson')."""
 
-    link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
-    _extra_validators = POISSON_REGRESSION_VALIDATORS
     _model_class = PoissonRegressionModel
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -108,7 +125,7 @@ class PoissonRegression(SparkoptEstimator):
                  miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0, staleness=2):
+                 localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(link="log")
         self._set(**self._input_kwargs)
