@@ -15,16 +15,39 @@ from ..errors import InputError
 NOT_PERSISTED = ("initialModel",)
 
 
+def _encode(value):
+    """A param value as JSON: pyspark.ml matrices and vectors (the bounds params) as tagged dicts."""
+    from pyspark.ml.linalg import Matrix, Vector
+
+    if isinstance(value, Matrix):
+        dense = value.toArray()
+        return {"sparkoptType": "matrix", "numRows": dense.shape[0], "numCols": dense.shape[1],
+                "values": dense.ravel(order="F").tolist()}
+    if isinstance(value, Vector):
+        return {"sparkoptType": "vector", "values": value.toArray().tolist()}
+    return value
+
+
+def _decode(value):
+    from pyspark.ml.linalg import Matrices, Vectors
+
+    if isinstance(value, dict) and value.get("sparkoptType") == "matrix":
+        return Matrices.dense(value["numRows"], value["numCols"], value["values"])
+    if isinstance(value, dict) and value.get("sparkoptType") == "vector":
+        return Vectors.dense(value["values"])
+    return value
+
+
 def _params_json(instance) -> dict:
     out = {}
     for param, value in instance._paramMap.items():
         if param.name not in NOT_PERSISTED:
-            out[param.name] = value
+            out[param.name] = _encode(value)
     return out
 
 
 def _default_params_json(instance) -> dict:
-    return {p.name: v for p, v in instance._defaultParamMap.items() if p.name not in NOT_PERSISTED}
+    return {p.name: _encode(v) for p, v in instance._defaultParamMap.items() if p.name not in NOT_PERSISTED}
 
 
 def _save_metadata(instance, path, sc, extra=None):
@@ -64,10 +87,10 @@ class ModelWriter(EstimatorWriter):
 def _set_params_from(instance, metadata):
     for name, value in metadata.get("defaultParamMap", {}).items():
         if instance.hasParam(name):
-            instance._setDefault(**{name: value})
+            instance._setDefault(**{name: _decode(value)})
     for name, value in metadata.get("paramMap", {}).items():
         if instance.hasParam(name):
-            instance._set(**{name: value})
+            instance._set(**{name: _decode(value)})
 
 
 class ParamsOnlyReader(MLReader):

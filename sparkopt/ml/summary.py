@@ -30,6 +30,43 @@ MAX_FEATURES_FOR_STANDARD_ERRORS = 4096
 CURVE_BINS = 1000
 
 
+def label_metrics(labels: np.ndarray, predicted: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """MLlib's MulticlassMetrics per true label from the weighted confusion table `counts`
+    (L, P) of true labels `labels` (L,) by predicted classes `predicted` (P,): count (weight of
+    each label), total, tp, precision (0 where nothing was predicted as it), recall, fpr."""
+    at = {p: j for j, p in enumerate(predicted)}
+    count = counts.sum(axis=1)
+    total = count.sum()
+    tp = np.array([counts[i, at[l]] if l in at else 0.0 for i, l in enumerate(labels)])
+    predicted_as = np.array([counts[:, at[l]].sum() if l in at else 0.0 for l in labels])
+    fp = predicted_as - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp == 0, 0.0, tp / np.where(tp + fp == 0, 1.0, tp + fp))
+        recall = tp / count
+        fpr = fp / (total - count)
+    return {"count": count, "total": total, "tp": tp, "precision": precision, "recall": recall, "fpr": fpr}
+
+
+def curve_points(score: np.ndarray, pos: np.ndarray, neg: np.ndarray, bins: int = CURVE_BINS) -> dict[str, np.ndarray]:
+    """MLlib's BinaryClassificationMetrics points from the weights of positives `pos` and
+    negatives `neg` at each distinct `score`, all (m,) in decreasing score order: per threshold
+    the cumulative recall (TPR), false positive rate and precision (1 where nothing is predicted
+    positive). Beyond 2 * bins scores, runs of m // bins consecutive scores are merged, each
+    keeping its first (highest) score as its threshold."""
+    grouping = len(score) // bins
+    if grouping >= 2:
+        starts = np.arange(0, len(score), grouping)
+        score, pos, neg = score[starts], np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    positives, negatives = (tp[-1], fp[-1]) if len(tp) else (0.0, 0.0)
+    recall = tp / positives if positives else np.zeros_like(tp)
+    fpr = fp / negatives if negatives else np.zeros_like(fp)
+    predicted = tp + fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted == 0, 1.0, tp / np.where(predicted == 0, 1.0, predicted))
+    return {"threshold": score, "recall": recall, "fpr": fpr, "precision": precision}
+
+
 def _summary_model(model):
     """`model`, or a copy with generated names for the output columns it leaves out (an empty
     predictionCol, probabilityCol or rawPredictionCol), which the metrics need (MLlib's
@@ -190,18 +227,7 @@ class ClassificationSummary(_Summary):
 
     @cached_property
     def _per_label(self) -> dict[str, np.ndarray]:
-        labels, predicted, counts = self._confusion
-        at = {p: j for j, p in enumerate(predicted)}
-        count = counts.sum(axis=1)                           # weight of each true label
-        total = count.sum()
-        tp = np.array([counts[i, at[l]] if l in at else 0.0 for i, l in enumerate(labels)])
-        predicted_as = np.array([counts[:, at[l]].sum() if l in at else 0.0 for l in labels])
-        fp = predicted_as - tp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(tp + fp == 0, 0.0, tp / np.where(tp + fp == 0, 1.0, tp + fp))
-            recall = tp / count
-            fpr = fp / (total - count)
-        return {"count": count, "total": total, "tp": tp, "precision": precision, "recall": recall, "fpr": fpr}
+        return label_metrics(*self._confusion)
 
     def _weighted(self, values: np.ndarray) -> float:
         m = self._per_label
@@ -290,19 +316,7 @@ class BinaryClassificationSummary(ClassificationSummary):
                           F.when(positive, 0.0).otherwise(weight).alias("neg"))
                   .groupBy("score").agg(F.sum("pos").alias("pos"), F.sum("neg").alias("neg"))
                   .orderBy(F.col("score").desc()).toPandas())
-        score, pos, neg = (counts[c].to_numpy(dtype=float) for c in ("score", "pos", "neg"))
-        grouping = len(score) // CURVE_BINS
-        if grouping >= 2:
-            starts = np.arange(0, len(score), grouping)
-            score, pos, neg = score[starts], np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
-        tp, fp = np.cumsum(pos), np.cumsum(neg)
-        positives, negatives = (tp[-1], fp[-1]) if len(tp) else (0.0, 0.0)
-        recall = tp / positives if positives else np.zeros_like(tp)
-        fpr = fp / negatives if negatives else np.zeros_like(fp)
-        predicted = tp + fp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(predicted == 0, 1.0, tp / np.where(predicted == 0, 1.0, predicted))
-        return {"threshold": score, "recall": recall, "fpr": fpr, "precision": precision}
+        return curve_points(*(counts[c].to_numpy(dtype=float) for c in ("score", "pos", "neg")))
 
     def _frame(self, columns: list[str], values: list[np.ndarray]):
         rows = [tuple(float(v) for v in row) for row in zip(*values)]

@@ -191,7 +191,9 @@ def _same_coefficients(ours, theirs):
         B, c = theirs.coefficientMatrix.toArray(), theirs.interceptVector.toArray()
         coef = np.column_stack([B, c]).ravel()
     else:
-        coef = np.r_[theirs.coefficients.toArray(), theirs.intercept]
+        coef = theirs.coefficients.toArray()
+        if ours.getFitIntercept():
+            coef = np.r_[coef, theirs.intercept]
     ours._state["coef_vector"] = coef
     return ours
 
