@@ -10,6 +10,7 @@ scale. Features with sd_j = 0 get coefficient 0, as in MLlib.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -182,6 +183,7 @@ def fit_linear_model(
     label_col: str = "label",
     checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
     checkpoint_interval: int = 10,
+    bounds: Optional[tuple[np.ndarray, np.ndarray]] = None,
 ) -> LinearFit:
     """Minimize the pinned objective for `loss` over the engine's blocks; see the module docstring.
 
@@ -190,12 +192,19 @@ def fit_linear_model(
     directory resumes from it (see `minimize`). The hinge's smoothing continuation keeps one
     sub-directory per stage (stage-0, stage-1, ..., polish): a rerun replays the finished stages
     from their final checkpoints without passes over the data and resumes the interrupted one.
+
+    `bounds` = (lower, upper), each (n_params,) in the coefficient layout (+-inf: unbounded),
+    makes it a bound-constrained fit by L-BFGS-B (solver auto or lbfgs; L2 penalty only).
     """
     validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon)
     validate_checkpoint(checkpoint_dir, checkpoint_interval)
     objective, block_objective, classes = build_objective(
         engine, loss, reg_param=reg_param, elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
         standardization=standardization, n_classes=n_classes, epsilon=epsilon, label_col=label_col)
+    if bounds is not None:
+        return _fit_bounded(engine, loss, objective, block_objective, classes, bounds, solver=solver,
+                            reg_param=reg_param, elastic_net_param=elastic_net_param, max_iter=max_iter, tol=tol,
+                            initial_coef=initial_coef, callback=callback, checkpoint_dir=checkpoint_dir)
     method, reason = choose_fit_method(objective, loss, solver, checkpoint_dir)
     logger.info("sparkopt: solver=%r -> %s: %s", solver, method, reason)
     if method != "normal":
@@ -381,16 +390,76 @@ def _hinge_by_smoothing(engine, hinge_objective, z0, *, tol, max_iter, callback,
                   detail=f"smoothed hinge, final band width {mu:g}", stacklevel=4)
 
 
-def _package(loss, block_objective, objective, result, coef, classes, reg_param) -> LinearFit:
+def bounds_in_coordinates(coords: Coordinates, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Box bounds on the coefficients (n_params,) as box bounds on uncentred solver coordinates
+    (coords.center is None: then every coordinate is a positive multiple of one coefficient)."""
+    if coords.center is not None:
+        raise ValueError("box bounds map to solver coordinates only without the virtual centring")
+    na, K, q, qz = len(coords.active), coords.n_outputs, coords._q, coords._qz
+    out = []
+    for bound in (lower, upper):
+        bound = np.asarray(bound, dtype=float)
+        z = np.empty(coords.n_z)
+        for k in range(K):
+            z[k * qz: k * qz + na] = bound[k * q + coords.active] / coords.inv_scale
+            if coords.fit_intercept:
+                z[k * qz + na] = bound[k * q + coords.n_features] / coords.value_scale
+        out.append(z)
+    return out[0], out[1]
+
+
+def _fit_bounded(engine, loss, objective, block_objective, classes, bounds, *, solver, reg_param, elastic_net_param,
+                 max_iter, tol, initial_coef, callback, checkpoint_dir) -> LinearFit:
+    """The bound-constrained fit: L-BFGS-B (sparkopt.solvers.bounded) in solver coordinates
+    without the virtual centring, where the coefficients' box is a box."""
+    from .solvers.bounded import minimize_bounded
+
+    if solver not in ("auto", "lbfgs"):
+        raise InputError(f"bound-constrained fits run L-BFGS-B: param solver must be auto or lbfgs (l-bfgs), "
+                         f"got {solver!r}")
+    if reg_param > 0 and elastic_net_param > 0:
+        raise InputError(f"bound-constrained fits support L2 regularization only: elasticNetParam must be 0, got "
+                         f"{elastic_net_param}")
+    if checkpoint_dir is not None:
+        raise InputError("bound-constrained fits do not checkpoint: unset checkpointDir")
+    lower, upper = (np.asarray(b, dtype=float).ravel() for b in bounds)
+    if lower.shape != (block_objective.n_params,) or upper.shape != lower.shape:
+        raise InputError(f"bounds must have {block_objective.n_params} entries (the coefficient layout), got "
+                         f"{lower.size} and {upper.size}")
+    if np.any(lower > upper):
+        j = int(np.flatnonzero(lower > upper)[0])
+        raise InputError(f"lower bound {lower[j]} exceeds upper bound {upper[j]} at coefficient {j} (layout: "
+                         f"per class, the {block_objective.n_features} coefficients then the intercept)")
+    inactive = objective.coordinates.inactive()
+    if np.any((lower[inactive] > 0) | (upper[inactive] < 0)):
+        raise InputError("a bound excludes 0 for a constant feature, whose coefficient is fixed at 0")
+    coords = dataclasses.replace(objective.coordinates, center=None)
+    objective = LinearModelObjective(engine, block_objective, objective.penalty, coords)
+    with engine.session():
+        coef0 = (_initial_coef(block_objective, engine.stats, loss, block_objective.fit_intercept)
+                 if initial_coef is None else np.asarray(initial_coef, dtype=float).ravel())
+        lower_z, upper_z = bounds_in_coordinates(coords, lower, upper)
+        result = minimize_bounded(objective, coords.from_coef(np.clip(coef0, lower, upper)), lower_z, upper_z,
+                                  tol=tol, max_iter=max_iter, callback=callback)
+    coef = np.clip(coords.to_coef(result.x), lower, upper)
+    # a coordinate on its bound maps to its coefficient's bound exactly (not one rounding off it)
+    for bound_z, bound in ((lower_z, lower), (upper_z, upper)):
+        on_bound = coords.to_coef((result.x == bound_z).astype(float)) != 0
+        coef[on_bound] = bound[on_bound]
+    return _package(loss, block_objective, objective, result, coef, classes, reg_param, centre=False)
+
+
+def _package(loss, block_objective, objective, result, coef, classes, reg_param, centre: bool = True) -> LinearFit:
     d = block_objective.n_features
     fit_intercept = block_objective.fit_intercept
     scale = None
     if loss == "multinomial":
         M = coef.reshape(classes, d + int(fit_intercept)).copy()
         # softmax is invariant to a shift shared by all classes: report MLlib's centred solution
-        if fit_intercept:
+        # (not under bounds, which the shift could break; MLlib does not centre them either)
+        if fit_intercept and centre:
             M[:, d] -= M[:, d].mean()
-        if reg_param == 0:
+        if reg_param == 0 and centre:
             M[:, :d] -= M[:, :d].mean(axis=0)
         coef = M.ravel()
         coefficients = M[:, :d]

@@ -15,13 +15,21 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS"]
+__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS", "SOLVER_ALIASES", "canonical_solver"]
 
 #: step-size schedules of the SGD family (see sparkopt.solvers.sgd.scheduled_step); "auto" is each
 #: solver's own default
 SCHEDULES = ("auto", "constant", "inverse_sqrt", "exponential")
 #: update rules of the SGD family (sparkopt.solvers.adaptive)
 OPTIMIZERS = ("sgd", "adagrad", "adam")
+#: MLlib's spellings of the solvers sparkopt names otherwise (MLlib's "normal" and "auto" are
+#: sparkopt's own names too)
+SOLVER_ALIASES = {"l-bfgs": "lbfgs"}
+
+
+def canonical_solver(name: str) -> str:
+    """sparkopt's name of a solver given in either spelling ("l-bfgs" -> "lbfgs")."""
+    return SOLVER_ALIASES.get(name, name)
 
 
 def is_int(value: Any) -> bool:
@@ -83,6 +91,10 @@ RULES: dict[str, Rule] = {
     # engines
     "aggregationDepth": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "numPartitions": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "maxBlockSizeInMB": Rule(lambda v: _finite(v) and v >= 0, ">= 0 (0 lets the engine choose)"),
+    # classification (MLlib's ParamValidators for thresholds)
+    "thresholds": Rule(lambda v: len(v) >= 1 and all(_finite(t) and t >= 0 for t in v)
+                       and sum(t == 0 for t in v) <= 1, "a non-empty list of numbers >= 0, at most one of them 0"),
 }
 
 

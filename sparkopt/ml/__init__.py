@@ -7,12 +7,27 @@ from .regression import (
     PoissonRegression,
     PoissonRegressionModel,
 )
-from .summary import RegressionSummary, TrainingSummary
+from .summary import (
+    BinaryLogisticRegressionSummary,
+    BinaryLogisticRegressionTrainingSummary,
+    LinearRegressionSummary,
+    LinearRegressionTrainingSummary,
+    LinearSVCSummary,
+    LinearSVCTrainingSummary,
+    LogisticRegressionSummary,
+    LogisticRegressionTrainingSummary,
+    RegressionSummary,
+    RegressionTrainingSummary,
+    TrainingSummary,
+)
 from .tuning import LinearRegressionCV, LinearRegressionCVModel, LogisticRegressionCV, LogisticRegressionCVModel
 
 __all__ = [
     "LinearRegression", "LinearRegressionModel", "LinearSVC", "LinearSVCModel", "LogisticRegression",
     "LogisticRegressionModel", "PoissonRegression", "PoissonRegressionModel", "RegressionSummary",
-    "TrainingSummary", "clear_cache", "LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV",
-    "LinearRegressionCVModel",
+    "RegressionTrainingSummary", "TrainingSummary", "BinaryLogisticRegressionSummary",
+    "BinaryLogisticRegressionTrainingSummary", "LinearRegressionSummary", "LinearRegressionTrainingSummary",
+    "LinearSVCSummary", "LinearSVCTrainingSummary", "LogisticRegressionSummary", "LogisticRegressionTrainingSummary",
+    "clear_cache",
+    "LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV", "LinearRegressionCVModel",
 ]

@@ -20,6 +20,7 @@ from pyspark.ml.util import MLReadable, MLWritable
 from ..engine import TreeEngine
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
+from ..rules import canonical_solver
 from ..solvers import SOLVERS
 from ..objectives.losses import loss_info
 from ..solvers.checkpoint import approx_scalar
@@ -30,7 +31,7 @@ from .params import SparkoptParams
 from .persistence import NOT_PERSISTED, EstimatorWriter, ModelReader, ModelWriter, ParamsOnlyReader
 from .progress import Progress
 from .scoring import transform_in_arrow
-from .summary import TrainingSummary
+from .summary import RegressionSummary, RegressionTrainingSummary, TrainingSummary
 
 
 class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
@@ -45,6 +46,16 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
     def _loss_options(self) -> dict:
         return {}
 
+    def _bounds(self, loss: str, stats) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """(lower, upper) bounds on the coefficient vector for a bound-constrained fit, or None."""
+        return None
+
+    def _has_bounds(self) -> bool:
+        """Whether a bounds param is set (a bound-constrained grid is fitted map by map, not as a path)."""
+        names = ("lowerBoundsOnCoefficients", "upperBoundsOnCoefficients", "lowerBoundsOnIntercepts",
+                 "upperBoundsOnIntercepts")
+        return any(self.hasParam(name) and self.isDefined(self.getParam(name)) for name in names)
+
     def _fit_on_engine(self, engine: TreeEngine, ingest_seconds: float, dataset, warm: Optional[np.ndarray] = None,
                        checkpoint_namespace: Optional[str] = None):
         self._validate_all()
@@ -57,18 +68,20 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
                        schedule=self.getStepSchedule(), seed=self.getSeed(), local_steps=self.getLocalSteps(),
                        combination=self.getLocalCombination(), staleness=self.getStaleness(),
                        optimizer=self.getOptimizer())
-        if self.getSolver() == "gd" and not self.isSet(self.stepSize):
+        solver = canonical_solver(self.getSolver())
+        if solver == "gd" and not self.isSet(self.stepSize):
             options.pop("step_size")          # GD line-searches unless the user fixed a step
         # only what the requested solver takes (the params of the others are not typos)
-        accepted = solver_options(self.getSolver()) if self.getSolver() in SOLVERS else ()
+        accepted = solver_options(solver) if solver in SOLVERS else ()
         options = {key: value for key, value in options.items() if key in accepted}
         started = time.perf_counter()
         fit = fit_linear_model(
             engine, loss, reg_param=self.getRegParam(), elastic_net_param=self.getElasticNetParam(),
             fit_intercept=self.getFitIntercept(), standardization=self.getStandardization(),
-            solver=self.getSolver(), max_iter=self.getMaxIter(), tol=self.getTol(), initial_coef=initial,
+            solver=solver, max_iter=self.getMaxIter(), tol=self.getTol(), initial_coef=initial,
             solver_options=options, label_col=self.getLabelCol(),
             callback=Progress(self.getMaxIter()) if self.getOrDefault(self.verbose) else None,
+            bounds=self._bounds(loss, engine.stats),
             **self._checkpoint_kwargs(checkpoint_namespace), **self._loss_options())
         fit.params.update(fit_seconds=time.perf_counter() - started)
         return self._model_from_fit(fit, engine, ingest_seconds, dataset)
@@ -80,7 +93,9 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         model._init_from_fit(fit, engine.stats)
         self._copyValues(model)
         model._fit = fit
-        model._attach_summary(model._summary_class(model, fit, dataset))
+        model._state["l2Hessian"] = _l2_hessian(engine.stats, fit.loss, self.getRegParam(), self.getElasticNetParam(),
+                                                self.getStandardization())
+        model._attach_summary(model._summary_classes()[1](model, fit, dataset))
         return model
 
     def _engine_for(self, dataset):
@@ -149,8 +164,8 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         if len(estimators) < 2:
             return False
         first = estimators[0]
-        if first.getSolver() not in PATH_SOLVERS or first.getInitialModel() is not None \
-                or first._checkpoint_kwargs() or first.getOrDefault(first.verbose):
+        if canonical_solver(first.getSolver()) not in PATH_SOLVERS or first.getInitialModel() is not None \
+                or first._checkpoint_kwargs() or first.getOrDefault(first.verbose) or first._has_bounds():
             return False
 
         def others(est):
@@ -175,7 +190,7 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
             path = regularization_path(
                 engine, loss, elastic_net_param=first.getElasticNetParam(), reg_params=regs,
                 fit_intercept=first.getFitIntercept(), standardization=first.getStandardization(),
-                solver=first.getSolver(), tol=first.getTol(), max_iter=first.getMaxIter(),
+                solver=canonical_solver(first.getSolver()), tol=first.getTol(), max_iter=first.getMaxIter(),
                 label_col=first.getLabelCol(), **first._loss_options())
             total = time.perf_counter() - started
             by_reg = {p.reg_param: p for p in path.points}
@@ -235,6 +250,19 @@ def _same_values(a: dict, b: dict) -> bool:
     return all(a[k] is b[k] or (type(a[k]) is type(b[k]) and a[k] == b[k]) for k in a)
 
 
+def _l2_hessian(stats, loss: str, reg_param: float, elastic_net_param: float, standardization: bool) -> np.ndarray:
+    """The diagonal (d,) of the L2 penalty's Hessian in coefficient space (what the summary's
+    standard errors add to the data's Hessian): lam (1 - alpha) s_j^2 with the fit's lam
+    (regParam / sd(y) for squared error, as fit.solver_coordinates) and s_j = sd_j under
+    standardization; 0 for constant features, whose coefficients are fixed at 0."""
+    sd = np.asarray(stats.feature_std, dtype=float)
+    lam = float(reg_param)
+    if loss == "squared_error" and reg_param > 0 and float(stats.label_std) > 0:
+        lam = reg_param / float(stats.label_std)
+    scale = sd if standardization else np.ones_like(sd)
+    return np.where(sd > 0, lam * (1.0 - elastic_net_param) * scale ** 2, 0.0)
+
+
 class _FitMultipleIterator:
     """The iterator fitMultiple returns: CrossValidator's threads call next() on it concurrently,
     which a generator does not allow; `fit_next` serializes them."""
@@ -251,9 +279,11 @@ class _FitMultipleIterator:
 
 class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
     """Holds the coefficient vector in the objective's layout; scoring is numpy in mapInArrow.
-    `_summary_class` is the summary its fit and `evaluate` report."""
+    `_summary_classes()` are the summaries `evaluate` and its fit report."""
 
-    _summary_class: type[TrainingSummary] = TrainingSummary
+    def _summary_classes(self) -> tuple[type, type[TrainingSummary]]:
+        """(what evaluate(df) returns, what the training summary is)."""
+        return RegressionSummary, RegressionTrainingSummary
 
     def __init__(self):
         super().__init__()
@@ -284,8 +314,8 @@ class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
         self._summary = summary
 
     def evaluate(self, dataset):
-        """This model's summary with its metrics computed on `dataset`."""
-        return self._summary_class(self, self._fit, dataset)
+        """This model's metrics on `dataset` (works on a loaded model: no fit needed)."""
+        return self._summary_classes()[0](self, dataset)
 
     def _coef_vector_for(self, loss: str, n_features: int, fit_intercept: bool) -> np.ndarray:
         if self.numFeatures != n_features:

@@ -15,6 +15,7 @@ from pyspark.ml.param.shared import (
     HasFeaturesCol,
     HasFitIntercept,
     HasLabelCol,
+    HasMaxBlockSizeInMB,
     HasMaxIter,
     HasPredictionCol,
     HasRegParam,
@@ -28,7 +29,7 @@ from pyspark.ml.param.shared import (
 from ..engine import ENGINES
 from ..errors import InputError
 from ..fit import FIT_SOLVERS
-from ..rules import OPTIMIZERS, RULES, Rule, is_int
+from ..rules import OPTIMIZERS, RULES, SOLVER_ALIASES, Rule, is_int
 
 def _one_of(options: tuple) -> Rule:
     return Rule(lambda v: v in options, f"one of {options}")
@@ -38,9 +39,10 @@ def _one_of(options: tuple) -> Rule:
 # solvers); the ones below exist only at the estimator level, in pyspark.ml's conventions.
 VALIDATORS: dict[str, Rule] = {name: RULES[name] for name in (
     "maxIter", "tol", "regParam", "elasticNetParam", "aggregationDepth", "stepSize", "miniBatchFraction",
-    "localSteps", "localCombination", "stepSchedule", "optimizer", "epsilon", "numPartitions", "checkpointDir")}
+    "localSteps", "localCombination", "stepSchedule", "optimizer", "epsilon", "numPartitions", "checkpointDir",
+    "maxBlockSizeInMB", "thresholds")}
 VALIDATORS.update({
-    "solver": _one_of(FIT_SOLVERS),
+    "solver": _one_of(FIT_SOLVERS + tuple(SOLVER_ALIASES)),
     "engine": _one_of(ENGINES),
     "family": _one_of(("auto", "binomial", "multinomial")),
     "threshold": Rule(lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -68,14 +70,19 @@ def validate_param(name: str, value: Any, extra: Optional[dict] = None) -> None:
 
 class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol, HasMaxIter, HasTol, HasRegParam,
                      HasElasticNetParam, HasFitIntercept, HasStandardization, HasAggregationDepth, HasSeed,
-                     HasStepSize, HasCheckpointInterval):
+                     HasStepSize, HasCheckpointInterval, HasMaxBlockSizeInMB):
     """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
 
     solver = Param(Params._dummy(), "solver",
-                   "auto, newton, newton-cg, lbfgs, owlqn, gd, sgd, local-sgd, async-sgd (resident engine) or normal "
-                   "(squared error from sufficient statistics); auto: the cheapest by estimated cost (normal for "
-                   "squared error up to 4096 features; proximal Newton or OWL-QN under L1)",
+                   "auto, newton, newton-cg, lbfgs (or MLlib's spelling l-bfgs), owlqn, gd, sgd, local-sgd, async-sgd "
+                   "(resident engine) or normal (squared error from sufficient statistics); auto: the cheapest by "
+                   "estimated cost (normal for squared error up to 4096 features; proximal Newton or OWL-QN under L1)",
                    typeConverter=TypeConverters.toString)
+    maxBlockSizeInMB = Param(Params._dummy(), "maxBlockSizeInMB",
+                             "accepted for MLlib compatibility and has no effect: MLlib stacks rows into blocks of "
+                             "this size for its BLAS kernels, sparkopt's ingest keeps Arrow batches as its blocks "
+                             "(dense or CSR) whatever the value; >= 0, default 0.0 (MLlib's: choose automatically)",
+                             typeConverter=TypeConverters.toFloat)
     optimizer = Param(Params._dummy(), "optimizer",
                       f"the SGD family's update rule: one of {OPTIMIZERS} (sgd: heavy-ball momentum 0.9)",
                       typeConverter=TypeConverters.toString)
@@ -119,7 +126,7 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
                          miniBatchFraction=1.0, stepSchedule="auto", seed=0, verbose=False, optimizer="sgd",
                          checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0,
-                         staleness=2)
+                         staleness=2, maxBlockSizeInMB=0.0)
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -196,4 +203,4 @@ add_setters(SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionC
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
             "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
             "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination", "staleness",
-            "optimizer")
+            "optimizer", "maxBlockSizeInMB")

@@ -60,12 +60,39 @@ def register_estimator(cls):
 
 
 # ------------------------------------------------------------------------------------ writing
+def _encode(value):
+    """A param value as JSON: pyspark.ml matrices and vectors (the bounds params) as tagged dicts."""
+    from pyspark.ml.linalg import Matrix, Vector
+
+    if isinstance(value, Matrix):
+        dense = value.toArray()
+        return {"sparkoptType": "matrix", "numRows": dense.shape[0], "numCols": dense.shape[1],
+                "values": dense.ravel(order="F").tolist()}
+    if isinstance(value, Vector):
+        return {"sparkoptType": "vector", "values": value.toArray().tolist()}
+    return value
+
+
+def _decode(value):
+    from pyspark.ml.linalg import Matrices, Vectors
+
+    if isinstance(value, dict) and value.get("sparkoptType") == "matrix":
+        return Matrices.dense(value["numRows"], value["numCols"], value["values"])
+    if isinstance(value, dict) and value.get("sparkoptType") == "vector":
+        return Vectors.dense(value["values"])
+    return value
+
+
 def _params_json(instance) -> dict:
-    return {param.name: value for param, value in instance._paramMap.items() if param.name not in NOT_PERSISTED}
+    out = {}
+    for param, value in instance._paramMap.items():
+        if param.name not in NOT_PERSISTED:
+            out[param.name] = _encode(value)
+    return out
 
 
 def _default_params_json(instance) -> dict:
-    return {p.name: v for p, v in instance._defaultParamMap.items() if p.name not in NOT_PERSISTED}
+    return {p.name: _encode(v) for p, v in instance._defaultParamMap.items() if p.name not in NOT_PERSISTED}
 
 
 def _state_json(instance) -> dict:
@@ -154,6 +181,7 @@ def _set_params(instance, metadata: dict, where: str) -> None:
             if name in NOT_PERSISTED or not instance.hasParam(name):
                 continue
             try:
+                value = _decode(value)                  # matrices and vectors (the bounds params)
                 if field == "paramMap":
                     instance._set(**{name: value})     # converted and checked as a user's set
                 else:
@@ -161,7 +189,7 @@ def _set_params(instance, metadata: dict, where: str) -> None:
                     value = param.typeConverter(value) if param.typeConverter is not None else value
                     validate_param(name, value, instance._extra_validators)
                     instance._setDefault(**{name: value})
-            except (InputError, TypeError, ValueError) as err:
+            except (InputError, TypeError, ValueError, KeyError) as err:
                 raise _bad(where, f"{field}.{name}", f"is invalid: {err}") from None
 
 
@@ -233,9 +261,19 @@ def _checked_state(cls, state: Any, where: str) -> dict:
         if not (_is_number(scale) and math.isfinite(scale) and scale > 0):
             raise bad("scale", f"must be a finite number > 0{' for a huber model' if loss == 'huber' else ''}, "
                                f"got {scale!r}")
-    return {"loss": loss, "numFeatures": d, "numClasses": classes, "fitIntercept": fit_intercept,
-            "coef_vector": coef, "objective": None if objective is None else float(objective),
-            "scale": None if scale is None else float(scale)}
+    checked = {"loss": loss, "numFeatures": d, "numClasses": classes, "fitIntercept": fit_intercept,
+               "coef_vector": coef, "objective": None if objective is None else float(objective),
+               "scale": None if scale is None else float(scale)}
+    l2_hessian = state.get("l2Hessian")
+    if l2_hessian is not None:      # the penalty's curvature, for the summary's standard errors
+        if not (isinstance(l2_hessian, list) and len(l2_hessian) == d and all(_is_number(v) for v in l2_hessian)
+                and all(math.isfinite(v) and v >= 0 for v in l2_hessian)):
+            raise bad("l2Hessian", f"must be a list of {d} finite numbers >= 0")
+        checked["l2Hessian"] = np.asarray(l2_hessian, dtype=float)
+    extra = getattr(cls, "_checked_extra_state", None)
+    if extra is not None:           # what a subclass keeps beside the model (the CV models' results)
+        checked.update(extra(state, bad))
+    return checked
 
 
 def model_from_metadata(cls, metadata: dict, where: str):

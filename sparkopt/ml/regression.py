@@ -9,13 +9,12 @@ from .estimator import SparkoptEstimator, SparkoptModel
 from .persistence import register_estimator, register_model
 from .params import LINEAR_REGRESSION_VALIDATORS, POISSON_REGRESSION_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_vector
-from .summary import RegressionSummary
+from . import summary as summaries
 
 _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
 
 
 class _RegressionModel(SparkoptModel):
-    _summary_class = RegressionSummary
 
     @property
     def coefficients(self):
@@ -35,9 +34,35 @@ class _RegressionModel(SparkoptModel):
         return float(self._score(as_matrix(value))[self.getPredictionCol()][0])
 
 
+class _LinearRegressionParams(Params):
+    loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
+    epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
+                    typeConverter=TypeConverters.toFloat)
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
+
+    def getLoss(self) -> str:
+        return self.getOrDefault(self.loss)
+
+    def getEpsilon(self) -> float:
+        return self.getOrDefault(self.epsilon)
+
+
+class _PoissonRegressionParams(Params):
+    link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
+
+    def getLink(self) -> str:
+        return self.getOrDefault(self.link)
+
+
 @register_model("squared_error", "huber")
-class LinearRegressionModel(_RegressionModel):
+class LinearRegressionModel(_RegressionModel, _LinearRegressionParams):
     """Fitted linear regression; `scale` is Huber's sigma (1.0 for squared error, as MLlib)."""
+
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
+
+    def _summary_classes(self):
+        return summaries.LinearRegressionSummary, summaries.LinearRegressionTrainingSummary
 
     @property
     def scale(self) -> float:
@@ -48,16 +73,13 @@ class LinearRegressionModel(_RegressionModel):
 
 
 @register_estimator
-class LinearRegression(SparkoptEstimator):
+class LinearRegression(SparkoptEstimator, _LinearRegressionParams):
     """Linear regression with MLlib's objective. loss='squaredError':
     (1/sum w) sum w_i (y_i - m_i)^2 / 2 + (regParam / sd(y)) * (alpha |beta|_1 + (1-alpha)/2 |beta|^2);
     loss='huber': MLlib's robust regression with jointly estimated scale sigma (L2 only)."""
 
-    loss = Param(Params._dummy(), "loss", "squaredError or huber", typeConverter=TypeConverters.toString)
-    epsilon = Param(Params._dummy(), "epsilon", "Huber's shape parameter, > 1.0 (default 1.35)",
-                    typeConverter=TypeConverters.toFloat)
-    _extra_validators = LINEAR_REGRESSION_VALIDATORS
     _model_class = LinearRegressionModel
+    _extra_validators = LINEAR_REGRESSION_VALIDATORS
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -66,7 +88,7 @@ class LinearRegression(SparkoptEstimator):
                  stepSize=None, miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0, staleness=2):
+                 localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(loss="squaredError", epsilon=1.35)
         self._set(**self._input_kwargs)
@@ -74,12 +96,6 @@ class LinearRegression(SparkoptEstimator):
     @keyword_only
     def setParams(self, **kwargs):
         return self._set(**self._input_kwargs)
-
-    def getLoss(self) -> str:
-        return self.getOrDefault(self.loss)
-
-    def getEpsilon(self) -> float:
-        return self.getOrDefault(self.epsilon)
 
     def _loss(self, stats) -> str:
         return _MLLIB_LOSS[self.getLoss()]
@@ -89,22 +105,23 @@ class LinearRegression(SparkoptEstimator):
 
 
 @register_model("poisson")
-class PoissonRegressionModel(_RegressionModel):
+class PoissonRegressionModel(_RegressionModel, _PoissonRegressionParams):
     """Fitted Poisson regression (log link): prediction = exp(x.beta + c)."""
+
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
 
     def _score(self, X):
         return {self.getPredictionCol(): np.exp(np.minimum(self._margin(X), 709.0))}
 
 
 @register_estimator
-class PoissonRegression(SparkoptEstimator):
+class PoissonRegression(SparkoptEstimator, _PoissonRegressionParams):
     """Poisson regression, log link: (1/sum w) sum w_i (exp(m_i) - y_i m_i) + regParam * penalty
     (half the mean deviance up to a constant; scikit-learn's PoissonRegressor convention). At
     regParam = 0 it equals MLlib's GeneralizedLinearRegression(family='poisson')."""
 
-    link = Param(Params._dummy(), "link", "link function: log (the only one)", typeConverter=TypeConverters.toString)
-    _extra_validators = POISSON_REGRESSION_VALIDATORS
     _model_class = PoissonRegressionModel
+    _extra_validators = POISSON_REGRESSION_VALIDATORS
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
@@ -113,7 +130,7 @@ class PoissonRegression(SparkoptEstimator):
                  miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
                  checkpointDir=None, checkpointInterval=10, engine="auto", localSteps=1,
-                 localCombination=1.0, staleness=2):
+                 localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(link="log")
         self._set(**self._input_kwargs)

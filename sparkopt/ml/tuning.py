@@ -16,11 +16,12 @@ from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from ..errors import InputError
-from ..rules import Rule, is_int
+from ..rules import Rule, canonical_solver, is_int
 from ..tuning.cv import METRICS, cross_validate
 from .classification import LogisticRegression, LogisticRegressionModel
 from .estimator import PATH_SOLVERS
 from .params import LINEAR_REGRESSION_VALIDATORS, add_setters
+from .persistence import register_estimator, register_model
 from .regression import LinearRegression, LinearRegressionModel
 
 __all__ = ["LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV", "LinearRegressionCVModel"]
@@ -95,6 +96,29 @@ class _CVModelMixin:
     def metricName(self) -> str:
         return self._cv("cvMetricName", str)
 
+    @staticmethod
+    def _checked_extra_state(state: dict, bad) -> dict:
+        """The saved cross-validation results, checked as persistence checks the model's state."""
+        checked = {}
+        lists = ("cvRegParams", "cvAvgMetrics", "cvStdMetrics")
+        for key in lists:
+            value = state.get(key)
+            if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      for v in value):
+                raise bad(key, "must be a list of numbers")
+            checked[key] = [float(v) for v in value]
+        if not len(checked["cvRegParams"]) == len(checked["cvAvgMetrics"]) == len(checked["cvStdMetrics"]):
+            raise bad("cvAvgMetrics", "must have one value per regParam in cvRegParams")
+        for key in ("cvBestRegParam", "cvOneStdErrRegParam"):
+            value = state.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise bad(key, f"must be a number >= 0, got {value!r}")
+            checked[key] = float(value)
+        if not isinstance(state.get("cvMetricName"), str):
+            raise bad("cvMetricName", f"must be a string, got {state.get('cvMetricName')!r}")
+        checked["cvMetricName"] = state["cvMetricName"]
+        return checked
+
 
 class _CVEstimatorMixin:
     def _fit(self, dataset):
@@ -111,7 +135,7 @@ class _CVEstimatorMixin:
             engine, loss, n_folds=self.getNumFolds(), seed=self.getSeed(), metric_name=metric,
             elastic_net_param=self.getElasticNetParam(), reg_params=self.getRegParams(),
             n_reg_params=self.getNumRegParams(), fit_intercept=self.getFitIntercept(),
-            standardization=self.getStandardization(), solver=self.getSolver(), tol=self.getTol(),
+            standardization=self.getStandardization(), solver=canonical_solver(self.getSolver()), tol=self.getTol(),
             max_iter=self.getMaxIter(), label_col=self.getLabelCol(), **self._loss_options())
         fit = result.best
         fit.params.update(fit_seconds=time.perf_counter() - started, cv_passes=result.passes)
@@ -139,10 +163,12 @@ class _CVEstimatorMixin:
         return _FitMultipleIterator(fit_next)
 
 
+@register_model("logistic", "multinomial")
 class LogisticRegressionCVModel(_CVModelMixin, LogisticRegressionModel):
     """A LogisticRegressionModel refitted at the cross-validated regParam (see the module docstring)."""
 
 
+@register_estimator
 class LogisticRegressionCV(_CVEstimatorMixin, LogisticRegression, _CVParams):
     """LogisticRegression whose regParam is chosen by k-fold cross-validation of a path (see the
     module docstring); metricName: logLoss (default), accuracy, loss."""
@@ -162,10 +188,12 @@ class LogisticRegressionCV(_CVEstimatorMixin, LogisticRegression, _CVParams):
         return self._set(**self._input_kwargs)
 
 
+@register_model("squared_error", "huber")
 class LinearRegressionCVModel(_CVModelMixin, LinearRegressionModel):
     """A LinearRegressionModel refitted at the cross-validated regParam (see the module docstring)."""
 
 
+@register_estimator
 class LinearRegressionCV(_CVEstimatorMixin, LinearRegression, _CVParams):
     """LinearRegression whose regParam is chosen by k-fold cross-validation of a path (see the
     module docstring); metricName: rmse (default), mae, r2, loss."""

@@ -364,3 +364,95 @@ def test_a_malformed_saved_model_is_named(regression, tmp_path):
         LinearRegressionModel.load(str(saved))
     with pytest.raises(InputError, match="no saved sparkopt object"):
         LinearRegressionModel.load(str(tmp_path / "nowhere"))
+
+
+# ---------------------------------------------------------------- MLlib's params and their values
+def test_evaluate_works_on_a_loaded_model(binary, regression, tmp_path):
+    model = LogisticRegression(regParam=0.01).fit(binary)
+    model.write().overwrite().save(str(tmp_path / "lr"))
+    loaded = LogisticRegressionModel.load(str(tmp_path / "lr"))
+    assert not loaded.hasSummary and loaded.getFamily() == "auto"
+    again = loaded.evaluate(binary)
+    assert type(again).__name__ == "BinaryLogisticRegressionSummary"
+    assert again.areaUnderROC == pytest.approx(model.summary.areaUnderROC, abs=1e-12)
+    assert again.accuracy == pytest.approx(model.summary.accuracy, abs=1e-12)
+    lin = LinearRegression(regParam=0.1, loss="squaredError").fit(regression)
+    lin.write().overwrite().save(str(tmp_path / "lin"))
+    loaded_lin = LinearRegressionModel.load(str(tmp_path / "lin"))
+    assert (loaded_lin.getLoss(), loaded_lin.getEpsilon()) == ("squaredError", 1.35)
+    evaluated = loaded_lin.evaluate(regression)
+    for name in ("r2", "meanSquaredError", "coefficientStandardErrors", "pValues"):
+        np.testing.assert_allclose(getattr(evaluated, name), getattr(lin.summary, name), rtol=1e-12, err_msg=name)
+
+
+def test_models_carry_their_estimators_params(binary, regression):
+    lr = LogisticRegression(regParam=0.01, family="binomial", maxBlockSizeInMB=2.0).fit(binary)
+    assert lr.getFamily() == "binomial" and lr.getMaxBlockSizeInMB() == 2.0
+    huber = LinearRegression(loss="huber", epsilon=1.5, regParam=0.01).fit(regression)
+    assert (huber.getLoss(), huber.getEpsilon()) == ("huber", 1.5)
+    with pytest.raises(RuntimeError, match="No Std. Error.*huber"):
+        huber.summary.coefficientStandardErrors
+    svc = LinearSVC(regParam=0.01, loss="squared_hinge").fit(binary)
+    assert svc.getLoss() == "squared_hinge"
+
+
+def test_mllib_solver_names_and_block_size(regression):
+    lbfgs = LinearRegression(solver="l-bfgs", regParam=0.1, tol=1e-10).fit(regression)
+    normal = LinearRegression(solver="normal", regParam=0.1, maxBlockSizeInMB=0.5).fit(regression)
+    assert lbfgs.getSolver() == "l-bfgs" and lbfgs.summary.solver == "lbfgs"
+    assert normal.summary.solver == "normal"
+    np.testing.assert_allclose(lbfgs.coefficients.toArray(), normal.coefficients.toArray(), rtol=1e-6)
+    with pytest.raises(InputError, match="maxBlockSizeInMB"):
+        LinearRegression(maxBlockSizeInMB=-1.0)
+
+
+def test_thresholds_predict_as_mllib(spark, binary):
+    from conftest import letter_head
+
+    df = letter_head(spark, 2)
+    thresholds = [0.5 + 0.02 * k for k in range(26)]
+    thresholds[3] = 0.0                                   # a zero threshold wins outright where p > 0
+    theirs = mlc.LogisticRegression(regParam=1e-2, thresholds=thresholds).fit(df)
+    ours = LogisticRegression(regParam=1e-2, thresholds=thresholds).fit(df)
+    assert ours.getThresholds() == pytest.approx(thresholds)
+    B, c = theirs.coefficientMatrix.toArray(), theirs.interceptVector.toArray()
+    ours._state["coef_vector"] = np.column_stack([B, c]).ravel()      # the same model: the rule alone differs
+    mine = ours.transform(df).select("prediction").toPandas()["prediction"].to_numpy()
+    other = theirs.transform(df).select("prediction").toPandas()["prediction"].to_numpy()
+    np.testing.assert_array_equal(mine, other)
+    assert set(mine) == {3.0}
+    ours.setThresholds([1.0] * 25 + [0.02])
+    assert ours.transform(df).select("prediction").toPandas()["prediction"].to_numpy().tolist() != mine.tolist()
+    with pytest.raises(InputError, match="thresholds has 3 values"):
+        ours.setThresholds([0.2, 0.3, 0.5]).transform(df)
+    # binary: thresholds [t0, t1] act as threshold 1 / (1 + t0 / t1), as MLlib's
+    theirs_b = mlc.LogisticRegression(regParam=0.01, thresholds=[0.3, 0.7]).fit(binary)
+    ours_b = LogisticRegression(regParam=0.01, thresholds=[0.3, 0.7]).fit(binary)
+    assert ours_b.getThreshold() == pytest.approx(theirs_b.getThreshold(), abs=1e-15)
+    ours_b._state["coef_vector"] = np.r_[theirs_b.coefficients.toArray(), theirs_b.intercept]
+    np.testing.assert_array_equal(ours_b.transform(binary).select("prediction").toPandas().to_numpy(),
+                                  theirs_b.transform(binary).select("prediction").toPandas().to_numpy())
+
+
+def test_bounds_fit_as_mllibs(spark, binary, tmp_path):
+    from pyspark.ml.linalg import Matrices, Vectors as V
+
+    d = 126
+    common = dict(regParam=0.01, lowerBoundsOnCoefficients=Matrices.dense(1, d, [-0.2] * d),
+                  upperBoundsOnCoefficients=Matrices.dense(1, d, [0.3] * d),
+                  lowerBoundsOnIntercepts=V.dense([-0.1]), upperBoundsOnIntercepts=V.dense([0.1]))
+    theirs = mlc.LogisticRegression(tol=1e-10, maxIter=500, **common).fit(binary)
+    ours = LogisticRegression(tol=1e-9, maxIter=500, **common).fit(binary)
+    assert ours.summary.solver == "lbfgs-b" and ours.summary.converged
+    coef = ours.coefficients.toArray()
+    assert coef.min() >= -0.2 and coef.max() <= 0.3 and -0.1 <= ours.intercept <= 0.1
+    np.testing.assert_allclose(coef, theirs.coefficients.toArray(), atol=1e-5)
+    assert ours.intercept == pytest.approx(theirs.intercept, abs=1e-5)
+    ours.write().overwrite().save(str(tmp_path / "bounded"))
+    loaded = LogisticRegressionModel.load(str(tmp_path / "bounded"))
+    assert loaded.getUpperBoundsOnIntercepts() == V.dense([0.1])
+    np.testing.assert_array_equal(loaded.getLowerBoundsOnCoefficients().toArray(), np.full((1, d), -0.2))
+    with pytest.raises(InputError, match=r"lowerBoundsOnCoefficients must be a \(1, 126\) matrix"):
+        LogisticRegression(lowerBoundsOnCoefficients=Matrices.dense(1, 2, [0.0, 0.0])).fit(binary)
+    with pytest.raises(InputError, match="elasticNetParam must be 0"):
+        LogisticRegression(elasticNetParam=0.5, **common).fit(binary)

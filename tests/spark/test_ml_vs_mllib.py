@@ -149,3 +149,170 @@ def test_multinomial_matches_mllib(spark):
     with pytest.raises(RuntimeError, match="coefficientMatrix"):
         ours.coefficients
     df.unpersist()
+
+
+# ---------------------------------------------------------------- summaries against MLlib's
+def _weighted(df):
+    """`df` with a weight column w in {0.5, 0.75, ..., 1.5}, fixed by the row's position."""
+    return df.withColumn("w", (F.monotonically_increasing_id() % 5) * 0.25 + 0.5)
+
+
+@pytest.fixture(scope="module")
+def a9a_head(spark):
+    # under 2000 distinct scores: MLlib's 1000-bin curves are then exact, as sparkopt's
+    df = (spark.read.format("libsvm").option("numFeatures", 123).load(str(dataset("a9a"))).limit(1500)
+          .withColumn("label", F.when(F.col("label") > 0, 1.0).otherwise(0.0)))
+    df = _weighted(df).repartition(3).cache()
+    df.count()
+    yield df
+    df.unpersist()
+
+
+@pytest.fixture(scope="module")
+def california(spark):
+    cols = ["longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms", "population",
+            "households", "median_income"]
+    raw = (spark.read.option("header", True).option("inferSchema", True).csv(str(dataset("california_housing.csv")))
+           .dropna().limit(4000))
+    df = VectorAssembler(inputCols=cols, outputCol="features").transform(raw)
+    df = _weighted(df.select("features", (F.col("median_house_value") / 1e5).alias("label"))).repartition(3).cache()
+    df.count()
+    yield df
+    df.unpersist()
+
+
+def _rows(frame):
+    return np.array([tuple(r) for r in frame.collect()], dtype=float)
+
+
+def _same_coefficients(ours, theirs):
+    """`ours` scoring with MLlib's coefficients: the metrics then see the same predictions."""
+    if hasattr(theirs, "coefficientMatrix") and ours._state["loss"] == "multinomial":
+        B, c = theirs.coefficientMatrix.toArray(), theirs.interceptVector.toArray()
+        coef = np.column_stack([B, c]).ravel()
+    else:
+        coef = theirs.coefficients.toArray()
+        if ours.getFitIntercept():
+            coef = np.r_[coef, theirs.intercept]
+    ours._state["coef_vector"] = coef
+    return ours
+
+
+CLASSIFICATION_MEMBERS = ["labels", "accuracy", "weightedTruePositiveRate", "weightedFalsePositiveRate",
+                          "weightedRecall", "weightedPrecision", "truePositiveRateByLabel",
+                          "falsePositiveRateByLabel", "precisionByLabel", "recallByLabel"]
+CURVES = ["roc", "pr", "fMeasureByThreshold", "precisionByThreshold", "recallByThreshold"]
+
+
+def _assert_classification_summaries_equal(ours, theirs, tol):
+    for name in CLASSIFICATION_MEMBERS:
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=tol, atol=tol, err_msg=name)
+    for beta in (1.0, 0.5):
+        np.testing.assert_allclose(ours.fMeasureByLabel(beta), theirs.fMeasureByLabel(beta), rtol=tol, atol=tol)
+        assert ours.weightedFMeasure(beta) == pytest.approx(theirs.weightedFMeasure(beta), rel=tol, abs=tol)
+    for name in ("labelCol", "predictionCol", "weightCol"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+
+
+def _assert_curves_equal(ours, theirs, tol):
+    assert ours.scoreCol == theirs.scoreCol
+    assert ours.areaUnderROC == pytest.approx(theirs.areaUnderROC, rel=tol, abs=tol)
+    for name in CURVES:
+        mine, other = getattr(ours, name), getattr(theirs, name)
+        assert mine.columns == other.columns, name
+        np.testing.assert_allclose(_rows(mine), _rows(other), rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("weight", [None, "w"])
+def test_binary_logistic_summary_equals_mllibs(a9a_head, weight):
+    common = dict(regParam=0.01, **({"weightCol": weight} if weight else {}))
+    theirs = mlc.LogisticRegression(tol=1e-10, maxIter=200, **common).fit(a9a_head)
+    ours = LogisticRegression(tol=1e-10, maxIter=200, **common).fit(a9a_head)
+    assert type(ours.summary).__name__ == type(theirs.summary).__name__ == "BinaryLogisticRegressionTrainingSummary"
+    # the fits agree to ~1e-8: so do the training summaries' ranking metrics
+    assert ours.summary.areaUnderROC == pytest.approx(theirs.summary.areaUnderROC, abs=1e-6)
+    assert ours.summary.probabilityCol == theirs.summary.probabilityCol
+    assert ours.summary.featuresCol == theirs.summary.featuresCol
+    # on the same predictions every metric equals MLlib's
+    same = _same_coefficients(ours, theirs).evaluate(a9a_head)
+    assert type(same).__name__ == "BinaryLogisticRegressionSummary"
+    _assert_classification_summaries_equal(same, theirs.summary, 1e-10)
+    _assert_curves_equal(same, theirs.summary, 1e-10)
+
+
+@pytest.mark.parametrize("weight", [None, "w"])
+def test_multinomial_summary_equals_mllibs(spark, weight):
+    from conftest import letter_head
+
+    df = _weighted(letter_head(spark, 3))
+    common = dict(regParam=1e-2, **({"weightCol": weight} if weight else {}))
+    theirs = mlc.LogisticRegression(tol=1e-10, maxIter=300, **common).fit(df)
+    ours = LogisticRegression(tol=1e-10, maxIter=300, **common).fit(df)
+    assert type(ours.summary).__name__ == type(theirs.summary).__name__ == "LogisticRegressionTrainingSummary"
+    same = _same_coefficients(ours, theirs).evaluate(df)
+    _assert_classification_summaries_equal(same, theirs.summary, 1e-10)
+    assert len(same.labels) == 26
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+@pytest.mark.parametrize("weight", [None, "w"])
+def test_linear_svc_summary_equals_mllibs(a9a_head, weight):
+    common = dict(regParam=0.01, **({"weightCol": weight} if weight else {}))
+    theirs = mlc.LinearSVC(maxIter=50, **common).fit(a9a_head)
+    ours = LinearSVC(**common).fit(a9a_head)
+    assert ours.summary() is ours.summary          # pyspark's LinearSVCModel.summary is a method
+    assert ours.summary.totalIterations >= 1
+    same = _same_coefficients(ours, theirs).evaluate(a9a_head)
+    theirs_summary = theirs.summary()
+    _assert_classification_summaries_equal(same, theirs_summary, 1e-10)
+    _assert_curves_equal(same, theirs_summary, 1e-10)
+
+
+REGRESSION_MEMBERS = ["meanSquaredError", "rootMeanSquaredError", "meanAbsoluteError", "r2", "r2adj",
+                      "explainedVariance", "numInstances", "degreesOfFreedom", "devianceResiduals"]
+INFERENCE = ["coefficientStandardErrors", "tValues", "pValues"]
+
+
+@pytest.mark.parametrize("weight", [None, "w"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_linear_regression_summary_equals_mllibs_normal_solver(california, weight, fit_intercept):
+    common = dict(fitIntercept=fit_intercept, **({"weightCol": weight} if weight else {}))
+    theirs = mlr.LinearRegression(solver="normal", **common).fit(california)
+    ours = LinearRegression(solver="lbfgs", tol=1e-12, maxIter=1000, **common).fit(california)
+    assert ours.summary.solver == "lbfgs"
+    # inference from the exact Hessian whatever the solver: MLlib's normal-solver values
+    for name in INFERENCE:
+        np.testing.assert_allclose(getattr(ours.summary, name), getattr(theirs.summary, name), rtol=1e-6,
+                                   atol=1e-9, err_msg=name)
+    same = _same_coefficients(ours, theirs).evaluate(california)
+    for name in REGRESSION_MEMBERS + INFERENCE:
+        np.testing.assert_allclose(getattr(same, name), getattr(theirs.summary, name), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+    np.testing.assert_allclose(_rows(same.residuals), _rows(theirs.summary.residuals), rtol=1e-10, atol=1e-12)
+    assert same.residuals.columns == ["residuals"]
+    for name in ("labelCol", "predictionCol", "featuresCol"):
+        assert getattr(same, name) == getattr(theirs.summary, name)
+
+
+def test_linear_regression_standard_errors_equal_the_closed_form(california):
+    """(A'WA)^-1 sigma^2 on the collected data, and MLlib's ridge convention at regParam > 0."""
+    from scipy.stats import t as student_t
+
+    ours = LinearRegression(weightCol="w", tol=1e-12).fit(california).summary
+    rows = california.select("features", "label", "w").collect()
+    X = np.array([r["features"].toArray() for r in rows])
+    y, w = np.array([r["label"] for r in rows]), np.array([r["w"] for r in rows])
+    A = np.column_stack([X, np.ones(len(y))])
+    beta = np.linalg.solve(A.T @ (w[:, None] * A), A.T @ (w * y))
+    dof = len(y) - A.shape[1]
+    sigma2 = np.sum(w * (y - A @ beta) ** 2) / dof
+    se = np.sqrt(np.diag(np.linalg.inv(A.T @ (w[:, None] * A))) * sigma2)
+    np.testing.assert_allclose(ours.coefficientStandardErrors, se, rtol=1e-7)
+    np.testing.assert_allclose(ours.tValues, beta / se, rtol=1e-6)
+    np.testing.assert_allclose(ours.pValues, 2 * student_t.sf(np.abs(beta / se), dof), rtol=1e-5, atol=1e-12)
+    ridge = dict(regParam=0.1, weightCol="w", standardization=True)
+    theirs = mlr.LinearRegression(solver="normal", **ridge).fit(california).summary
+    mine = LinearRegression(tol=1e-12, **ridge).fit(california).summary
+    np.testing.assert_allclose(mine.coefficientStandardErrors, theirs.coefficientStandardErrors, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="No Std. Error.*L1"):
+        LinearRegression(regParam=0.1, elasticNetParam=0.5).fit(california).summary.coefficientStandardErrors
