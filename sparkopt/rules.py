@@ -83,6 +83,8 @@ RULES: dict[str, Rule] = {
     # engines
     "aggregationDepth": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "numPartitions": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    # MB of float64 data under which engine="auto" fits on the driver (0: never)
+    "maxDriverSizeInMB": Rule(lambda v: _finite(v) and v >= 0, "a finite number >= 0 (MB; 0 never fits on the driver)"),
 }
 
 
