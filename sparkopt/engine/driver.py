@@ -135,7 +135,7 @@ def estimate_driver_bytes(df: Any, features_col: str | Sequence[str] = "features
     Rows come from the optimized plan's statistics (Spark's own estimate, the one behind its
     broadcast joins): the exact row count where Spark knows it (a ``limit``, local data, analyzed
     tables), else the rows its size estimate implies (file sources: bytes on disk; a materialized
-    cache: its in-memory size). Columns are the vector size from the column's ML attribute metadata
+    cache: its in-memory size, high for vector columns: 7x on a cached letter.scale head). Columns are the vector size from the column's ML attribute metadata
     (or the number of assembled columns) plus label and weight; sparse vectors are counted as
     dense, so the estimate errs high for them. It can be off by a small factor either way (e.g.
     ``spark.range`` omits the per-row overhead: 2x low); set the engine explicitly when it matters.

@@ -126,11 +126,16 @@ def letters(spark):
     df.unpersist()
 
 
-def test_estimate_counts_rows_and_float64_columns(letters):
-    estimate = estimate_driver_bytes(letters, label_col="binary", weight_col="label")
-    assert estimate.columns == 16 + 2
+def test_estimate_counts_rows_and_float64_columns(spark, letters):
+    from conftest import dataset
+
+    head = spark.read.format("libsvm").option("numFeatures", 16).load(str(dataset("letter.scale"))).limit(3000)
+    estimate = estimate_driver_bytes(head, weight_col="label")
     # Spark's plan statistics know the limit's 3000 rows; the estimate is rows x columns x 8
-    assert estimate.rows == 3000 and estimate.nbytes == 3000 * 18 * 8
+    assert (estimate.rows, estimate.columns, estimate.nbytes) == (3000, 16 + 2, 3000 * 18 * 8)
+    # a materialized cache: rows implied by its in-memory size, which errs high for vectors
+    cached = estimate_driver_bytes(letters, label_col="binary", weight_col="label")
+    assert cached.columns == 18 and 3000 * 18 * 8 <= cached.nbytes <= 10 * 3000 * 18 * 8
 
 
 def test_estimate_is_unknown_without_vector_size_or_plan_statistics(spark):
