@@ -102,7 +102,8 @@ def test_driver_fit_equals_tree_and_resident_fits(spark, engines, loss, label, k
         ours = fit_linear_model(driver, loss, **options)
     assert jobs == [] and ours.result.passes > 0          # every pass ran in this process
     for other in (expected, on_resident):
-        assert ours.result.nit == other.result.nit and ours.result.passes == other.result.passes
+        # (pass counters add fractions of passes, in another order on each engine)
+        assert ours.result.nit == other.result.nit and ours.result.passes == pytest.approx(other.result.passes)
         assert rel(ours.coefficients, other.coefficients) < 1e-10
         assert abs(ours.result.fun - other.result.fun) <= 1e-10 * abs(other.result.fun)
 
