@@ -65,8 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="local-sgd: beta >= 1; 1 averages the shard models, the number of shards adds their deltas")
     p.add_argument("--num-partitions", type=int, default=None, help="repartition the input first")
     p.add_argument("--aggregation-depth", type=int, default=2, help="treeAggregate depth")
-    p.add_argument("--engine", choices=("auto", "tree", "resident"), default="auto",
-                   help="resident: data stay in the executors' Python workers for the fit; tree: one job per pass")
+    p.add_argument("--engine", choices=("auto", "tree", "resident", "driver"), default="auto",
+                   help="driver: the data are collected into this process once, no Spark job per pass; resident: "
+                        "data stay in the executors' Python workers for the fit; tree: one job per pass; auto: "
+                        "driver within --max-driver-size-mb, else resident when every partition runs at once")
+    p.add_argument("--max-driver-size-mb", type=float, default=256.0,
+                   help="--engine auto fits on the driver when the data are estimated at most this many MB as "
+                        "float64 rows (0: never)")
     p.add_argument("--test-input", default=None, help="optional held-out set, same format as --input")
     p.add_argument("--output", required=True, help="output directory (an existing one is replaced only when it is a sparkopt output)")
     p.add_argument("--seed", type=int, default=0, help="random seed (sgd sampling)")
@@ -89,7 +94,8 @@ def make_estimator(args, features, label):
                   fitIntercept=args.fit_intercept, standardization=args.standardization,
                   aggregationDepth=args.aggregation_depth, solver=args.solver, seed=args.seed,
                   optimizer=args.optimizer,
-                  miniBatchFraction=args.mini_batch_fraction, engine=args.engine, localSteps=args.local_steps,
+                  miniBatchFraction=args.mini_batch_fraction, engine=args.engine,
+                  maxDriverSizeInMB=args.max_driver_size_mb, localSteps=args.local_steps,
                   localCombination=args.local_combination, staleness=args.staleness)
     if args.step_size is not None:
         common["stepSize"] = args.step_size

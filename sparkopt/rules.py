@@ -95,6 +95,8 @@ RULES: dict[str, Rule] = {
     # classification (MLlib's ParamValidators for thresholds)
     "thresholds": Rule(lambda v: len(v) >= 1 and all(_finite(t) and t >= 0 for t in v)
                        and sum(t == 0 for t in v) <= 1, "a non-empty list of numbers >= 0, at most one of them 0"),
+    # MB of float64 data under which engine="auto" fits on the driver (0: never)
+    "maxDriverSizeInMB": Rule(lambda v: _finite(v) and v >= 0, "a finite number >= 0 (MB; 0 never fits on the driver)"),
 }
 
 

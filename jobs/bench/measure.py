@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from bench.config import log, now
+from bench.memory import PeakMemory
 
 if TYPE_CHECKING:
     from bench.cases import Case
@@ -60,6 +61,12 @@ class Row:
     passes: Optional[float]
     peak_mem_mb: Optional[float]
     status: str = ""
+    # peak resident MB during the memory-measured fit (bench.memory): driver Python, Spark JVM,
+    # Python workers (sum of their own peaks), and how many workers there were
+    rss_driver_python_mb: Optional[float] = None
+    rss_jvm_mb: Optional[float] = None
+    rss_workers_mb: Optional[float] = None
+    workers: int = 0
     objective: Optional[float] = None
     rel_gap: Optional[float] = None
     t_to_gap_s: Optional[float] = None
@@ -79,18 +86,25 @@ def median_or_none(values: list) -> Optional[float]:
 
 def measure(case: "Case", runner: Any, repeats: int, warm_up: bool = True) -> Row:
     """Warm-up fit (untimed, traced for memory), then ``repeats`` timed fits. Without the warm-up
-    (--quick, for a library already warmed up by an earlier row) peak memory is not measured."""
+    (--quick, for a library already warmed up by an earlier row) the tracemalloc peak is not
+    measured. Peak resident memory of the processes (bench.memory) is measured on the warm-up fit,
+    else on the first timed fit (the fit times itself; reading /proc is outside its clock)."""
     peak = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if warm_up:
             tracemalloc.start()
             try:
-                runner.fit()
+                with PeakMemory() as rss:
+                    runner.fit()
                 peak = tracemalloc.get_traced_memory()[1] / 2**20
             finally:
                 tracemalloc.stop()
-        outcomes = [runner.fit() for _ in range(repeats)]
+            outcomes = [runner.fit() for _ in range(repeats)]
+        else:
+            with PeakMemory() as rss:
+                outcomes = [runner.fit()]
+            outcomes += [runner.fit() for _ in range(repeats - 1)]
     described = runner.describe(outcomes[-1])
     solver = described.solver
     if getattr(runner, "solver", None) == "auto" and runner.system == "sparkopt":
@@ -102,7 +116,8 @@ def measure(case: "Case", runner: Any, repeats: int, warm_up: bool = True) -> Ro
               ingest_s=median_or_none([o.ingest_seconds for o in outcomes]),
               ingest_s_all=[o.ingest_seconds for o in outcomes] if outcomes[0].ingest_seconds is not None else None,
               iterations=described.iterations, passes=described.passes, peak_mem_mb=peak,
-              status=described.status, described=described)
+              status=described.status, described=described, rss_driver_python_mb=rss.result.driver_python,
+              rss_jvm_mb=rss.result.jvm, rss_workers_mb=rss.result.workers, workers=rss.result.worker_count)
     log(f"{case.name}: {row.system} {row.solver}: fit {row.fit_s:.2f}s"
         + (f" (warm {row.warm_fit_s:.2f}s, ingest {row.ingest_s:.2f}s)" if row.warm_fit_s is not None else "")
         + f", {row.iterations} iterations")

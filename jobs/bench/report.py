@@ -38,6 +38,22 @@ def main_table(results: list[CaseResult]) -> str:
     return markdown_table(MAIN_COLUMNS, rows)
 
 
+MEMORY_COLUMNS = ("case", "system", "solver", "driver_python_peak_mb", "jvm_peak_mb", "python_workers_peak_mb",
+                  "workers", "data_float64_mb")
+
+
+def memory_table(results: list[CaseResult]) -> str:
+    """Peak resident memory per system and case (bench.memory): the driver's Python, the Spark JVM
+    (local mode: driver and executor in one), the Python workers; beside the data's float64 size."""
+    rows = []
+    for res in results:
+        raw = res.n * (res.d + 2) * 8 / 2**20 if res.n and res.d else None
+        for r in res.rows:
+            rows.append((r.case, r.system, r.solver, fmt(r.rss_driver_python_mb, ".0f"), fmt(r.rss_jvm_mb, ".0f"),
+                         fmt(r.rss_workers_mb, ".0f"), r.workers, fmt(raw, ".1f")))
+    return markdown_table(MEMORY_COLUMNS, rows)
+
+
 def repeated_table(results: list[CaseResult]) -> str:
     """The repeated-fit experiments: one row per system and case."""
     rows = [(r.case, r.system, r.settings, r.fits, fmt(r.total_s, ".2f"), fmt(r.max_rel_gap, ".1e"),
@@ -99,8 +115,13 @@ def report(results: list[CaseResult], found: list[Target], cfg: Config, seconds:
              "(JVM excluded). mllib-tight: tol 1e-10, maxIter 1000; mllib-default / sklearn-default: library "
              "defaults.", ""]
     if any(r.rows for r in results):
-        parts += ["## Single fits", "", main_table(results), "", "### References (exact Newton, tol 1e-12)", "",
-                  reference_table(results), ""]
+        parts += ["## Single fits", "", main_table(results), "",
+                  "### Peak memory (resident set, per process kind; Linux /proc VmHWM, reset before the fit)", "",
+                  "Measured on each system's warm-up fit (else its first timed fit). The JVM is shared by every "
+                  "system (local mode: driver and executor), so its peak includes the cached DataFrame; "
+                  "python_workers_peak_mb adds each worker's own peak; data_float64_mb is n x (d + 2) x 8.", "",
+                  memory_table(results), "",
+                  "### References (exact Newton, tol 1e-12)", "", reference_table(results), ""]
     if any(r.repeated for r in results):
         parts += ["## Repeated fits", "", repeated_table(results), ""]
     if any(r.ratios for r in results):

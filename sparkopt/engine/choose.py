@@ -1,19 +1,28 @@
-"""Which engine evaluates a fit: ``tree`` (one Spark job per pass), ``resident`` (blocks held in
-long-running barrier tasks) or ``auto``."""
+"""Which engine evaluates a fit: ``driver`` (the data collected into the driver process, no Spark
+job per pass), ``tree`` (one Spark job per pass), ``resident`` (blocks held in long-running
+barrier tasks) or ``auto``."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..errors import InputError
+from .driver import DEFAULT_DRIVER_BUDGET_MB, blocks_to_driver, collect_to_driver, driver_choice
+from .ingest import ingest
 from .resident import ResidentEngine, task_slots
 from .stats import DataStats
 from .tree import TreeEngine
 
-__all__ = ["ENGINES", "make_engine", "resident_unavailable"]
+__all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable"]
 
-ENGINES = ("auto", "tree", "resident")
+ENGINES = ("auto", "tree", "resident", "driver")
 logger = logging.getLogger("sparkopt")
+
+
+def check_engine(engine: Any) -> str:
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine
 
 
 def resident_unavailable(blocks_rdd: Any) -> Optional[str]:
@@ -32,9 +41,11 @@ def resident_unavailable(blocks_rdd: Any) -> Optional[str]:
 
 
 def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", **resident_options: Any):
-    """A TreeEngine or ResidentEngine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`)."""
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    """An engine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`), blocks already in a Spark
+    cache: ``auto`` picks between the Spark engines (resident when every partition can run at
+    once, else tree); ``driver`` collects the cached blocks into the driver (one job).
+    :func:`engine_for` starts from the DataFrame instead and also considers the driver."""
+    engine = check_engine(engine)
     fallback = engine == "auto"
     if engine == "auto":
         reason = resident_unavailable(blocks_rdd)
@@ -43,7 +54,44 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
             engine = "tree"
         else:
             engine = "resident"
+    if engine == "driver":
+        return blocks_to_driver(blocks_rdd, stats, depth)
     if engine == "tree":
         return TreeEngine(blocks_rdd, stats, depth)
     # under auto, tasks that cannot reach the driver make the engine run as the tree engine
     return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+
+
+def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[str], engine: str,
+               max_driver_mb: Any = DEFAULT_DRIVER_BUDGET_MB, num_partitions: Optional[int] = None) -> bool:
+    """Whether a fit of ``df`` with ``engine`` runs on the driver (``auto``: the estimated size of
+    the selected columns within ``max_driver_mb``, the reason logged)."""
+    engine = check_engine(engine)
+    if engine != "auto":
+        return engine == "driver"
+    chosen, reason = driver_choice(df, features_col, label_col, weight_col, max_driver_mb,
+                                   num_partitions=num_partitions)
+    logger.info("sparkopt: engine='auto' %s: %s", "uses the driver engine" if chosen else "runs on Spark", reason)
+    return chosen
+
+
+def engine_for(df: Any, features_col: str | Sequence[str] = "features", label_col: str = "label",
+               weight_col: Optional[str] = None, *, engine: str = "auto",
+               max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB, num_partitions: Optional[int] = None,
+               depth: int = 2, **ingest_options: Any):
+    """An engine over ``df``'s selected columns, from the DataFrame: ``driver`` collects them into
+    the driver process (:func:`~sparkopt.engine.driver.collect_to_driver`); ``tree`` /
+    ``resident`` ingest them into a Spark cache (:func:`~sparkopt.engine.ingest.ingest`);
+    ``auto`` fits on the driver when their estimated float64 size
+    (:func:`~sparkopt.engine.driver.estimate_driver_bytes`, no Spark job) is within
+    ``max_driver_mb``, else as :func:`make_engine` chooses. The caller owns the engine
+    (``unpersist()`` or ``with``)."""
+    if use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions):
+        return collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                 depth=depth, **ingest_options)
+    rdd, stats = ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions, **ingest_options)
+    try:
+        return make_engine(rdd, stats, depth, engine)
+    except BaseException:
+        rdd.unpersist()
+        raise

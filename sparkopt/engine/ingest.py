@@ -173,6 +173,23 @@ def _check_params(dense: Any, max_block_bytes: Any, num_partitions: Any) -> None
         raise InputError(f"num_partitions must be None or an integer >= 1, got {num_partitions!r}")
 
 
+def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
+    """The columns the blocks are built from, in the order :func:`_convert_batch` reads them:
+    the features (one vector column, or f0, f1, ... cast to double), label, weight if any."""
+    # One selectExpr call (building a Column per feature costs ~5 ms of py4j each).
+    if spec.is_vector:
+        exprs = [f"{_quote(spec.features)} AS features"]
+    else:
+        exprs = [f"CAST({_quote(c)} AS DOUBLE) AS f{j}" for j, c in enumerate(spec.features)]
+    exprs.append(f"CAST({_quote(spec.label)} AS DOUBLE) AS label")
+    if spec.weight is not None:
+        exprs.append(f"CAST({_quote(spec.weight)} AS DOUBLE) AS weight")
+    selected = df.selectExpr(*exprs)
+    if num_partitions is not None:
+        selected = selected.repartition(int(num_partitions))
+    return selected
+
+
 # ==================================================================== executor side: Arrow -> Block
 @dataclass
 class _Piece:
@@ -556,18 +573,7 @@ def ingest(
     if storage_level is None:
         storage_level = StorageLevel.MEMORY_AND_DISK
 
-    # One selectExpr call (building a Column per feature costs ~5 ms of py4j each).
-    if spec.is_vector:
-        exprs = [f"{_quote(spec.features)} AS features"]
-    else:
-        exprs = [f"CAST({_quote(c)} AS DOUBLE) AS f{j}" for j, c in enumerate(spec.features)]
-    exprs.append(f"CAST({_quote(spec.label)} AS DOUBLE) AS label")
-    if spec.weight is not None:
-        exprs.append(f"CAST({_quote(spec.weight)} AS DOUBLE) AS weight")
-    selected = df.selectExpr(*exprs)
-    if num_partitions is not None:
-        selected = selected.repartition(int(num_partitions))
-
+    selected = _select(df, spec, num_partitions)
     max_bytes = int(max_block_bytes)
     sc = df.sparkSession.sparkContext
     acc = sc.accumulator([], _ListParam())

@@ -1,5 +1,6 @@
-"""The ingest cache: blocks ingested from a DataFrame, kept for the next fit of the same data (a
-regularization path, a grid search), and `clear_cache`, which releases them."""
+"""The ingest cache: data ingested from a DataFrame (blocks in a Spark cache, or collected into the
+driver), kept for the next fit of the same data (a regularization path, a grid search), and
+`clear_cache`, which releases them."""
 from __future__ import annotations
 
 import threading
@@ -8,49 +9,64 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from ..engine import TreeEngine, ingest, make_engine
+from ..engine import DriverEngine, TreeEngine, collect_to_driver, ingest, make_engine
+from ..engine.choose import use_driver
+from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 
 
 class EngineCache:
-    """Ingested blocks reused across fits of the same DataFrame (a regularization path, a grid
-    search): keyed by the DataFrame's semantic plan hash and the columns, bounded LRU; evicted
-    entries are unpersisted. `sparkopt.ml.clear_cache()` releases everything."""
+    """Ingested data reused across fits of the same DataFrame (a regularization path, a grid
+    search): keyed by the DataFrame's semantic plan hash, the columns and where the data are held
+    (Spark cache or driver), bounded LRU; evicted entries are released (Spark blocks unpersisted,
+    driver blocks dropped). `sparkopt.ml.clear_cache()` releases everything."""
 
     def __init__(self, capacity: int = 2):
         self.capacity = capacity
-        self._entries: "OrderedDict[tuple, tuple[Any, TreeEngine]]" = OrderedDict()
+        self._entries: "OrderedDict[tuple, tuple[Any, Any]]" = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(df, features_col, label_col, weight_col, num_partitions):
+    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver):
         try:
             plan = df.semanticHash()
         except Exception:   # Spark Connect or older: fall back to object identity
             plan = ("id", id(df))
         return (plan, df.sparkSession.sparkContext.applicationId, str(features_col), label_col,
-                weight_col, num_partitions)
+                weight_col, num_partitions, "driver" if on_driver else "spark")
+
+    @staticmethod
+    def _fresh(cached, depth, engine):
+        """A new engine (own counters) over a cache entry's data."""
+        if isinstance(cached, DriverEngine):
+            return DriverEngine(cached.collect_blocks(), cached.stats, depth)
+        return make_engine(cached.rdd, cached.stats, depth, engine)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
-            engine: str = "auto") -> tuple[TreeEngine, float]:
-        """A fresh engine of the requested kind over the (cached) blocks, and the ingest seconds."""
-        key = self._key(df, features_col, label_col, weight_col, num_partitions)
+            engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB) -> tuple[Any, float]:
+        """A fresh engine of the requested kind over the (cached) data, and the ingest seconds."""
+        on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
+        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver)
         with self._lock:
             for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
                 self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
             hit = self._entries.get(key)
             if hit is not None and hit[0]().sameSemantics(df):
                 self._entries.move_to_end(key)
-                cached = hit[1]
-                return make_engine(cached.rdd, cached.stats, depth, engine), 0.0
+                return self._fresh(hit[1], depth, engine), 0.0
         start = time.perf_counter()
-        rdd, stats = ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions)
+        if on_driver:
+            cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                       depth=depth)
+        else:
+            cached = TreeEngine(*ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions),
+                                depth)
         seconds = time.perf_counter() - start
         with self._lock:
-            self._entries[key] = (weakref.ref(df), TreeEngine(rdd, stats, depth))
+            self._entries[key] = (weakref.ref(df), cached)
             while len(self._entries) > self.capacity:
                 _, (_, old) = self._entries.popitem(last=False)
                 old.unpersist()
-        return make_engine(rdd, stats, depth, engine), seconds
+        return self._fresh(cached, depth, engine), seconds
 
     def clear(self) -> None:
         with self._lock:
@@ -63,5 +79,5 @@ ENGINE_CACHE = EngineCache()
 
 
 def clear_cache() -> None:
-    """Unpersist every block set sparkopt keeps for reuse between fits."""
+    """Release every data set sparkopt keeps for reuse between fits (Spark blocks and driver copies)."""
     ENGINE_CACHE.clear()

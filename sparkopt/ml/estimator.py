@@ -103,7 +103,7 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         weight = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         num_partitions = self.getOrDefault(self.numPartitions) if self.isDefined(self.numPartitions) else None
         return ENGINE_CACHE.get(dataset, self.getFeaturesCol(), self.getLabelCol(), weight, num_partitions,
-                                self.getAggregationDepth(), self.getEngine())
+                                self.getAggregationDepth(), self.getEngine(), self.getMaxDriverSizeInMB())
 
     def _fit(self, dataset):
         engine, seconds = self._engine_for(dataset)

@@ -27,6 +27,7 @@ from pyspark.ml.param.shared import (
 )
 
 from ..engine import ENGINES
+from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 from ..errors import InputError
 from ..fit import FIT_SOLVERS
 from ..rules import OPTIMIZERS, RULES, SOLVER_ALIASES, Rule, is_int
@@ -40,7 +41,7 @@ def _one_of(options: tuple) -> Rule:
 VALIDATORS: dict[str, Rule] = {name: RULES[name] for name in (
     "maxIter", "tol", "regParam", "elasticNetParam", "aggregationDepth", "stepSize", "miniBatchFraction",
     "localSteps", "localCombination", "stepSchedule", "optimizer", "epsilon", "numPartitions", "checkpointDir",
-    "maxBlockSizeInMB", "thresholds")}
+    "maxBlockSizeInMB", "thresholds", "maxDriverSizeInMB")}
 VALIDATORS.update({
     "solver": _one_of(FIT_SOLVERS + tuple(SOLVER_ALIASES)),
     "engine": _one_of(ENGINES),
@@ -107,9 +108,15 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
                           typeConverter=TypeConverters.toInt)
     initialModel = Param(Params._dummy(), "initialModel", "a fitted model of the same kind to warm-start from")
     engine = Param(Params._dummy(), "engine",
-                   "how passes run on Spark: 'resident' keeps the data in the executors' Python workers for the "
-                   "whole fit, 'tree' runs one treeAggregate job per pass, 'auto' picks resident when every "
-                   "partition can run at once", typeConverter=TypeConverters.toString)
+                   "where passes run: 'driver' collects the selected columns into the driver once (Arrow) and "
+                   "folds them there, no Spark job per pass; 'resident' keeps the data in the executors' Python "
+                   "workers for the whole fit; 'tree' runs one treeAggregate job per pass; 'auto' picks driver when "
+                   "the estimated data size is within maxDriverSizeInMB, else resident when every partition can "
+                   "run at once, else tree", typeConverter=TypeConverters.toString)
+    maxDriverSizeInMB = Param(Params._dummy(), "maxDriverSizeInMB",
+                              "engine='auto' fits on the driver when the selected columns (features, label, weight) "
+                              "are estimated at most this many MB as float64 rows (rows x columns x 8 bytes, from "
+                              "Spark's plan statistics, no job); 0 never does", typeConverter=TypeConverters.toFloat)
     verbose = Param(Params._dummy(), "verbose",
                     "show per-iteration progress: a live line in a notebook, else a line on stderr",
                     typeConverter=TypeConverters.toBoolean)
@@ -126,7 +133,7 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
                          miniBatchFraction=1.0, stepSchedule="auto", seed=0, verbose=False, optimizer="sgd",
                          checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0,
-                         staleness=2, maxBlockSizeInMB=0.0)
+                         staleness=2, maxBlockSizeInMB=0.0, maxDriverSizeInMB=DEFAULT_DRIVER_BUDGET_MB)
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -171,6 +178,9 @@ class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol
     def getEngine(self) -> str:
         return self.getOrDefault(self.engine)
 
+    def getMaxDriverSizeInMB(self) -> float:
+        return self.getOrDefault(self.maxDriverSizeInMB)
+
     def getInitialModel(self):
         return self.getOrDefault(self.initialModel) if self.isDefined(self.initialModel) else None
 
@@ -202,5 +212,5 @@ def add_setters(cls, *names):
 add_setters(SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
             "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
-            "checkpointInterval", "checkpointDir", "engine", "localSteps", "localCombination", "staleness",
-            "optimizer", "maxBlockSizeInMB")
+            "checkpointInterval", "checkpointDir", "engine", "maxDriverSizeInMB", "localSteps", "localCombination",
+            "staleness", "optimizer", "maxBlockSizeInMB")

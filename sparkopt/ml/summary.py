@@ -158,7 +158,7 @@ class TrainingSummary:
 
     @property
     def engine(self) -> str:
-        """The engine that ran the passes: 'resident' or 'tree'."""
+        """The engine that ran the passes: 'driver', 'resident' or 'tree'."""
         return self._fit.params.get("engine", "tree")
 
     @property

@@ -155,6 +155,10 @@ def test_benchmark_quick(tmp_path):
     for row in single[0]["rows"]:
         assert math.isfinite(row["objective"]) and math.isfinite(row["rel_gap"]) and row["rel_gap"] >= 0
         assert math.isfinite(row["fit_s"]) and row["fit_s"] > 0
+    # the memory table: every system's peak resident memory, driver Python and the JVM measured
+    assert "### Peak memory" in markdown
+    for row in single[0]["rows"]:
+        assert row["rss_driver_python_mb"] > 0 and row["rss_jvm_mb"] > 0, row["system"]
     auto = next(r for r in single[0]["rows"] if r["system"] == "sparkopt" and r["solver"].startswith("auto"))
     assert auto["rel_gap"] <= 1e-6
     assert auto["ingest_s"] > 0 and auto["warm_fit_s"] > 0 and auto["passes"] > 0

@@ -152,7 +152,9 @@ def test_fit_multiple_reuses_ingest_and_warm_starts(binary):
 def test_summary_fields(binary, regression):
     model = LogisticRegression(regParam=0.01).fit(binary)
     s = model.summary
-    assert s.converged and s.status == "CONVERGED" and s.solver == "newton"
+    # auto weighs each engine's fixed cost per pass: none on the driver (auto's engine for this small
+    # set), where Newton-CG's extra Hessian-vector passes are free; a Spark engine's makes Newton cheaper
+    assert s.converged and s.status == "CONVERGED" and s.solver in ("newton", "newton-cg")
     assert s.totalIterations == len(s.objectiveHistory) - 1
     assert s.totalPasses >= s.totalIterations
     assert np.all(np.diff(s.objectiveHistory) <= 1e-12)
