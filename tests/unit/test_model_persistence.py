@@ -42,8 +42,10 @@ def test_a_saved_model_round_trips(cls, loss, kwargs):
 
 
 def test_every_model_class_is_registered_and_nothing_else():
+    from sparkopt.ml.tuning import LinearRegressionCVModel, LogisticRegressionCVModel
+
     assert set(MODEL_CLASSES.values()) == {LogisticRegressionModel, LinearSVCModel, LinearRegressionModel,
-                                           PoissonRegressionModel}
+                                           PoissonRegressionModel, LogisticRegressionCVModel, LinearRegressionCVModel}
     assert all(name == f"{cls.__module__}.{cls.__name__}" for name, cls in MODEL_CLASSES.items())
 
 
@@ -148,3 +150,28 @@ def test_predict_job_finds_the_class_in_the_registry_only(tmp_path):
         model_class(tmp_path)
     part.write_text(json.dumps({"class": "sparkopt.ml.classification.LinearSVCModel"}))
     assert model_class(tmp_path) is LinearSVCModel
+
+
+def test_the_penalty_hessian_and_a_cv_models_results_survive_the_checks():
+    """What the summary's standard errors need (l2Hessian) and what a CV model reports (its grid,
+    metrics and choices) load back exactly; malformed, they are named."""
+    from sparkopt.ml.tuning import LogisticRegressionCVModel
+
+    model = _model(LogisticRegressionCVModel, "logistic", 5)
+    model._state.update(l2Hessian=np.full(5, 0.01), cvRegParams=[0.1, 0.01], cvAvgMetrics=[0.5, 0.4],
+                        cvStdMetrics=[0.01, 0.02], cvBestRegParam=0.01, cvOneStdErrRegParam=0.1,
+                        cvMetricName="logLoss")
+    meta = metadata_of(model, "4.0.0")
+    loaded = model_from_metadata(LogisticRegressionCVModel, meta, WHERE)
+    np.testing.assert_array_equal(loaded._state["l2Hessian"], np.full(5, 0.01))
+    assert loaded.regParams == [0.1, 0.01] and loaded.bestRegParam == 0.01 and loaded.metricName == "logLoss"
+    for field, value, words in (("l2Hessian", [0.01] * 4, "must be a list of 5"),
+                                ("l2Hessian", [-1.0] * 5, "must be a list of 5"),
+                                ("cvAvgMetrics", [0.5], "one value per regParam"),
+                                ("cvBestRegParam", "x", "must be a number"),
+                                ("cvMetricName", 3, "must be a string")):
+        bad = copy.deepcopy(meta)
+        bad["sparkoptModel"][field] = value
+        with pytest.raises(InputError, match=words) as info:
+            model_from_metadata(LogisticRegressionCVModel, bad, WHERE)
+        assert WHERE in str(info.value) and f"sparkoptModel.{field}" in str(info.value)
