@@ -537,7 +537,9 @@ class LinearRegressionSummary(RegressionSummary):
             raise RuntimeError(f"{unavailable}: the model was saved without its penalty's Hessian")
         H = np.array(H, dtype=float)
         H[np.arange(d), np.arange(d)] += float(engine.weight_sum) * penalty
-        return np.diag(np.linalg.inv(H))
+        # invert with unit diagonal: raw units (a count next to the intercept) span many decades
+        scale = 1.0 / np.sqrt(np.where(np.diag(H) > 0, np.diag(H), 1.0))
+        return np.diag(np.linalg.inv(H * np.outer(scale, scale))) * scale ** 2
 
     @property
     def coefficientStandardErrors(self) -> list[float]:

@@ -444,12 +444,23 @@ def test_bounds_fit_as_mllibs(spark, binary, tmp_path):
                   upperBoundsOnCoefficients=Matrices.dense(1, d, [0.3] * d),
                   lowerBoundsOnIntercepts=V.dense([-0.1]), upperBoundsOnIntercepts=V.dense([0.1]))
     theirs = mlc.LogisticRegression(tol=1e-10, maxIter=500, **common).fit(binary)
-    ours = LogisticRegression(tol=1e-9, maxIter=500, **common).fit(binary)
+    ours = LogisticRegression(tol=1e-8, maxIter=500, **common).fit(binary)
     assert ours.summary.solver == "lbfgs-b" and ours.summary.converged
     coef = ours.coefficients.toArray()
     assert coef.min() >= -0.2 and coef.max() <= 0.3 and -0.1 <= ours.intercept <= 0.1
-    np.testing.assert_allclose(coef, theirs.coefficients.toArray(), atol=1e-5)
-    assert ours.intercept == pytest.approx(theirs.intercept, abs=1e-5)
+    # agaricus' one-hot columns make the optimum flat: MLlib's L-BFGS-B stops ~3e-4 away in
+    # coefficients, so the fits compare by the pinned objective (both satisfy the bounds)
+    from sparkopt.engine import TreeEngine, ingest
+    from sparkopt.fit import objective_value
+
+    theirs_coef = theirs.coefficients.toArray()
+    assert theirs_coef.min() >= -0.2 - 1e-12 and theirs_coef.max() <= 0.3 + 1e-12
+    rdd, stats = ingest(binary)
+    with TreeEngine(rdd, stats) as engine:
+        f_theirs = objective_value(engine, "logistic", theirs_coef, theirs.intercept, reg_param=0.01)
+        f_ours = objective_value(engine, "logistic", coef, ours.intercept, reg_param=0.01)
+    assert f_ours <= f_theirs + 1e-12
+    assert f_ours == pytest.approx(ours.summary.objective, rel=1e-12)
     ours.write().overwrite().save(str(tmp_path / "bounded"))
     loaded = LogisticRegressionModel.load(str(tmp_path / "bounded"))
     assert loaded.getUpperBoundsOnIntercepts() == V.dense([0.1])

@@ -294,25 +294,35 @@ def test_linear_regression_summary_equals_mllibs_normal_solver(california, weigh
         assert getattr(same, name) == getattr(theirs.summary, name)
 
 
-def test_linear_regression_standard_errors_equal_the_closed_form(california):
-    """(A'WA)^-1 sigma^2 on the collected data, and MLlib's ridge convention at regParam > 0."""
+def test_linear_regression_ridge_standard_errors_equal_mllibs(abalone):
+    """At regParam > 0 the covariance uses the penalized Hessian, as MLlib's normal solver. That
+    solver standardizes with population sds (label and features; its l-bfgs, and sparkopt, with
+    sample sds), so its penalty lam sd_j^2 is sparkopt's times sqrt((n - 1) / n): with regParam
+    scaled by that factor both penalties are the same, and so are the errors."""
+    n = abalone.count()
+    theirs = mlr.LinearRegression(solver="normal", regParam=0.1).fit(abalone).summary
+    mine = LinearRegression(tol=1e-12, regParam=0.1 * np.sqrt((n - 1) / n)).fit(abalone).summary
+    np.testing.assert_allclose(mine.coefficientStandardErrors, theirs.coefficientStandardErrors, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="No Std. Error.*L1"):
+        LinearRegression(regParam=0.1, elasticNetParam=0.5).fit(abalone).summary.coefficientStandardErrors
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_regression_standard_errors_equal_the_closed_form(abalone, weighted):
+    """sigma^2 (A'WA)^-1 on the collected data (QR of sqrt(W) A), t and p values from it."""
     from scipy.stats import t as student_t
 
-    ours = LinearRegression(weightCol="w", tol=1e-12).fit(california).summary
-    rows = california.select("features", "label", "w").collect()
+    data = abalone.withColumn("w", 0.5 + (F.col("label") % 3) * 0.25 if weighted else F.lit(1.0))
+    ours = LinearRegression(weightCol="w", tol=1e-12, solver="newton").fit(data).summary
+    rows = data.select("features", "label", "w").collect()
     X = np.array([r["features"].toArray() for r in rows])
     y, w = np.array([r["label"] for r in rows]), np.array([r["w"] for r in rows])
     A = np.column_stack([X, np.ones(len(y))])
-    beta = np.linalg.solve(A.T @ (w[:, None] * A), A.T @ (w * y))
+    Q, R = np.linalg.qr(np.sqrt(w)[:, None] * A)
+    beta = np.linalg.solve(R, Q.T @ (np.sqrt(w) * y))
     dof = len(y) - A.shape[1]
     sigma2 = np.sum(w * (y - A @ beta) ** 2) / dof
-    se = np.sqrt(np.diag(np.linalg.inv(A.T @ (w[:, None] * A))) * sigma2)
+    se = np.sqrt(np.sum(np.linalg.inv(R) ** 2, axis=1) * sigma2)   # diag((A'WA)^-1): rows of R^-1 squared
     np.testing.assert_allclose(ours.coefficientStandardErrors, se, rtol=1e-7)
     np.testing.assert_allclose(ours.tValues, beta / se, rtol=1e-6)
     np.testing.assert_allclose(ours.pValues, 2 * student_t.sf(np.abs(beta / se), dof), rtol=1e-5, atol=1e-12)
-    ridge = dict(regParam=0.1, weightCol="w", standardization=True)
-    theirs = mlr.LinearRegression(solver="normal", **ridge).fit(california).summary
-    mine = LinearRegression(tol=1e-12, **ridge).fit(california).summary
-    np.testing.assert_allclose(mine.coefficientStandardErrors, theirs.coefficientStandardErrors, rtol=1e-6)
-    with pytest.raises(RuntimeError, match="No Std. Error.*L1"):
-        LinearRegression(regParam=0.1, elasticNetParam=0.5).fit(california).summary.coefficientStandardErrors
