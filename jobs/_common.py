@@ -269,19 +269,6 @@ def new_output(output, job: str, metadata: Optional[dict] = None) -> Path:
     return staging
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def replace_output(staging: Path, output) -> Path:
     """Put the finished `staging` (from new_output) in place of `output`: mark it complete, move
     the old output aside, rename the new one in, delete the old one. A failure before the new one
@@ -308,7 +295,9 @@ def replace_output(staging: Path, output) -> Path:
         if aside is not None and not target.exists():
             os.replace(aside, target)
         raise
-    _fsync_directory(target.parent)
+    from sparkopt.solvers.checkpoint import fsync_directory
+
+    fsync_directory(target.parent)
     if aside is not None:
         shutil.rmtree(aside)
     return target

@@ -228,7 +228,8 @@ def problem_fingerprint(objective: Any, solver: Any, x0: np.ndarray, extra: Opti
 
 
 # ------------------------------------------------------------------------ the store
-def _fsync_dir(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk, where the platform allows."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:          # e.g. platforms without directory fds: the rename is still atomic
@@ -342,7 +343,7 @@ class CheckpointStore:
         # written in insertion order (history rows keep their column order); the checksum is over
         # the sorted form, which the reader recomputes from the parsed payload
         _write_atomic(json_path, json.dumps(manifest, default=_json_default).encode())
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         self._rotate()
         return json_path
 
