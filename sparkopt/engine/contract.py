@@ -23,12 +23,12 @@ import contextlib
 from typing import Any
 
 from ..errors import InputError
-from .stats import DataStats
+from .stats import DataFacts, DataStats
 
 __all__ = ["EngineBase"]
 
 
-class EngineBase:
+class EngineBase(DataFacts):
     """Counters and data-description properties shared by the engines."""
 
     _stats: DataStats
@@ -64,22 +64,6 @@ class EngineBase:
     def _count(self, fraction: float | None) -> None:
         self.evaluations += 1
         self.passes += 1.0 if fraction is None else fraction
-
-    @property
-    def stats(self) -> DataStats:
-        return self._stats
-
-    @property
-    def n_features(self) -> int:
-        return self._stats.n_features
-
-    @property
-    def n_rows(self) -> int:
-        return self._stats.n_rows
-
-    @property
-    def weight_sum(self) -> float:
-        return self._stats.weight_sum
 
     @property
     def depth(self) -> int:

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 __all__ = [
     "DataStats",
+    "DataFacts",
     "block_stats",
     "merge_stats",
     "combine_partitions",
@@ -232,6 +233,29 @@ class DataStats:
 def _wbincount(indices: np.ndarray, weights: np.ndarray, d: int) -> np.ndarray:
     # np.bincount returns int64 zeros (not float) when there are no indices at all
     return np.bincount(indices, weights=weights, minlength=d).astype(np.float64, copy=False)
+
+
+class DataFacts:
+    """``stats`` and the counts engines report from it, for an object that holds its
+    :class:`DataStats` in ``_stats`` (the engines, and the views of one that tuning fits on)."""
+
+    _stats: DataStats
+
+    @property
+    def stats(self) -> DataStats:
+        return self._stats
+
+    @property
+    def n_features(self) -> int:
+        return self._stats.n_features
+
+    @property
+    def n_rows(self) -> int:
+        return self._stats.n_rows
+
+    @property
+    def weight_sum(self) -> float:
+        return self._stats.weight_sum
 
 
 def block_stats(

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..blocks import Block
-from ..engine.stats import DataStats
+from ..engine.stats import DataFacts, DataStats
 from ..errors import InputError
 
 __all__ = ["EngineView", "ColumnSubsetEngine", "slice_stats", "expand_coef", "restrict_coef"]
@@ -114,7 +114,7 @@ class _OnColumns:
         return self.fn(sub, payload, index) if self.wants_index else self.fn(sub, payload)
 
 
-class EngineView:
+class EngineView(DataFacts):
     """What sparkopt.fit and the solvers use of an engine, delegated to ``parent`` except the
     statistics (the view's own) and ``map_sum`` (subclasses wrap the block function): the pass,
     evaluation and traffic counters are the parent's, so a pass over a view counts as a pass
@@ -122,22 +122,6 @@ class EngineView:
 
     def __init__(self, parent, stats: DataStats):
         self.parent, self._stats = parent, stats
-
-    @property
-    def stats(self) -> DataStats:
-        return self._stats
-
-    @property
-    def n_features(self) -> int:
-        return self._stats.n_features
-
-    @property
-    def n_rows(self) -> int:
-        return self._stats.n_rows
-
-    @property
-    def weight_sum(self) -> float:
-        return self._stats.weight_sum
 
     @property
     def kind(self) -> str:
