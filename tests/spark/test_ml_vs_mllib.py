@@ -59,9 +59,11 @@ def abalone_engine(abalone):
 @pytest.mark.parametrize("reg, alpha", [(1e-3, 0.0), (1e-2, 0.5)])
 def test_logistic_matches_mllib(a9a, a9a_engine, standardization, reg, alpha):
     common = dict(regParam=reg, elasticNetParam=alpha, standardization=standardization)
-    ours = LogisticRegression(tol=1e-9, maxIter=500, **common).fit(a9a)
+    # on Spark (the driver engine would take these 32561 rows, and its passes cost no job, so
+    # auto's cost model picks differently there): the solver and pass claims below are Spark's
+    ours = LogisticRegression(tol=1e-9, maxIter=500, maxDriverSizeInMB=0, **common).fit(a9a)
     theirs = mlc.LogisticRegression(tol=1e-10, maxIter=300, **common).fit(a9a)
-    assert ours.summary.converged
+    assert ours.summary.converged and ours._fit.params["engine"] != "driver"
     assert rel(ours.coefficients.toArray(), theirs.coefficients.toArray()) < 1e-4
     assert abs(ours.intercept - theirs.intercept) < 1e-4 * max(1, abs(theirs.intercept))
     f_theirs = objective_value(a9a_engine, "logistic", theirs.coefficients.toArray(), theirs.intercept, **_obj(common))

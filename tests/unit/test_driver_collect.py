@@ -51,4 +51,9 @@ def test_peak_memory_sees_an_allocation_after_a_reset():
         block = np.ones(64 * 2**20 // 8)          # 64 MB touched
         del block
     assert peaks.result.driver_python >= before + 60
-    assert peaks.result.jvm is None and peaks.result.workers is None     # no JVM in this process
+    from bench.memory import jvm_pid
+
+    if jvm_pid() is None:       # run alone: no JVM child; in the whole suite the session's JVM is one
+        assert peaks.result.jvm is None and peaks.result.workers is None
+    else:
+        assert peaks.result.jvm > 0
