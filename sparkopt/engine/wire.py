@@ -263,13 +263,7 @@ def socket_reader(sock: socket.socket, deadline: Optional[float]) -> Callable[[i
     def read_exact(size: int) -> bytes:
         buffer = bytearray()
         while len(buffer) < size:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"deadline passed with {len(buffer)} of {size} bytes read")
-                sock.settimeout(remaining)
-            else:
-                sock.settimeout(None)
+            _time_left(sock, deadline, f"{len(buffer)} of {size} bytes read")
             chunk = sock.recv(min(size - len(buffer), _CHUNK))
             if not chunk:
                 raise EOFError(f"peer closed the connection ({len(buffer)} of {size} bytes read)")
@@ -279,16 +273,22 @@ def socket_reader(sock: socket.socket, deadline: Optional[float]) -> Callable[[i
     return read_exact
 
 
+def _time_left(sock: socket.socket, deadline: Optional[float], progress: str) -> None:
+    """Give the next socket call what remains until ``deadline`` (None: no deadline); past it,
+    raise TimeoutError saying how far the transfer got."""
+    if deadline is None:
+        sock.settimeout(None)
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"deadline passed with {progress}")
+    sock.settimeout(remaining)
+
+
 def _send_all(sock: socket.socket, data: bytes, deadline: Optional[float]) -> None:
     view = memoryview(data)
     while view:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"deadline passed with {len(view)} bytes unsent (peer not reading)")
-            sock.settimeout(remaining)
-        else:
-            sock.settimeout(None)
+        _time_left(sock, deadline, f"{len(view)} bytes unsent (peer not reading)")
         sent = sock.send(view[:_CHUNK])
         view = view[sent:]
 
