@@ -8,6 +8,7 @@ The jobs run as ``python jobs/x.py`` or ``spark-submit jobs/x.py``; either way `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -17,10 +18,11 @@ import time
 import uuid
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Sequence
 
 FORMATS = ("libsvm", "parquet", "csv")
-EXIT_FAILURE = 2      # every job: 0 on success, 2 with a one-line reason on stderr
+EXIT_USAGE = 2        # a failure the user can fix (arguments, paths, data): one line on stderr
+EXIT_FAILURE = 1      # anything else (a JVM or Python worker failure): one line too
 
 
 class JobError(Exception):
@@ -40,28 +42,78 @@ def preset_master() -> Optional[str]:
     once connected to it: a SparkConf read before that is empty even under spark-submit --master.
     A JVM this process starts itself always reports a master (spark-submit's local[*] default),
     so it is not asked: the job's own default applies."""
+    return _jvm_conf().get("spark.master")
+
+
+def _conf_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--conf takes KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def add_spark_arguments(parser: argparse.ArgumentParser, default_master: str) -> None:
+    """--master and --conf KEY=VALUE (repeatable), as every job takes them."""
+    parser.add_argument("--master", default=None,
+                        help=f"Spark master; default: the one spark-submit set, else {default_master}")
+    parser.add_argument("--conf", dest="confs", action="append", default=[], type=_conf_pair, metavar="KEY=VALUE",
+                        help="a Spark setting for the session the job starts (as spark-submit's --conf; repeatable)")
+
+
+def _jvm_conf() -> dict:
+    """The settings of the JVM spark-submit started for this process (empty when there is none)."""
     from pyspark import SparkConf, SparkContext
 
     if SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
-        return None
+        return {}
     SparkContext._ensure_initialized()
-    return SparkConf().get("spark.master", None)
+    return dict(SparkConf().getAll())
 
 
-def spark_session(app_name: str, master: Optional[str] = None, default_master: str = "local[*]",
-                  config: Optional[dict] = None):
-    """A SparkSession on ``choose_master(master, preset_master(), default_master)`` with ``config``
-    set and the log level at ERROR. Settings that size the JVM (spark.driver.memory) take effect
-    only when this call starts the JVM, not under spark-submit."""
+#: what every job's session has unless the user's --conf or spark-submit says otherwise: Spark's
+#: console progress bar would interleave with the per-iteration log and the one-line reports
+JOB_DEFAULTS = {"spark.ui.showConsoleProgress": "false"}
+
+
+@contextlib.contextmanager
+def job_session(app_name: str, master: Optional[str] = None, default_master: str = "local[*]",
+                confs: Sequence[tuple[str, str]] = (), defaults: Optional[dict] = None):
+    """The job's SparkSession, stopped on exit only if this call started it.
+
+    A process that already has an active session (a notebook or a test calling ``main()``) lends
+    it: its settings are left as they are and it stays running. Otherwise a session starts on
+    ``choose_master(master, the spark-submit master, default_master)`` (``--conf
+    spark.master=...`` counts as a requested master) with the user's ``confs``; ``defaults`` (the
+    benchmark's sizing) and :data:`JOB_DEFAULTS` apply only to keys neither ``confs`` nor
+    spark-submit set. Nothing is forced on the user's settings. JVM sizing (spark.driver.memory) takes effect only when this
+    call starts the JVM, not under spark-submit."""
     from pyspark.sql import SparkSession
 
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        if confs:
+            raise JobError(f"--conf {confs[0][0]}=... cannot apply: this process already runs a Spark session "
+                           f"(set it on that session instead)")
+        yield active
+        return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name).master(choose_master(master, preset_master(), default_master))
-    for key, value in (config or {}).items():
+    given = dict(confs)
+    submitted = _jvm_conf()
+    builder = SparkSession.builder.master(
+        choose_master(master or given.pop("spark.master", None), submitted.get("spark.master"), default_master))
+    if "spark.app.name" not in submitted and "spark.app.name" not in given:
+        builder = builder.appName(app_name)
+    for key, value in {**JOB_DEFAULTS, **(defaults or {})}.items():
+        if key not in given and key not in submitted:
+            builder = builder.config(key, value)
+    for key, value in given.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    try:
+        yield spark
+    finally:
+        spark.stop()
 
 
 def ship_by_value(module: ModuleType) -> None:
@@ -81,15 +133,17 @@ def first_line(err: BaseException) -> str:
 
 
 def report_failure(prog: str, err: BaseException) -> int:
-    """Print ``prog: error: <reason>`` on one line of stderr and return the failure exit status.
-    JobError and sparkopt's InputError name the problem themselves; anything else (a JVM or Python
-    worker failure) also says its type."""
+    """Print ``prog: error: <reason>`` on one line of stderr and return the exit status:
+    :data:`EXIT_USAGE` for JobError and sparkopt's InputError (they name the problem themselves, as
+    argparse's own usage errors, also 2), :data:`EXIT_FAILURE` for anything else (a JVM or Python
+    worker failure), whose line also says its type."""
     from sparkopt.errors import InputError
 
     reason = first_line(err) or type(err).__name__
-    kind = "error" if isinstance(err, (JobError, InputError)) else f"error ({type(err).__name__})"
+    usage = isinstance(err, (JobError, InputError))
+    kind = "error" if usage else f"error ({type(err).__name__})"
     print(f"{prog}: {kind}: {reason[:500]}", file=sys.stderr)
-    return EXIT_FAILURE
+    return EXIT_USAGE if usage else EXIT_FAILURE
 
 
 # ==================================================================== datasets named on the command line

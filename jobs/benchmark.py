@@ -72,7 +72,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
-from _common import JobError, report_failure, spark_session  # noqa: E402
+from _common import JobError, add_spark_arguments, job_session, report_failure  # noqa: E402
 from bench import cases, report  # noqa: E402
 from bench.cases import CASES  # noqa: E402,F401  (the benchmark's cases, for --list-cases and tests)
 from bench.config import DEFAULT_MASTER, Config, log, now  # noqa: E402
@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="where generated synthetic data are kept (default OUTPUT/data)")
     p.add_argument("--datasets", default=str(DATASETS),
                    help="directory of the real datasets the cases read (default: the repository's data/)")
-    p.add_argument("--master", default=None, help=f"Spark master (default: spark-submit's, else {DEFAULT_MASTER})")
+    add_spark_arguments(p, DEFAULT_MASTER)
     p.add_argument("--num-partitions", type=int, default=2,
                    help="partitions of every cached DataFrame (default: the 2 task slots of local[2], so that "
                         "engine='auto' keeps the data resident)")
@@ -117,22 +117,21 @@ def main(argv=None) -> int:
     except JobError as err:
         return report_failure("benchmark.py", err)
     started = now()
-    spark = spark_session("sparkopt-benchmark", cfg.master, DEFAULT_MASTER, cfg.spark_settings())
     results = []
-    try:
-        env = report.environment(spark)
-        log(f"{len(selected)} case(s) on {env['master']}, {cfg.repeats} repeat(s): "
-            f"{', '.join(c.name for c in selected)}")
-        text = ""
-        for i, case in enumerate(selected):
-            results.append(run_case(spark, case, cfg))
-            report.plot(results[-1], cfg.output)
-            text = report.write_outputs(results, cfg, env, now() - started, pending=len(selected) - i - 1)
-    finally:
-        from sparkopt.ml import clear_cache
+    with job_session("sparkopt-benchmark", cfg.master, DEFAULT_MASTER, args.confs, defaults=cfg.spark_settings()) as spark:
+        try:
+            env = report.environment(spark)
+            log(f"{len(selected)} case(s) on {env['master']}, {cfg.repeats} repeat(s): "
+                f"{', '.join(c.name for c in selected)}")
+            text = ""
+            for i, case in enumerate(selected):
+                results.append(run_case(spark, case, cfg))
+                report.plot(results[-1], cfg.output)
+                text = report.write_outputs(results, cfg, env, now() - started, pending=len(selected) - i - 1)
+        finally:
+            from sparkopt.ml import clear_cache
 
-        clear_cache()
-        spark.stop()
+            clear_cache()
     print(text)
     print(f"wrote {cfg.output} in {now() - started:.0f} s")
     return 1 if any(r.error for r in results) else 0

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from _common import JobError, report_failure, ship_by_value, spark_session
+from _common import JobError, add_spark_arguments, job_session, report_failure, ship_by_value
 
 TASKS = ("logistic", "linear", "poisson", "multinomial")
 CHUNK_ROWS = 4096            # rows drawn from one generator (and emitted as one Arrow batch)
@@ -330,26 +330,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="partitions to generate (and files to write); default: spark.default.parallelism")
     p.add_argument("--output", required=True, help="output Parquet directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--master", default=None, help="Spark master; default: the one spark-submit set, else local[*]")
+    add_spark_arguments(p, "local[*]")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    spark = None
     try:
         spec = Spec(n=args.n, d=args.d, density=args.density, task=args.task, classes=args.classes,
                     seed=args.seed, num_partitions=args.num_partitions or 1, noise=args.noise)
         check_spec(spec)                      # bad arguments fail before a JVM starts
-        spark = spark_session("sparkopt-generate", args.master, "local[*]", {"spark.ui.showConsoleProgress": "false"})
-        if args.num_partitions is None:
-            spec = replace(spec, num_partitions=spark.sparkContext.defaultParallelism)
-        target = write_dataset(spark, spec, args.output, overwrite=args.overwrite)
+        with job_session("sparkopt-generate", args.master, "local[*]", args.confs) as spark:
+            if args.num_partitions is None:
+                spec = replace(spec, num_partitions=spark.sparkContext.defaultParallelism)
+            target = write_dataset(spark, spec, args.output, overwrite=args.overwrite)
     except Exception as err:   # bad arguments, or a JVM / Python worker failure: one line, not a trace
         return report_failure("generate.py", err)
-    finally:
-        if spark is not None:
-            spark.stop()
     kind = "dense" if spec.dense else f"sparse (density {spec.density:g})"
     print(f"wrote {spec.n} rows x {spec.d} {kind} features, task {spec.task}, {spec.num_partitions} partitions "
           f"to {target}")

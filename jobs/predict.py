@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from _common import (JobError, add_dataset_arguments, check_output_target, dataset_options, new_output, read_dataset,
-                     replace_output, report_failure, spark_session)
+                     replace_output, report_failure, add_spark_arguments, job_session)
 
 
 def parse_args(argv=None):
@@ -24,7 +24,7 @@ def parse_args(argv=None):
     add_dataset_arguments(p, label_help="label column kept in the output when present")
     p.add_argument("--output", required=True,
                    help="Parquet output directory (an existing one is replaced only when it is a sparkopt output)")
-    p.add_argument("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
+    add_spark_arguments(p, "local[*]")
     return p.parse_args(argv)
 
 
@@ -48,8 +48,6 @@ def model_class(model_dir: Path):
 def main(argv=None) -> int:
     args = parse_args(argv)
     output = Path(os.path.abspath(args.output))
-    staging = None
-    spark = None
     try:
         model_dir = Path(args.model)
         if not model_dir.is_dir():
@@ -58,8 +56,18 @@ def main(argv=None) -> int:
             raise JobError(f"input not found: {args.input}")
         cls = model_class(model_dir)
         check_output_target(output)
-        spark = spark_session("sparkopt-predict", args.master, "local[*]",
-                              {"spark.sql.shuffle.partitions": "8", "spark.ui.showConsoleProgress": "false"})
+        with job_session("sparkopt-predict", args.master, "local[*]", args.confs) as spark:
+            score(spark, cls, model_dir, args, output)
+    except Exception as err:   # one line, never a partial output
+        return report_failure("predict.py", err)
+    print(f"wrote {output}")
+    return 0
+
+
+def score(spark, cls, model_dir: Path, args, output: Path) -> None:
+    """Score ``args.input`` with the saved model into ``output`` (staged, then swapped in)."""
+    staging = None
+    try:
         model = cls.load(str(model_dir))
         binary = model._state["loss"] in ("logistic", "hinge", "squared_hinge")
         df, features, _ = read_dataset(spark, args.input, **dataset_options(args), num_features=model.numFeatures,
@@ -69,15 +77,9 @@ def main(argv=None) -> int:
         # append: the staging directory already holds the (pending) marker, which Spark's readers skip
         model.transform(df).write.mode("append").parquet(str(staging))
         replace_output(staging, output)
-    except Exception as err:   # one line, never a partial output
-        return report_failure("predict.py", err)
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-        if spark is not None:
-            spark.stop()
-    print(f"wrote {output}")
-    return 0
 
 
 if __name__ == "__main__":

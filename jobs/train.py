@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from _common import (JobError, add_dataset_arguments, check_output_target, dataset_options, new_output, read_dataset,
-                     replace_output, report_failure, spark_session)
+                     replace_output, report_failure, add_spark_arguments, job_session)
 
 MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
 BINARY_MODELS = ("logistic", "svm")
@@ -80,8 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "command after a crash resumes the fit from the newest checkpoint")
     p.add_argument("--checkpoint-interval", type=int, default=10,
                    help="iterations between checkpoints (with --checkpoint-dir)")
-    p.add_argument("--master", default=None,
-                   help="Spark master; default: the one spark-submit set, else local[*]")
+    add_spark_arguments(p, "local[*]")
     p.add_argument("--quiet", action="store_true", help="no per-iteration log")
     return p.parse_args(argv)
 
@@ -187,18 +186,31 @@ def run(args) -> dict:
     if not os.access(parent, os.W_OK):
         raise JobError(f"output directory {parent} is not writable")
     check_output_target(output)        # before any Spark work: a refused --output costs nothing
-    staging = None
+    make_estimator(args, "features", "label")     # every param's rule too (no JVM needed for that)
     for path in filter(None, (args.input, args.test_input)):
         if "://" not in path and not os.path.exists(path):
             raise JobError(f"input not found: {path}")
-    spark = spark_session("sparkopt-train", args.master, "local[*]",
-                          {"spark.sql.shuffle.partitions": "8", "spark.ui.showConsoleProgress": "false"})
-    if not args.quiet:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log = logging.getLogger("sparkopt")
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    with job_session("sparkopt-train", args.master, "local[*]", args.confs) as spark:
+        handler = None
+        if not args.quiet:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log = logging.getLogger("sparkopt")
+            log.addHandler(handler)
+            previous_level = log.level
+            log.setLevel(logging.INFO)
+        try:
+            return _train(spark, args, output)
+        finally:
+            from sparkopt.ml import clear_cache
+            clear_cache()
+            if handler is not None:
+                log.removeHandler(handler)
+                log.setLevel(previous_level)
+
+
+def _train(spark, args, output: Path) -> dict:
+    staging = None
     try:
         reading = dict(dataset_options(args), weight_col=args.weight_col, num_partitions=args.num_partitions,
                        binary_labels=args.model in BINARY_MODELS)
@@ -240,9 +252,6 @@ def run(args) -> dict:
     finally:
         if staging is not None and staging.exists():      # unfinished: never swapped in
             shutil.rmtree(staging, ignore_errors=True)
-        from sparkopt.ml import clear_cache
-        clear_cache()
-        spark.stop()
 
 
 def main(argv=None) -> int:

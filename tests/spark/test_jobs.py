@@ -1,4 +1,6 @@
-"""jobs/train.py and jobs/predict.py as a user runs them (subprocesses with an embedded Spark)."""
+"""jobs/train.py and jobs/predict.py as a user runs them: subprocesses with an embedded Spark, and
+``main()`` called in this process (as from a notebook), where the job borrows the running session,
+changes none of its settings and leaves it running."""
 import csv
 import json
 import os
@@ -21,6 +23,39 @@ def run_job(script, *args, timeout=300, cwd=ROOT):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     return subprocess.run([sys.executable, str(ROOT / "jobs" / script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+class InProcess:
+    """What run_job returns, for ``main()`` called in this process on the shared session."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_main(spark, capsys, monkeypatch):
+    """Call a job's ``main(argv)`` here; the shared session must come back running and unchanged."""
+    import predict
+    import train
+
+    monkeypatch.chdir(ROOT)                 # relative paths as run_job's cwd gives them
+    modules = {"train.py": train, "predict.py": predict}
+    settings = sorted(spark.sparkContext.getConf().getAll())
+    sql_settings = {k: spark.conf.get(k) for k in ("spark.sql.shuffle.partitions",)}
+
+    def run(script, *args):
+        capsys.readouterr()
+        try:
+            code = modules[script].main([str(a) for a in args])
+        except SystemExit as exit_:         # argparse's usage errors
+            code = exit_.code
+        out, err = capsys.readouterr()
+        return InProcess(code, out, err)
+
+    yield run
+    assert spark.sparkContext._jsc is not None and spark.range(3).count() == 3       # still running
+    assert sorted(spark.sparkContext.getConf().getAll()) == settings
+    assert {k: spark.conf.get(k) for k in sql_settings} == sql_settings
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +95,13 @@ def test_train_objective_matches_estimator_api(spark, trained):
     assert metrics["objective"] == pytest.approx(model.summary.objective, rel=1e-12)
 
 
-def test_predict_scores_with_saved_model(trained, tmp_path, spark):
+def test_predict_scores_with_saved_model(trained, tmp_path, spark, run_main):
     out, _ = trained
     assert json.loads((out / "_SPARKOPT_OUTPUT").read_text())["job"] == "train.py"
-    for data in ("a9a.t", "a9a"):     # the second run replaces the first run's output
-        proc = run_job("predict.py", "--model", out / "model", "--input", ROOT / "data" / data,
-                       "--output", tmp_path / "scores")
+    # the second run, in this process, replaces the first run's output
+    for data, runner in (("a9a.t", run_job), ("a9a", run_main)):
+        proc = runner("predict.py", "--model", out / "model", "--input", ROOT / "data" / data,
+                      "--output", tmp_path / "scores")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads((tmp_path / "scores" / "_SPARKOPT_OUTPUT").read_text())["input"].endswith(data)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
@@ -110,30 +146,46 @@ def test_output_refuses_foreign_directories_and_the_working_directory(trained, t
     (["--input", "data/a9a", "--output", "{tmp}/afile/o"], "cannot create output directory"),
     (["--input", "data/a9a", "--reg-param", "-1", "--output", "{tmp}/o"], "regParam"),
 ])
-def test_bad_invocations_fail_cleanly(tmp_path, args, reason):
+def test_bad_invocations_fail_cleanly(tmp_path, args, reason, run_main):
+    """In this process (the two that reach Spark would cost a JVM each as subprocesses); the
+    CLI's own exit path is test_bad_params_are_refused_before_spark_starts's."""
     (tmp_path / "garbage.txt").write_bytes(b"\x00\x01 this is not libsvm\nnor this: 1:x:y\n")
     (tmp_path / "table.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     (tmp_path / "afile").write_text("a file, not a directory")
-    proc = run_job("train.py", *[a.format(tmp=tmp_path) for a in args])
-    assert proc.returncode != 0
+    proc = run_main("train.py", *[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert reason in last, proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
 
 
-def test_train_resumes_from_checkpoint_dir(trained, tmp_path):
+@pytest.mark.parametrize("args, reason", [(["--reg-param", "-1"], "regParam"),
+                                          (["--elastic-net-param", "2"], "elasticNetParam"),
+                                          (["--max-iter", "-3"], "maxIter")])
+def test_bad_params_are_refused_before_spark_starts(tmp_path, args, reason):
+    """A master nobody listens on: had the job started Spark first, the error would be about it."""
+    proc = run_job("train.py", "--input", ROOT / "data" / "a9a", "--master", "spark://127.0.0.1:9", *args,
+                   "--output", tmp_path / "o", timeout=60)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert reason in last and "spark://" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_resumes_from_checkpoint_dir(trained, tmp_path, run_main):
     """A job stopped after 2 iterations (as if killed: the checkpoint is all that survives) and
-    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`) ended."""
+    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`, a
+    subprocess) ended. Both runs here call main() in this process."""
     ckpt = tmp_path / "ckpt"
     common = ["--input", ROOT / "data" / "a9a", "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4",
               "--checkpoint-dir", ckpt, "--checkpoint-interval", "1"]
-    first = run_job("train.py", *common, "--max-iter", "2", "--output", tmp_path / "first")
+    first = run_main("train.py", *common, "--max-iter", "2", "--output", tmp_path / "first")
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads((tmp_path / "first" / "metrics.json").read_text())["iterations"] == 2
     assert sorted(p.name for p in ckpt.iterdir()) == ["ckpt-000001.json", "ckpt-000001.npz",
                                                       "ckpt-000002.json", "ckpt-000002.npz", "ckpt.lock"]
-    resumed = run_job("train.py", *common, "--output", tmp_path / "resumed")
+    resumed = run_main("train.py", *common, "--output", tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint at iteration 2" in resumed.stdout
     assert "iter    1 " not in resumed.stdout                 # iterations 1-2 were not redone

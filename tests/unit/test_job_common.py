@@ -40,9 +40,9 @@ def test_preset_master_asks_the_jvm_spark_submit_started(monkeypatch):
     connected = []
 
     class ConfOfTheJvm:
-        def get(self, key, default=None):
+        def getAll(self):
             assert connected, "read the conf before connecting to the JVM"
-            return {"spark.master": "local[1]"}.get(key, default)
+            return [("spark.master", "local[1]"), ("spark.app.name", "train.py")]
 
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")
     monkeypatch.setattr(SparkContext, "_gateway", None)
@@ -51,14 +51,15 @@ def test_preset_master_asks_the_jvm_spark_submit_started(monkeypatch):
     assert preset_master() == "local[1]"
 
 
-@pytest.mark.parametrize("err, line", [
-    (JobError("input not found: x"), "job.py: error: input not found: x"),
-    (InputError("regParam must be >= 0, got -1"), "job.py: error: regParam must be >= 0, got -1"),
-    (RuntimeError("worker died\nTraceback (most recent call last): ..."), "job.py: error (RuntimeError): worker died"),
-    (ValueError(), "job.py: error (ValueError): ValueError"),
+@pytest.mark.parametrize("err, line, status", [
+    (JobError("input not found: x"), "job.py: error: input not found: x", 2),
+    (InputError("regParam must be >= 0, got -1"), "job.py: error: regParam must be >= 0, got -1", 2),
+    (RuntimeError("worker died\nTraceback (most recent call last): ..."), "job.py: error (RuntimeError): worker died", 1),
+    (ValueError(), "job.py: error (ValueError): ValueError", 1),
 ])
-def test_report_failure_prints_one_line_and_returns_2(capsys, err, line):
-    assert report_failure("job.py", err) == 2
+def test_report_failure_prints_one_line_usage_errors_exit_2_failures_1(capsys, err, line, status):
+    """2 for what the user can fix (as argparse's own usage errors), 1 for a runtime failure."""
+    assert report_failure("job.py", err) == status
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == line + "\n"
 
@@ -91,3 +92,99 @@ def test_dataset_arguments_map_to_read_dataset_options():
         parser.parse_args(["--features-col", "v", "--feature-cols", "a,b"])     # one or the other
     with pytest.raises(SystemExit):
         parser.parse_args(["--format", "json"])
+
+
+def test_conf_arguments_are_key_value_pairs_in_order(capsys):
+    import argparse
+
+    from _common import add_spark_arguments
+
+    parser = argparse.ArgumentParser(prog="job.py")
+    add_spark_arguments(parser, "local[*]")
+    args = parser.parse_args(["--conf", "spark.sql.shuffle.partitions=3", "--conf", "spark.x= a=b ",
+                              "--master", "local[1]"])
+    assert args.confs == [("spark.sql.shuffle.partitions", "3"), ("spark.x", " a=b ")] and args.master == "local[1]"
+    assert parser.parse_args([]).confs == []
+    for bad in ("novalue", "=3"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--conf", bad])
+        assert exit_info.value.code == 2
+        assert f"--conf takes KEY=VALUE, got {bad!r}" in capsys.readouterr().err
+
+
+class _RecordingBuilder:
+    """Stands in for SparkSession.builder: records what the job asks of it."""
+
+    def __init__(self):
+        self.settings, self.stopped = {}, False
+
+    def master(self, value):
+        self.settings["spark.master"] = value
+        return self
+
+    def appName(self, value):
+        self.settings["spark.app.name"] = value
+        return self
+
+    def config(self, key, value):
+        self.settings[key] = value
+        return self
+
+    def getOrCreate(self):
+        builder = self
+
+        class Session:
+            class sparkContext:
+                @staticmethod
+                def setLogLevel(level):
+                    pass
+
+            @staticmethod
+            def stop():
+                builder.stopped = True
+
+        return Session()
+
+
+@pytest.mark.parametrize("submitted, confs, expected", [
+    # plain python: the job's defaults, the user's --conf over them, --conf spark.master as a master
+    ({}, [], {"spark.master": "local[*]", "spark.app.name": "sparkopt-x", "spark.ui.showConsoleProgress": "false",
+              "spark.driver.memory": "8g"}),
+    ({}, [("spark.ui.showConsoleProgress", "true"), ("spark.master", "local[1]"), ("spark.driver.memory", "2g")],
+     {"spark.master": "local[1]", "spark.app.name": "sparkopt-x", "spark.ui.showConsoleProgress": "true",
+      "spark.driver.memory": "2g"}),
+    # spark-submit: its master and name and every setting it has stay as they are
+    ({"spark.master": "spark://h:7077", "spark.app.name": "mine", "spark.driver.memory": "1g"}, [],
+     {"spark.master": "spark://h:7077", "spark.ui.showConsoleProgress": "false"}),
+])
+def test_job_session_never_overrides_the_users_settings(monkeypatch, submitted, confs, expected):
+    import _common
+    from pyspark.sql import SparkSession
+
+    builder = _RecordingBuilder()
+    monkeypatch.setattr(SparkSession, "builder", builder)
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+    monkeypatch.setattr(_common, "_jvm_conf", lambda: dict(submitted))
+    with _common.job_session("sparkopt-x", None, "local[*]", confs, defaults={"spark.driver.memory": "8g"}):
+        assert not builder.stopped
+    assert builder.settings == expected and builder.stopped
+
+
+def test_job_session_lends_an_active_session_and_leaves_it_running(monkeypatch):
+    import _common
+    from pyspark.sql import SparkSession
+
+    class Active:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    active = Active()
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: active))
+    with _common.job_session("sparkopt-x") as spark:
+        assert spark is active
+    assert not active.stopped
+    with pytest.raises(JobError, match="--conf spark.x=... cannot apply"):
+        with _common.job_session("sparkopt-x", confs=[("spark.x", "1")]):
+            pass
