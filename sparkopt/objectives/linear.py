@@ -56,6 +56,7 @@ __all__ = [
     "PointwiseBlockObjective",
     "HuberBlockObjective",
     "MultinomialBlockObjective",
+    "GLMBlockObjective",
     "make_block_objective",
 ]
 
@@ -264,9 +265,14 @@ class PointwiseBlockObjective(BlockObjective):
         m = _xv(X, beta)
         return m + c if self.fit_intercept else m
 
+    def block_margins(self, coef, block: Block) -> np.ndarray:
+        """The block's margins, its offset (if any) added: ``X @ beta + c + offset``."""
+        m = self.margins(coef, block.X)
+        return m if block.offset is None else m + block.offset
+
     def _terms(self, coef, block: Block) -> _losses.LossTerms:
         self._check_block(block)
-        return self._fn(block.y, self.margins(coef, block.X))
+        return self._fn(block.y, self.block_margins(coef, block))
 
     def loss_constant_sum(self, block: Block) -> float:
         if self.loss != "poisson":
@@ -621,6 +627,25 @@ class MultinomialBlockObjective(BlockObjective):
             for k in range(K):
                 H[k * q : (k + 1) * q, k * q : (k + 1) * q] += Xc.T @ (Xc * (wc * Pc[:, k])[:, None])
         return H
+
+
+class GLMBlockObjective(PointwiseBlockObjective):
+    """A generalized linear model's half deviance (:class:`.losses.GLMLoss`) on margins
+    ``m = X @ beta + c + offset``; same layout as the other single-output losses (``loss`` is
+    ``"glm"``). :meth:`hess` / :meth:`hessp` use the loss's ``d2``: the expected (Fisher)
+    curvature ``w / (V g'^2)``, IRLS's, unless built with ``observed=True`` (the exact Hessian,
+    which for a non-canonical link can be indefinite away from the optimum)."""
+
+    def __init__(self, glm: _losses.GLMLoss, n_features: int, fit_intercept: bool, observed: bool = False):
+        BlockObjective.__init__(self, "glm", n_features, fit_intercept)
+        self.glm = glm
+        self.observed = bool(observed)
+        self._fn = functools.partial(glm.terms, observed=self.observed)
+        self.n_params = self.n_features + int(self.fit_intercept)
+
+    def __repr__(self) -> str:
+        return (f"GLMBlockObjective(family={self.glm.family.name!r}, link={self.glm.link.name!r}, "
+                f"n_features={self.n_features}, fit_intercept={self.fit_intercept})")
 
 
 class SmoothedHingeBlockObjective(PointwiseBlockObjective):
