@@ -41,6 +41,10 @@ GLR_VALIDATORS = {
     "linkPower": RULES["linkPower"],
 }
 
+#: MLlib's defaults (pyspark's _GeneralizedLinearRegressionParams)
+_GLR_DEFAULTS = dict(family="gaussian", maxIter=25, tol=1e-6, regParam=0.0, solver="irls", variancePower=0.0,
+                     aggregationDepth=2)
+
 #: sparkopt's solver params that have no meaning for IRLS: refused when set (MLlib's GLR has none)
 _NOT_FOR_IRLS = ("stepSize", "miniBatchFraction", "stepSchedule", "optimizer", "localSteps", "localCombination",
                  "staleness", "checkpointDir", "initialModel", "standardization")
@@ -116,6 +120,10 @@ class GeneralizedLinearRegressionModel(_RegressionModel, _GeneralizedLinearRegre
 
     _extra_validators = GLR_VALIDATORS
 
+    def __init__(self):
+        super().__init__()
+        self._setDefault(**_GLR_DEFAULTS)
+
     def _summary_classes(self):
         return GeneralizedLinearRegressionSummary, GeneralizedLinearRegressionTrainingSummary
 
@@ -185,8 +193,7 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
                  linkPredictionCol=None, variancePower=0.0, linkPower=None, offsetCol=None, aggregationDepth=2,
                  numPartitions=None, engine="auto", maxDriverSizeInMB=DEFAULT_DRIVER_BUDGET_MB):
         super().__init__()
-        self._setDefault(family="gaussian", maxIter=25, tol=1e-6, regParam=0.0, solver="irls", variancePower=0.0,
-                         aggregationDepth=2)
+        self._setDefault(**_GLR_DEFAULTS)
         self._set(**self._input_kwargs)
 
     @keyword_only
