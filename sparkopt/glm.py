@@ -43,7 +43,7 @@ from .objectives.gram import GramStats
 from .objectives.losses import GLMLoss
 from .solvers import ConvergenceWarning
 
-__all__ = ["IRLS_MAX_FEATURES", "GLMFit", "fit_glm", "solve_weighted_least_squares"]
+__all__ = ["IRLS_MAX_FEATURES", "GLMFit", "fit_glm", "solve_weighted_least_squares", "fisher_inverse_diagonal"]
 
 #: MLlib's WeightedLeastSquares.MAX_NUM_FEATURES
 IRLS_MAX_FEATURES = 4096
@@ -56,7 +56,7 @@ class GLMFit:
     with an intercept), which times the dispersion gives MLlib's standard errors (None when the
     solve had constant features, where MLlib has none either); n_iter: IRLS iterations (1 for
     gaussian/identity); history: one row per pass (iteration, deviance at the start of the
-    step, max_change)."""
+    step, max_change); solver: "irls", or the sparkopt solver that minimized the deviance."""
 
     coef: np.ndarray
     diag_inv: Optional[np.ndarray]
@@ -64,6 +64,7 @@ class GLMFit:
     converged: bool
     passes: float
     history: list = field(default_factory=list)
+    solver: str = "irls"
 
 
 def solve_weighted_least_squares(gram: GramStats, fit_intercept: bool, reg_param: float, standardize: bool):
@@ -165,3 +166,32 @@ def fit_glm(engine, glm: GLMLoss, *, fit_intercept: bool = True, reg_param: floa
         warnings.warn(f"sparkopt: IRLS did not converge in {max_iter} iterations (last max change "
                       f"{history[-1]['max_change']:.3g} >= tol {tol:g})", ConvergenceWarning, stacklevel=2)
     return GLMFit(coef, diag_inv, n_iter, converged, passes, history)
+
+
+def fisher_inverse_diagonal(engine, glm: GLMLoss, coef: np.ndarray, fit_intercept: bool,
+                            ridge: float = 0.0) -> Optional[np.ndarray]:
+    """One pass: the diagonal of ``(A' W A + ridge I_beta)^-1`` at ``coef`` (A the features plus a
+    column of ones with an intercept, W the IRLS weights ``w / (V g'^2)``: the expected Hessian
+    of half the deviance; ``ridge`` on the coefficients only), which times the dispersion gives
+    the standard errors of a fit made by another solver than IRLS. None for more than
+    IRLS_MAX_FEATURES features or a singular matrix."""
+    d = engine.stats.n_features
+    if d > IRLS_MAX_FEATURES:
+        return None
+    gram, _ = engine.map_sum(working_statistics, (glm, np.asarray(coef, dtype=float), fit_intercept, False))
+    S, xbar = gram.weight, gram.xbar
+    p = d + int(fit_intercept)
+    H = np.empty((p, p))
+    if fit_intercept:
+        H[:d, :d] = gram.Mxx + S * np.outer(xbar, xbar)
+        H[:d, d] = H[d, :d] = S * xbar
+        H[d, d] = S
+    else:
+        H[:d, :d] = gram.Mxx + S * np.outer(xbar, xbar)
+    H[np.arange(d), np.arange(d)] += ridge
+    scale = 1.0 / np.sqrt(np.where(np.diag(H) > 0, np.diag(H), 1.0))
+    try:
+        inverse = np.linalg.inv(H * np.outer(scale, scale))
+    except np.linalg.LinAlgError:
+        return None
+    return np.diag(inverse) * scale ** 2

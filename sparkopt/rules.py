@@ -37,8 +37,9 @@ GLM_FAMILY_LINKS = {
     "poisson": ("log", "identity", "sqrt"),
     "gamma": ("inverse", "identity", "log"),
 }
-#: GeneralizedLinearRegression's solvers: MLlib's "irls", and "auto" (the same)
-GLM_SOLVERS = ("irls", "auto")
+#: GeneralizedLinearRegression's solvers: MLlib's "irls"; "auto" (irls up to 4096 features, else
+#: sparkopt's choice); sparkopt's Newton and L-BFGS on the fixed penalized deviance
+GLM_SOLVERS = ("irls", "auto", "newton", "newton-cg", "lbfgs", "l-bfgs")
 
 
 def check_glm_link(family: str, link: str) -> str:

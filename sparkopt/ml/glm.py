@@ -12,10 +12,11 @@ from pyspark.ml.param import Param, Params, TypeConverters
 
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 from ..errors import InputError
-from ..glm import GLMFit, fit_glm
+from ..fit import fit_linear_model
+from ..glm import IRLS_MAX_FEATURES, GLMFit, fisher_inverse_diagonal, fit_glm
 from ..objectives.glm import SummarySums, family_aic, residuals, summary_sums
 from ..objectives.losses import GLMLoss, check_labels, glm_loss, glm_loss_name
-from ..rules import RULES, Rule
+from ..rules import RULES, Rule, canonical_solver
 from .cache import ENGINE_CACHE
 from .estimator import SparkoptEstimator, _FitMultipleIterator
 from .params import add_setters
@@ -159,13 +160,17 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
     (``variancePower``, power link ``linkPower``), MLlib's family/link pairs, ``offsetCol`` (added
     to the linear predictor with coefficient 1), ``weightCol``, ``linkPredictionCol``.
 
-    Fitting is MLlib's IRLS, step for step (sparkopt.glm): ``solver="irls"`` (the only value
-    MLlib has; ``"auto"`` is the same) is Fisher scoring, i.e. Newton's method on half the
-    deviance with the *expected* Hessian ``X' W X``, ``W = w / (V(mu) g'(mu)^2)``, each step one
-    pass over the data for the weighted co-moments and a d x d solve on the driver (up to 4096
-    features, MLlib's limit). It stops when no coefficient (intercept included) moves by
-    ``tol`` or more, after at most ``maxIter`` (default 25) iterations; gaussian/identity is one
-    weighted least-squares solve.
+    ``solver="irls"`` (MLlib's only value, the default) is MLlib's IRLS step for step
+    (sparkopt.glm): Fisher scoring, i.e. Newton's method on half the deviance with the *expected*
+    Hessian ``X' W X``, ``W = w / (V(mu) g'(mu)^2)``, each step one pass over the data for the
+    weighted co-moments and a d x d solve on the driver (up to 4096 features, MLlib's limit). It
+    stops when no coefficient (intercept included) moves by ``tol`` or more, after at most
+    ``maxIter`` (default 25) iterations; gaussian/identity is one weighted least-squares solve.
+    ``"newton"``, ``"newton-cg"``, ``"lbfgs"`` (``"l-bfgs"``) run sparkopt's solvers instead on the
+    fixed objective ``(1/sum w) sum_i w_i d(y_i, mu_i)/2 + regParam/2 |b|^2`` (Hessian: the
+    expected one), with no feature limit; ``"auto"`` is irls up to 4096 features, else sparkopt's
+    choice among those. At regParam 0 all reach MLlib's optimum; at regParam > 0 only irls
+    follows MLlib's convention (below).
 
     regParam (L2), MLlib's IRLS ridge convention: the starting solve (and the gaussian/identity
     fit) minimizes ``1/(2S) sum W (z - x.b - c)^2 + regParam / (2 sd(z)) sum_j sd_j^2 b_j^2``
@@ -228,8 +233,12 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
         check_labels(glm_loss_name(family, self.getVariancePower()), stats.label_min, stats.label_max,
                      stats.n_label_non_integer, stats.n_rows, self.getLabelCol())
         started = time.perf_counter()
-        fit = fit_glm(engine, glm, fit_intercept=self.getFitIntercept(), reg_param=self.getRegParam(),
-                      max_iter=self.getMaxIter(), tol=self.getTol())
+        solver = canonical_solver(self.getSolver())
+        if solver == "irls" or (solver == "auto" and stats.n_features <= IRLS_MAX_FEATURES):
+            fit = fit_glm(engine, glm, fit_intercept=self.getFitIntercept(), reg_param=self.getRegParam(),
+                          max_iter=self.getMaxIter(), tol=self.getTol())
+        else:
+            fit = self._fit_by_minimize(engine, glm, solver)
         model = GeneralizedLinearRegressionModel()
         model._state = {"loss": "glm", "numFeatures": stats.n_features, "numClasses": 1,
                         "fitIntercept": bool(self.getFitIntercept()), "coef_vector": fit.coef, "objective": None,
@@ -241,6 +250,22 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
         model._attach_summary(GeneralizedLinearRegressionTrainingSummary(
             model, dataset, fit, dict(fit_seconds=fit_seconds, ingest_seconds=ingest_seconds, engine=engine.kind)))
         return model
+
+    def _fit_by_minimize(self, engine, glm: GLMLoss, solver: str) -> GLMFit:
+        """Newton / Newton-CG / L-BFGS (sparkopt.solvers) on the fixed objective
+        ``(1/sum w) sum_i w_i d(y_i, mu_i)/2 + regParam/2 |b|^2`` (raw coefficients, intercept
+        free): MLlib's optimum at regParam 0, no 4096-feature limit; standard errors from the
+        expected Hessian at the solution (one more pass, up to 4096 features)."""
+        fit_intercept = self.getFitIntercept()
+        linear = fit_linear_model(engine, "glm", glm=glm, reg_param=self.getRegParam(), fit_intercept=fit_intercept,
+                                  standardization=False, solver=solver, max_iter=self.getMaxIter(),
+                                  tol=self.getTol(), label_col=self.getLabelCol())
+        coef = np.asarray(linear.coef_vector, dtype=float)
+        diag_inv = fisher_inverse_diagonal(engine, glm, coef, fit_intercept,
+                                           ridge=float(engine.stats.weight_sum) * self.getRegParam())
+        result = linear.result
+        return GLMFit(coef, diag_inv, int(result.nit), bool(result.success), float(result.passes) + 1.0,
+                      list(result.history), solver=result.solver)
 
     def fitMultiple(self, dataset, paramMaps):
         """One fit per param map (MLlib-faithful IRLS, no warm starts), on one ingest of the data
@@ -403,8 +428,8 @@ class GeneralizedLinearRegressionTrainingSummary(GeneralizedLinearRegressionSumm
 
     @property
     def solver(self) -> str:
-        """The solver: irls."""
-        return "irls"
+        """The solver that ran: irls (MLlib's), or sparkopt's newton / newton-cg / lbfgs."""
+        return self._glm_fit.solver
 
     @property
     def converged(self) -> bool:

@@ -670,14 +670,20 @@ def make_block_objective(
     n_classes: int = 2,
     epsilon: float = 1.35,
     smoothing: float = 1.0,
+    glm: Optional[_losses.GLMLoss] = None,
 ) -> BlockObjective:
     """Build the per-block objective for ``loss`` (one of :data:`LOSSES`, or the internal
     ``smoothed_hinge`` with band width ``smoothing``).
 
     ``n_classes`` is used by ``multinomial`` only (K >= 2), ``epsilon`` by ``huber`` only
-    (> 1, MLlib default 1.35). Raises InputError (a ValueError) naming an unknown ``loss``.
+    (> 1, MLlib default 1.35), ``glm`` (a :class:`.losses.GLMLoss`) by ``loss="glm"`` only.
+    Raises InputError (a ValueError) naming an unknown ``loss``.
     """
     info = loss_info(loss)
+    if loss == "glm":
+        if glm is None:
+            raise ValueError("loss='glm' needs its GLMLoss (glm=...)")
+        return GLMBlockObjective(glm, n_features, fit_intercept)
     if loss == "huber":
         return HuberBlockObjective(n_features, fit_intercept, epsilon)
     if loss == "smoothed_hinge":

@@ -613,6 +613,9 @@ LOSS_INFO: dict[str, LossInfo] = {info.name: info for info in (
     LossInfo("glm_gamma", "positive", public=False),
     LossInfo("glm_tweedie", "nonnegative", public=False),            # 1 <= variancePower < 2
     LossInfo("glm_tweedie_positive", "positive", public=False),      # variancePower >= 2
+    # a GLMLoss (any family and link) minimized by the general solvers: fit_linear_model(loss="glm",
+    # glm=...); its family's label rule is checked above by the caller
+    LossInfo("glm", "real", public=False),
 )}
 
 #: the user-facing loss names, in a fixed order

@@ -184,3 +184,14 @@ def test_bad_input_is_named(bike):
         GeneralizedLinearRegression(family="tweedie", variancePower=0.5)
     with pytest.raises(InputError, match="offset column 'nope' not found"):
         GeneralizedLinearRegression(family="poisson", offsetCol="nope").fit(bike)
+
+
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_sparkopt_solvers_reach_mllibs_optimum(bike, solver):
+    params = dict(family="poisson", weightCol="w", offsetCol="exposure", tol=1e-10)
+    ours = GeneralizedLinearRegression(solver=solver, maxIter=200, **params).fit(bike)
+    theirs = mlr.GeneralizedLinearRegression(maxIter=100, **params).fit(bike)
+    assert ours.summary.solver == solver and ours.summary.converged
+    same_coefficients(ours, theirs)
+    close(ours.summary.deviance, theirs.summary.deviance)
+    close(ours.summary.coefficientStandardErrors, theirs.summary.coefficientStandardErrors)

@@ -242,3 +242,28 @@ def test_non_finite_offsets_are_refused():
     engine = LocalEngine.from_arrays(rng.normal(size=(30, 2)), rng.poisson(2, 30), None, 2, offset=off)
     with pytest.raises(InputError, match="offset column has 1 NaN or infinite"):
         fit_glm(engine, glm_loss("poisson"))
+
+
+@pytest.mark.parametrize("family,link,solver", [("poisson", "log", "newton"), ("gamma", "log", "lbfgs"),
+                                                ("binomial", "logit", "newton-cg")])
+def test_general_solvers_reach_the_irls_optimum(family, link, solver):
+    from sparkopt.fit import fit_linear_model
+
+    engine, loss, X, y, w, off = _engine(family, link)
+    irls = fit_glm(engine, loss, tol=1e-12, max_iter=100)
+    fit = fit_linear_model(engine, "glm", glm=loss, standardization=False, solver=solver, tol=1e-10, max_iter=500)
+    assert fit.converged
+    np.testing.assert_allclose(fit.coef_vector, irls.coef, rtol=1e-6, atol=1e-7)
+
+
+def test_general_solvers_minimize_the_fixed_penalized_deviance():
+    from sparkopt.fit import fit_linear_model
+
+    engine, loss, X, y, w, off = _engine("poisson")
+    reg = 0.05
+    fit = fit_linear_model(engine, "glm", glm=loss, reg_param=reg, standardization=False, solver="newton", tol=1e-11)
+    c = fit.coef_vector
+    t = loss.terms(y, X @ c[:3] + c[3] + off)
+    # stationarity of (1/sum w) sum w d/2 + reg/2 |b|^2
+    np.testing.assert_allclose(X.T @ (w * t.d1) / w.sum(), -reg * c[:3], atol=1e-9)
+    assert abs(np.sum(w * t.d1)) / w.sum() < 1e-9
