@@ -559,7 +559,7 @@ def ingest(
     label_col, weight_col : numeric columns (no weight column: every weight is 1).
     offset_col : a numeric column kept beside the label as each block's ``offset`` (a GLM's
         offset, added to the margin; MLlib's offsetCol); None (default): blocks carry no offset.
-        Null offsets drop the row like any null; other values are kept as read.
+        Null offsets are refused like any null; other values are kept as read.
     dense : storage kind for the whole data set: None = dense unless sparse vectors are present,
         True = dense ndarrays, False = CSR.
     max_block_bytes : target size of one block: Arrow batches are accumulated until the block
