@@ -5,7 +5,7 @@ numpy / scipy.sparse only; never imports pyspark.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,12 +15,15 @@ Matrix = Union[np.ndarray, sp.csr_matrix]
 
 @dataclass(frozen=True)
 class Block:
-    """Rows ``X`` (n, d) float64 dense C-ordered ndarray or CSR matrix, labels ``y`` (n,) float64
-    and sample weights ``w`` (n,) float64 (all ones when the user gave no weight column)."""
+    """Rows ``X`` (n, d) float64 dense C-ordered ndarray or CSR matrix, labels ``y`` (n,) float64,
+    sample weights ``w`` (n,) float64 (all ones when the user gave no weight column) and an
+    optional per-row ``offset`` (n,) float64 added to every margin (a GLM's exposure term, MLlib's
+    offsetCol); None means no offset (every margin is ``x_i . beta + c``)."""
 
     X: Matrix
     y: np.ndarray
     w: np.ndarray
+    offset: Optional[np.ndarray] = None
 
     @property
     def n_rows(self) -> int:
@@ -36,7 +39,8 @@ class Block:
 
     def take(self, rows: np.ndarray) -> "Block":
         """Sub-block of the given row indices (sorted int array), same storage kind."""
-        return Block(self.X[rows], self.y[rows], self.w[rows])
+        return Block(self.X[rows], self.y[rows], self.w[rows],
+                     None if self.offset is None else self.offset[rows])
 
     def sample(self, fraction: float, rng: np.random.Generator) -> "Block":
         """Bernoulli(fraction) sample of rows, as Spark's RDD.sample(False, fraction) does."""

@@ -60,7 +60,7 @@ class LinearFit:
 def validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon: float = 1.35) -> None:
     """InputError naming the first invalid parameter (sparkopt.rules), before any pass."""
     info = loss_info(loss)
-    if not info.public:
+    if not info.public and loss != "glm":
         raise InputError(f"loss must be one of {LOSSES}, got {loss!r}")
     check_param("regParam", reg_param)
     check_param("elasticNetParam", elastic_net_param)
@@ -94,6 +94,11 @@ def _initial_coef(block_objective, stats, loss, fit_intercept) -> np.ndarray:
         return coef
     start = loss_info(loss).start_intercept
     intercept = start(stats.label_mean) if start is not None else None
+    if loss == "glm":           # the link of the mean label (offsets aside), where finite
+        glm = block_objective.glm
+        with np.errstate(all="ignore"):
+            value = float(glm.link.link(glm.family.project(np.array([stats.label_mean])))[0])
+        intercept = value if np.isfinite(value) else None
     if intercept is not None:
         coef[stats.n_features] = intercept
     if block_objective.scale_index is not None:
@@ -150,13 +155,14 @@ def solver_coordinates(stats, loss: str, block_objective, classes: int, reg_para
 
 def build_objective(engine, loss: str, *, reg_param: float = 0.0, elastic_net_param: float = 0.0,
                     fit_intercept: bool = True, standardization: bool = True, n_classes: Optional[int] = None,
-                    epsilon: float = 1.35, label_col: str = "label", smoothing: float = 1.0):
-    """The driver-side objective (in solver coordinates) for `loss` over `engine`'s data."""
+                    epsilon: float = 1.35, label_col: str = "label", smoothing: float = 1.0, glm=None):
+    """The driver-side objective (in solver coordinates) for `loss` over `engine`'s data (`glm`:
+    the GLMLoss of loss="glm")."""
     stats = engine.stats
     classes = check_labels(stats, loss, label_col) if n_classes is None else n_classes
     d = stats.n_features
     block_objective = make_block_objective(loss, d, fit_intercept, n_classes=max(classes, 2), epsilon=epsilon,
-                                           smoothing=smoothing)
+                                           smoothing=smoothing, glm=glm)
     coords, lam, l1_factor, pen_scale = solver_coordinates(stats, loss, block_objective, classes, reg_param,
                                                           elastic_net_param, standardization)
     penalty = ElasticNet(lam, elastic_net_param, pen_scale, l1_factor=l1_factor)
@@ -184,6 +190,7 @@ def fit_linear_model(
     checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
     checkpoint_interval: int = 10,
     bounds: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    glm=None,
 ) -> LinearFit:
     """Minimize the pinned objective for `loss` over the engine's blocks; see the module docstring.
 
@@ -195,12 +202,15 @@ def fit_linear_model(
 
     `bounds` = (lower, upper), each (n_params,) in the coefficient layout (+-inf: unbounded),
     makes it a bound-constrained fit by L-BFGS-B (solver auto or lbfgs; L2 penalty only).
+
+    ``loss="glm"`` with ``glm`` (a GLMLoss): half the deviance of that family and link, offsets
+    included, its Hessian the expected (Fisher) one (GeneralizedLinearRegression beyond IRLS).
     """
     validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon)
     validate_checkpoint(checkpoint_dir, checkpoint_interval)
     objective, block_objective, classes = build_objective(
         engine, loss, reg_param=reg_param, elastic_net_param=elastic_net_param, fit_intercept=fit_intercept,
-        standardization=standardization, n_classes=n_classes, epsilon=epsilon, label_col=label_col)
+        standardization=standardization, n_classes=n_classes, epsilon=epsilon, label_col=label_col, glm=glm)
     if bounds is not None:
         return _fit_bounded(engine, loss, objective, block_objective, classes, bounds, solver=solver,
                             reg_param=reg_param, elastic_net_param=elastic_net_param, max_iter=max_iter, tol=tol,

@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS", "SOLVER_ALIASES", "canonical_solver"]
+__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS", "SOLVER_ALIASES", "canonical_solver",
+           "GLM_FAMILIES", "GLM_LINKS", "GLM_FAMILY_LINKS", "GLM_SOLVERS", "check_glm_link"]
 
 #: step-size schedules of the SGD family (see sparkopt.solvers.sgd.scheduled_step); "auto" is each
 #: solver's own default
@@ -25,6 +26,30 @@ OPTIMIZERS = ("sgd", "adagrad", "adam")
 #: MLlib's spellings of the solvers sparkopt names otherwise (MLlib's "normal" and "auto" are
 #: sparkopt's own names too)
 SOLVER_ALIASES = {"l-bfgs": "lbfgs"}
+
+#: MLlib's GeneralizedLinearRegression families and, per family (tweedie aside: its link is the
+#: power linkPower), the links MLlib allows (supportedFamilyAndLinkPairs), the canonical one first
+GLM_FAMILIES = ("gaussian", "binomial", "poisson", "gamma", "tweedie")
+GLM_LINKS = ("identity", "log", "logit", "probit", "cloglog", "inverse", "sqrt")
+GLM_FAMILY_LINKS = {
+    "gaussian": ("identity", "log", "inverse"),
+    "binomial": ("logit", "probit", "cloglog"),
+    "poisson": ("log", "identity", "sqrt"),
+    "gamma": ("inverse", "identity", "log"),
+}
+#: GeneralizedLinearRegression's solvers: MLlib's "irls"; "auto" (irls up to 4096 features, else
+#: sparkopt's choice); sparkopt's Newton and L-BFGS on the fixed penalized deviance
+GLM_SOLVERS = ("irls", "auto", "newton", "newton-cg", "lbfgs", "l-bfgs")
+
+
+def check_glm_link(family: str, link: str) -> str:
+    """``link`` if MLlib pairs it with ``family`` (not tweedie, whose link is linkPower);
+    InputError naming both params otherwise."""
+    allowed = GLM_FAMILY_LINKS[family]
+    if link not in allowed:
+        raise InputError(f"param link must be one of {allowed} for family={family!r} (MLlib's family/link pairs), "
+                         f"got link={link!r}")
+    return link
 
 
 def canonical_solver(name: str) -> str:
@@ -88,6 +113,12 @@ RULES: dict[str, Rule] = {
     # quasi-Newton / Newton settings
     "memory": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "maxCG": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    # generalized linear models (MLlib's GeneralizedLinearRegression validators)
+    "glmFamily": _one_of(GLM_FAMILIES),
+    "glmLink": _one_of(GLM_LINKS),
+    "glmSolver": _one_of(GLM_SOLVERS),
+    "variancePower": Rule(lambda v: _finite(v) and (v == 0 or v >= 1), "0 or >= 1 (MLlib's Tweedie powers)"),
+    "linkPower": Rule(lambda v: _finite(v), "a finite number"),
     # engines
     "aggregationDepth": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "numPartitions": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),

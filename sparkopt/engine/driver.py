@@ -193,6 +193,7 @@ def collect_to_driver(
     max_block_bytes: int = 64 * 2**20,
     num_partitions: int | None = None,
     depth: int = 2,
+    offset_col: str | None = None,
 ) -> DriverEngine:
     """Collect the selected columns of ``df`` into the driver (one Spark job: ``toArrow``) and
     return a :class:`DriverEngine` over the same blocks :func:`~sparkopt.engine.ingest.ingest`
@@ -204,7 +205,7 @@ def collect_to_driver(
     from pyspark.sql import functions as F
 
     _check_params(dense, max_block_bytes, num_partitions)
-    spec = _validate_schema(df, features_col, label_col, weight_col)
+    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col)
     selected = _select(df, spec, num_partitions)
     table = _to_arrow(selected.withColumn(_PARTITION_COLUMN, F.spark_partition_id()))
     batches = _split_by_partition(table, table.schema.get_field_index(_PARTITION_COLUMN))
@@ -243,5 +244,5 @@ def _held_bytes(partitions: list[list[Block]]) -> int:
         for b in part:
             X = b.X
             total += (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) if b.is_sparse else X.nbytes
-            total += b.y.nbytes + b.w.nbytes
+            total += b.y.nbytes + b.w.nbytes + (0 if b.offset is None else b.offset.nbytes)
     return total

@@ -67,6 +67,7 @@ class _Spec:
     features: str | tuple[str, ...]  # vector column name, or the assembled numeric columns
     label: str
     weight: str | None
+    offset: str | None = None      # a GLM's per-row offset column (MLlib's offsetCol), or None
 
     @property
     def is_vector(self) -> bool:
@@ -97,7 +98,7 @@ def _is_vector_type(dt: Any) -> bool:
     return isinstance(dt, OldVectorUDT)
 
 
-def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any) -> _Spec:
+def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any, offset_col: Any = None) -> _Spec:
     from pyspark.sql.types import NumericType
 
     schema = df.schema
@@ -124,6 +125,8 @@ def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any
     numeric("label column", label_col)
     if weight_col is not None:
         numeric("weight column", weight_col)
+    if offset_col is not None:
+        numeric("offset column", offset_col)
 
     if isinstance(features_col, str):
         dt = lookup("features column", features_col)
@@ -150,7 +153,7 @@ def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any
             "features_col must be a vector column name or a list of numeric column names, "
             f"got {features_col!r}"
         )
-    return _Spec(features, label_col, weight_col)
+    return _Spec(features, label_col, weight_col, offset_col)
 
 
 def _check_params(dense: Any, max_block_bytes: Any, num_partitions: Any) -> None:
@@ -175,7 +178,8 @@ def _check_params(dense: Any, max_block_bytes: Any, num_partitions: Any) -> None
 
 def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
     """The columns the blocks are built from, in the order :func:`_convert_batch` reads them:
-    the features (one vector column, or f0, f1, ... cast to double), label, weight if any."""
+    the features (one vector column, or f0, f1, ... cast to double), label, weight if any, offset
+    if any."""
     # One selectExpr call (building a Column per feature costs ~5 ms of py4j each).
     if spec.is_vector:
         exprs = [f"{_quote(spec.features)} AS features"]
@@ -184,6 +188,8 @@ def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
     exprs.append(f"CAST({_quote(spec.label)} AS DOUBLE) AS label")
     if spec.weight is not None:
         exprs.append(f"CAST({_quote(spec.weight)} AS DOUBLE) AS weight")
+    if spec.offset is not None:
+        exprs.append(f"CAST({_quote(spec.offset)} AS DOUBLE) AS offset")
     selected = df.selectExpr(*exprs)
     if num_partitions is not None:
         selected = selected.repartition(int(num_partitions))
@@ -201,6 +207,7 @@ class _Piece:
     d: int | None  # vector size (None: batch had no usable rows)
     nulls: dict[str, int]
     sizes: tuple[int, ...] = ()  # distinct sizes when they disagree inside the batch
+    offset: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -208,7 +215,7 @@ class _Piece:
             xb = self.X.data.nbytes + self.X.indices.nbytes + self.X.indptr.nbytes
         else:
             xb = self.X.nbytes
-        return xb + self.y.nbytes + self.w.nbytes
+        return xb + self.y.nbytes + self.w.nbytes + (0 if self.offset is None else self.offset.nbytes)
 
 
 def _np(arr: Any) -> np.ndarray:
@@ -327,22 +334,32 @@ def _convert_batch(batch: Any, spec: _Spec, dense: bool | None) -> _Piece:
     note_nulls(spec.label, lab)
     if spec.weight is not None:
         note_nulls(spec.weight, batch.column(k + 1))
+    offset_position = k + 1 + int(spec.weight is not None)
+    if spec.offset is not None:
+        note_nulls(spec.offset, batch.column(offset_position))
 
     y = _np(lab)
     w = _np(batch.column(k + 1)) if spec.weight is not None else np.ones(n)
+    offset = _np(batch.column(offset_position)) if spec.offset is not None else None
     if not keep.all():
         y, w = y[keep], w[keep]
+        offset = None if offset is None else offset[keep]
     y = np.ascontiguousarray(y, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
+    if offset is not None:
+        # kept as read: non-finite offsets are the fit's to refuse (sparkopt.glm counts them on its
+        # first pass), so that the error reaches the driver as an InputError, not a task failure
+        offset = np.ascontiguousarray(offset, dtype=np.float64)
 
     if spec.is_vector:
         X, d, bad_sizes = _convert_vectors(batch.column(0), keep, dense)
         if X is None:
             empty = np.zeros(0)
-            return _Piece(np.zeros((0, 0)), empty, empty, None, nulls, bad_sizes)
+            return _Piece(np.zeros((0, 0)), empty, empty, None, nulls, bad_sizes,
+                          None if offset is None else empty)
     else:
         X, d = _convert_columns(batch, k, keep, dense), k
-    return _Piece(X, y, w, d, nulls)
+    return _Piece(X, y, w, d, nulls, offset=offset)
 
 
 # fraction of nonzero entries from which sparse vectors are held as a dense block (no larger then)
@@ -386,8 +403,11 @@ def _build_blocks(
             X = X.toarray()
         y = np.concatenate([p.y for p in rows]) if len(rows) > 1 else rows[0].y
         w = np.concatenate([p.w for p in rows]) if len(rows) > 1 else rows[0].w
+        offset = None
+        if spec.offset is not None:
+            offset = np.concatenate([p.offset for p in rows]) if len(rows) > 1 else rows[0].offset
         stats = block_stats(X, y, w, null_counts=nulls)
-        return (Block(X, y, w) if X.shape[0] else None), stats
+        return (Block(X, y, w, offset) if X.shape[0] else None), stats
 
     for batch in batches:
         if batch.num_rows == 0:
@@ -495,7 +515,7 @@ def _blocks_from_rows(acc: Any, partition_index: int, rows: Iterator[Any], n_fea
 def _to_csr(block: Block) -> Block:
     if block.is_sparse:
         return block
-    return Block(sp.csr_matrix(block.X), block.y, block.w)
+    return replace(block, X=sp.csr_matrix(block.X))
 
 
 def _materialize(blocks: Iterator[Block]) -> None:
@@ -527,6 +547,7 @@ def ingest(
     num_partitions: int | None = None,
     storage_level: Any = None,
     transfer: str = "auto",
+    offset_col: str | None = None,
 ) -> tuple[Any, DataStats]:
     """Convert ``df`` into a persisted ``RDD[Block]`` and the :class:`DataStats` of the data.
 
@@ -536,6 +557,9 @@ def ingest(
     features_col : name of a VectorUDT column (dense and sparse vectors may be mixed), or a list
         of numeric column names assembled into a dense matrix (integer types are cast to float64).
     label_col, weight_col : numeric columns (no weight column: every weight is 1).
+    offset_col : a numeric column kept beside the label as each block's ``offset`` (a GLM's
+        offset, added to the margin; MLlib's offsetCol); None (default): blocks carry no offset.
+        Null offsets are refused like any null; other values are kept as read.
     dense : storage kind for the whole data set: None = dense unless sparse vectors are present,
         True = dense ndarrays, False = CSR.
     max_block_bytes : target size of one block: Arrow batches are accumulated until the block
@@ -569,7 +593,7 @@ def ingest(
         raise InputError(
             f"transfer must be 'auto', 'arrow_batches' or 'map_in_arrow', got {transfer!r}"
         )
-    spec = _validate_schema(df, features_col, label_col, weight_col)
+    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col)
     if storage_level is None:
         storage_level = StorageLevel.MEMORY_AND_DISK
 

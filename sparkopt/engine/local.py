@@ -74,6 +74,7 @@ class LocalEngine(EngineBase):
         block_rows: int | None = None,
         depth: int = 2,
         validate: bool = True,
+        offset: Any = None,
     ) -> "LocalEngine":
         """Split rows into ``num_partitions`` contiguous partitions (sizes differ by at most one
         row; partitions are empty when there are fewer rows than partitions), each cut into blocks
@@ -81,7 +82,8 @@ class LocalEngine(EngineBase):
 
         ``X`` keeps its storage kind: a dense array becomes a float64 C-ordered ndarray, a scipy
         sparse matrix becomes float64 CSR. With ``validate`` the data are checked like
-        :func:`ingest` checks a DataFrame (non-finite values, negative weights, ...)."""
+        :func:`ingest` checks a DataFrame (non-finite values, negative weights, ...). ``offset``
+        (n,), if given, is every block's per-row margin offset (a GLM's offsetCol)."""
         if sp.issparse(X):
             X = sp.csr_matrix(X, dtype=np.float64)
         else:
@@ -98,6 +100,10 @@ class LocalEngine(EngineBase):
             w = np.ascontiguousarray(np.asarray(w, dtype=np.float64).ravel())
             if w.shape[0] != n:
                 raise InputError(f"w has {w.shape[0]} values but X has {n} rows")
+        if offset is not None:
+            offset = np.ascontiguousarray(np.asarray(offset, dtype=np.float64).ravel())
+            if offset.shape[0] != n:
+                raise InputError(f"offset has {offset.shape[0]} values but X has {n} rows")
         if isinstance(num_partitions, bool) or not isinstance(num_partitions, (int, np.integer)) \
                 or num_partitions < 1:
             raise InputError(f"num_partitions must be an integer >= 1, got {num_partitions!r}")
@@ -115,7 +121,8 @@ class LocalEngine(EngineBase):
                 Xb = X[s:e]
                 if not sp.issparse(Xb):
                     Xb = np.ascontiguousarray(Xb)
-                part.append(Block(Xb, y[s:e].copy(), w[s:e].copy()))
+                part.append(Block(Xb, y[s:e].copy(), w[s:e].copy(),
+                                  None if offset is None else offset[s:e].copy()))
             partitions.append(part)
         stats = combine_partitions(
             [[block_stats(b.X, b.y, b.w) for b in p] for p in partitions], n_features=X.shape[1]

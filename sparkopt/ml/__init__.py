@@ -1,5 +1,11 @@
 """Spark ML estimators backed by sparkopt's solvers: drop-in for their pyspark.ml namesakes."""
 from .cache import clear_cache
+from .glm import (
+    GeneralizedLinearRegression,
+    GeneralizedLinearRegressionModel,
+    GeneralizedLinearRegressionSummary,
+    GeneralizedLinearRegressionTrainingSummary,
+)
 from .classification import LinearSVC, LinearSVCModel, LogisticRegression, LogisticRegressionModel
 from .regression import (
     LinearRegression,
@@ -28,6 +34,7 @@ __all__ = [
     "RegressionTrainingSummary", "TrainingSummary", "BinaryLogisticRegressionSummary",
     "BinaryLogisticRegressionTrainingSummary", "LinearRegressionSummary", "LinearRegressionTrainingSummary",
     "LinearSVCSummary", "LinearSVCTrainingSummary", "LogisticRegressionSummary", "LogisticRegressionTrainingSummary",
-    "clear_cache",
+    "clear_cache", "GeneralizedLinearRegression", "GeneralizedLinearRegressionModel",
+    "GeneralizedLinearRegressionSummary", "GeneralizedLinearRegressionTrainingSummary",
     "LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV", "LinearRegressionCVModel",
 ]

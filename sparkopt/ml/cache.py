@@ -26,13 +26,13 @@ class EngineCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver):
+    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col=None):
         try:
             plan = df.semanticHash()
         except Exception:   # Spark Connect or older: fall back to object identity
             plan = ("id", id(df))
         return (plan, df.sparkSession.sparkContext.applicationId, str(features_col), label_col,
-                weight_col, num_partitions, "driver" if on_driver else "spark")
+                weight_col, num_partitions, "driver" if on_driver else "spark", offset_col)
 
     @staticmethod
     def _fresh(cached, depth, engine):
@@ -42,10 +42,12 @@ class EngineCache:
         return make_engine(cached.rdd, cached.stats, depth, engine)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
-            engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB) -> tuple[Any, float]:
-        """A fresh engine of the requested kind over the (cached) data, and the ingest seconds."""
+            engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
+            offset_col: str | None = None) -> tuple[Any, float]:
+        """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
+        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol)."""
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
-        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver)
+        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col)
         with self._lock:
             for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
                 self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
@@ -56,10 +58,10 @@ class EngineCache:
         start = time.perf_counter()
         if on_driver:
             cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                       depth=depth)
+                                       depth=depth, offset_col=offset_col)
         else:
-            cached = TreeEngine(*ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions),
-                                depth)
+            cached = TreeEngine(*ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                        offset_col=offset_col), depth)
         seconds = time.perf_counter() - start
         with self._lock:
             self._entries[key] = (weakref.ref(df), cached)

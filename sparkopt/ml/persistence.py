@@ -29,7 +29,7 @@ ESTIMATOR_CLASSES: dict[str, type] = {}
 
 # what a fit stores as numClasses, by loss
 _BINARY_LOSSES = ("logistic", "hinge", "squared_hinge")
-_REGRESSION_LOSSES = ("squared_error", "huber", "poisson")
+_REGRESSION_LOSSES = ("squared_error", "huber", "poisson", "glm")
 
 
 def class_name(cls) -> str:

@@ -3,7 +3,7 @@ one `mapInArrow` pass, and the conversions between pyspark.ml vectors / matrices
 single-row prediction and the coefficient accessors use."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from pyspark.ml.linalg import DenseMatrix, DenseVector, SparseVector, Vectors
@@ -12,10 +12,12 @@ from ..errors import InputError
 
 
 def transform_in_arrow(dataset, features_col: str, n_features: int, output_columns: list[tuple[str, str]],
-                       score: Callable[..., dict]):
+                       score: Callable[..., dict], offset_col: Optional[str] = None):
     """`dataset` plus the columns `output_columns` names ([(name, 'vector' | 'double')]; an empty
     name leaves that output out), computed batch by batch as `score(X)` -> {name: array} on the
-    features as a numpy / CSR matrix. `score` is pickled into the tasks with everything it holds."""
+    features as a numpy / CSR matrix, or `score(X, offset)` with `offset_col` (a numeric column
+    read as float64, nulls as NaN; a GLM's offsetCol). `score` is pickled into the tasks with
+    everything it holds."""
     import pyarrow as pa
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import types as T
@@ -31,6 +33,11 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
     if not outputs:
         return dataset
     position = dataset.columns.index(features_col)
+    offset_position = None
+    if offset_col is not None:
+        if offset_col not in dataset.columns:
+            raise InputError(f"offset column {offset_col!r} not found; available columns: {dataset.columns}")
+        offset_position = dataset.columns.index(offset_col)
     fields = list(dataset.schema.fields)
     for name, kind in outputs:
         fields.append(T.StructField(name, T.ArrayType(T.DoubleType(), False) if kind == "vector" else T.DoubleType()))
@@ -48,7 +55,11 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
                                  f"the model expects {n_features}")
             if X is None:
                 X = np.zeros((0, n_features))
-            out = score(X)
+            if offset_position is None:
+                out = score(X)
+            else:
+                offset = batch.column(offset_position).cast(pa.float64()).to_numpy(zero_copy_only=False)
+                out = score(X, np.asarray(offset, dtype=float))
             arrays = list(batch.columns)
             for name, kind in outputs:
                 values = np.asarray(out[name], dtype=float)

@@ -56,6 +56,7 @@ __all__ = [
     "PointwiseBlockObjective",
     "HuberBlockObjective",
     "MultinomialBlockObjective",
+    "GLMBlockObjective",
     "make_block_objective",
 ]
 
@@ -264,9 +265,14 @@ class PointwiseBlockObjective(BlockObjective):
         m = _xv(X, beta)
         return m + c if self.fit_intercept else m
 
+    def block_margins(self, coef, block: Block) -> np.ndarray:
+        """The block's margins, its offset (if any) added: ``X @ beta + c + offset``."""
+        m = self.margins(coef, block.X)
+        return m if block.offset is None else m + block.offset
+
     def _terms(self, coef, block: Block) -> _losses.LossTerms:
         self._check_block(block)
-        return self._fn(block.y, self.margins(coef, block.X))
+        return self._fn(block.y, self.block_margins(coef, block))
 
     def loss_constant_sum(self, block: Block) -> float:
         if self.loss != "poisson":
@@ -623,6 +629,25 @@ class MultinomialBlockObjective(BlockObjective):
         return H
 
 
+class GLMBlockObjective(PointwiseBlockObjective):
+    """A generalized linear model's half deviance (:class:`.losses.GLMLoss`) on margins
+    ``m = X @ beta + c + offset``; same layout as the other single-output losses (``loss`` is
+    ``"glm"``). :meth:`hess` / :meth:`hessp` use the loss's ``d2``: the expected (Fisher)
+    curvature ``w / (V g'^2)``, IRLS's, unless built with ``observed=True`` (the exact Hessian,
+    which for a non-canonical link can be indefinite away from the optimum)."""
+
+    def __init__(self, glm: _losses.GLMLoss, n_features: int, fit_intercept: bool, observed: bool = False):
+        BlockObjective.__init__(self, "glm", n_features, fit_intercept)
+        self.glm = glm
+        self.observed = bool(observed)
+        self._fn = functools.partial(glm.terms, observed=self.observed)
+        self.n_params = self.n_features + int(self.fit_intercept)
+
+    def __repr__(self) -> str:
+        return (f"GLMBlockObjective(family={self.glm.family.name!r}, link={self.glm.link.name!r}, "
+                f"n_features={self.n_features}, fit_intercept={self.fit_intercept})")
+
+
 class SmoothedHingeBlockObjective(PointwiseBlockObjective):
     """``hinge`` smoothed over a band of width ``smoothing`` (see :func:`.losses.smoothed_hinge`);
     same layout as the other single-output losses."""
@@ -645,14 +670,20 @@ def make_block_objective(
     n_classes: int = 2,
     epsilon: float = 1.35,
     smoothing: float = 1.0,
+    glm: Optional[_losses.GLMLoss] = None,
 ) -> BlockObjective:
     """Build the per-block objective for ``loss`` (one of :data:`LOSSES`, or the internal
     ``smoothed_hinge`` with band width ``smoothing``).
 
     ``n_classes`` is used by ``multinomial`` only (K >= 2), ``epsilon`` by ``huber`` only
-    (> 1, MLlib default 1.35). Raises InputError (a ValueError) naming an unknown ``loss``.
+    (> 1, MLlib default 1.35), ``glm`` (a :class:`.losses.GLMLoss`) by ``loss="glm"`` only.
+    Raises InputError (a ValueError) naming an unknown ``loss``.
     """
     info = loss_info(loss)
+    if loss == "glm":
+        if glm is None:
+            raise ValueError("loss='glm' needs its GLMLoss (glm=...)")
+        return GLMBlockObjective(glm, n_features, fit_intercept)
     if loss == "huber":
         return HuberBlockObjective(n_features, fit_intercept, epsilon)
     if loss == "smoothed_hinge":

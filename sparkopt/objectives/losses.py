@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
-from scipy.special import expit, xlogy
+from scipy.special import expit, ndtr, ndtri, xlogy
 
 from ..errors import InputError
+# MLlib's families and, per family, its allowed links (canonical first): param rules, declared there
+from ..rules import GLM_FAMILIES, GLM_FAMILY_LINKS, GLM_LINKS, check_glm_link
 
 __all__ = [
     "LossInfo",
@@ -45,6 +47,16 @@ __all__ = [
     "multinomial",
     "huber",
     "softplus",
+    "GLM_FAMILIES",
+    "GLM_LINKS",
+    "GLM_FAMILY_LINKS",
+    "GLMFamily",
+    "GLMLink",
+    "GLMLoss",
+    "glm_family",
+    "glm_loss",
+    "glm_loss_name",
+    "power_link",
 ]
 
 #: ``exp(700) ~ 1.0e304`` is close to the largest double (1.8e308). Margins beyond it only occur
@@ -239,13 +251,291 @@ def huber(y, m, sigma: float, epsilon: float) -> HuberTerms:
 
 
 
+# ============================================================================ GLM families / links
+#: MLlib clips a fitted mean into its family's range by this much (its ``epsilon``)
+GLM_EPSILON = 1e-16
+#: MLlib's Tweedie ``delta``: the start mean of a zero count, and the floor of y in the deviance's
+#: y^(1-p) term for 1 <= p < 2
+TWEEDIE_DELTA = 0.1
+#: the power links MLlib names (Link.fromParams for tweedie's linkPower)
+_POWER_LINK_NAMES = {0.0: "log", 1.0: "identity", -1.0: "inverse", 0.5: "sqrt"}
+
+
+@dataclass(frozen=True)
+class GLMLink:
+    """A link ``eta = g(mu)``: ``name`` one of :data:`GLM_LINKS` or ``"power"`` with ``power``
+    (``g(mu) = mu^power``; log for power 0). All methods are vectorized over (n,) arrays."""
+
+    name: str
+    power: float = 1.0
+
+    def link(self, mu):
+        mu = _as_float(mu)
+        if self.name == "identity":
+            return mu
+        if self.name == "log":
+            return np.log(mu)
+        if self.name == "logit":
+            return np.log(mu / (1.0 - mu))
+        if self.name == "probit":
+            return ndtri(mu)
+        if self.name == "cloglog":
+            return np.log(-np.log1p(-mu))
+        if self.name == "inverse":
+            return 1.0 / mu
+        if self.name == "sqrt":
+            return np.sqrt(mu)
+        return np.power(mu, self.power)
+
+    def unlink(self, eta):
+        eta = _as_float(eta)
+        if self.name == "identity":
+            return eta
+        if self.name == "log":
+            return np.exp(np.minimum(eta, POISSON_MAX_MARGIN))
+        if self.name == "logit":
+            return expit(eta)
+        if self.name == "probit":
+            return ndtr(eta)
+        if self.name == "cloglog":
+            return -np.expm1(-np.exp(np.minimum(eta, POISSON_MAX_MARGIN)))
+        if self.name == "inverse":
+            return 1.0 / eta
+        if self.name == "sqrt":
+            return eta * eta
+        return np.power(eta, 1.0 / self.power)
+
+    def deriv(self, mu):
+        """``g'(mu)``."""
+        mu = _as_float(mu)
+        if self.name == "identity":
+            return np.ones_like(mu)
+        if self.name == "log":
+            return 1.0 / mu
+        if self.name == "logit":
+            return 1.0 / (mu * (1.0 - mu))
+        if self.name == "probit":
+            return 1.0 / _normal_pdf(ndtri(mu))
+        if self.name == "cloglog":
+            return 1.0 / ((mu - 1.0) * np.log1p(-mu))
+        if self.name == "inverse":
+            return -1.0 / (mu * mu)
+        if self.name == "sqrt":
+            return 0.5 / np.sqrt(mu)
+        return self.power * np.power(mu, self.power - 1.0)
+
+    def deriv2(self, mu):
+        """``g''(mu)`` (the observed Hessian of a non-canonical link needs it)."""
+        mu = _as_float(mu)
+        if self.name == "identity":
+            return np.zeros_like(mu)
+        if self.name == "log":
+            return -1.0 / (mu * mu)
+        if self.name == "logit":
+            v = mu * (1.0 - mu)
+            return (2.0 * mu - 1.0) / (v * v)
+        if self.name == "probit":
+            q = ndtri(mu)
+            pdf = _normal_pdf(q)
+            return q / (pdf * pdf)
+        if self.name == "cloglog":
+            a = (1.0 - mu) * np.log1p(-mu)
+            return -(np.log1p(-mu) + 1.0) / (a * a)
+        if self.name == "inverse":
+            return 2.0 / (mu * mu * mu)
+        if self.name == "sqrt":
+            return -0.25 / (mu * np.sqrt(mu))
+        return self.power * (self.power - 1.0) * np.power(mu, self.power - 2.0)
+
+
+def _normal_pdf(q):
+    return np.exp(-0.5 * q * q) / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class GLMFamily:
+    """An exponential-dispersion family with variance ``V(mu)``: ``name`` one of gaussian,
+    binomial, poisson, gamma, or tweedie with ``variance_power`` p (``V = mu^p``). As in MLlib,
+    tweedie with p = 0, 1, 2 *is* gaussian, poisson, gamma (see :func:`glm_family`)."""
+
+    name: str
+    variance_power: float = 0.0
+
+    @property
+    def canonical_link(self) -> GLMLink:
+        if self.name == "tweedie":
+            return power_link(1.0 - self.variance_power)
+        return GLMLink(GLM_FAMILY_LINKS[self.name][0])
+
+    def variance(self, mu):
+        mu = _as_float(mu)
+        if self.name == "gaussian":
+            return np.ones_like(mu)
+        if self.name == "binomial":
+            return mu * (1.0 - mu)
+        if self.name == "poisson":
+            return mu
+        if self.name == "gamma":
+            return mu * mu
+        return np.power(mu, self.variance_power)
+
+    def variance_deriv(self, mu):
+        """``V'(mu)``."""
+        mu = _as_float(mu)
+        if self.name == "gaussian":
+            return np.zeros_like(mu)
+        if self.name == "binomial":
+            return 1.0 - 2.0 * mu
+        if self.name == "poisson":
+            return np.ones_like(mu)
+        if self.name == "gamma":
+            return 2.0 * mu
+        p = self.variance_power
+        return p * np.power(mu, p - 1.0)
+
+    def unit_deviance(self, y, mu):
+        """The textbook unit deviance ``d(y, mu)`` per row (MLlib's Family.deviance, weight 1):
+        gaussian ``(y - mu)^2``; binomial ``2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))]``; poisson
+        ``2 [y log(y/mu) - (y - mu)]``; gamma ``-2 [log(y/mu) - (y - mu)/mu]``; tweedie
+        ``2 [y (y1^(1-p) - mu^(1-p)) / (1-p) - (y^(2-p) - mu^(2-p)) / (2-p)]`` with
+        ``y1 = max(y, 0.1)`` for 1 <= p < 2 (MLlib's), ``0 log 0 = 0``."""
+        y, mu = _as_float(y), _as_float(mu)
+        if self.name == "gaussian":
+            return (y - mu) ** 2
+        if self.name == "binomial":
+            return 2.0 * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
+        if self.name == "poisson":
+            return 2.0 * (xlogy(y, y / mu) - (y - mu))
+        if self.name == "gamma":
+            return -2.0 * (np.log(y / mu) - (y - mu) / mu)
+        p = self.variance_power
+        y1 = np.maximum(y, TWEEDIE_DELTA) if 1.0 <= p < 2.0 else y
+        return 2.0 * (y * _power_difference(y1, mu, 1.0 - p) - _power_difference(y, mu, 2.0 - p))
+
+    def project(self, mu):
+        """The fitted mean clipped into the family's range, as MLlib's Family.project."""
+        mu = _as_float(mu)
+        if self.name == "gaussian":
+            return np.clip(mu, -np.finfo(float).max, np.finfo(float).max)
+        if self.name == "binomial":
+            return np.clip(mu, GLM_EPSILON, 1.0 - GLM_EPSILON)
+        return np.where(mu < GLM_EPSILON, GLM_EPSILON, np.minimum(mu, np.finfo(float).max))
+
+    def start_mean(self, y, w):
+        """MLlib's IRLS start (Family.initialize): binomial ``(w y + 0.5) / (w + 1)``, poisson
+        ``max(y, 0.1)``, tweedie 0.1 for y = 0, otherwise y itself."""
+        y, w = _as_float(y), _as_float(w)
+        if self.name == "binomial":
+            return (w * y + 0.5) / (w + 1.0)
+        if self.name == "poisson":
+            return np.maximum(y, TWEEDIE_DELTA)
+        if self.name == "tweedie":
+            return np.where(y == 0.0, TWEEDIE_DELTA, y)
+        return y
+
+
+def _power_difference(a, mu, q):
+    """``(a^q - mu^q) / q``, its limit ``log(a / mu)`` at q = 0 (MLlib's Tweedie.yp)."""
+    if q == 0.0:
+        return np.log(a / mu)
+    return (np.power(a, q) - np.power(mu, q)) / q
+
+
+def power_link(power: float) -> GLMLink:
+    """The power link ``mu^power``, by MLlib's name where it has one (0 log, 1 identity, -1
+    inverse, 0.5 sqrt)."""
+    power = float(power)
+    name = _POWER_LINK_NAMES.get(power)
+    return GLMLink(name) if name is not None else GLMLink("power", power)
+
+
+def glm_family(family: str, variance_power: float = 0.0) -> GLMFamily:
+    """The family object of MLlib's params: tweedie with variancePower 0, 1, 2 is gaussian,
+    poisson, gamma (MLlib's Family.fromParams)."""
+    if family == "tweedie":
+        named = {0.0: "gaussian", 1.0: "poisson", 2.0: "gamma"}.get(float(variance_power))
+        return GLMFamily(named) if named else GLMFamily("tweedie", float(variance_power))
+    if family not in GLM_FAMILIES:
+        raise InputError(f"family must be one of {GLM_FAMILIES}, got {family!r}")
+    return GLMFamily(family, {"gaussian": 0.0, "poisson": 1.0, "gamma": 2.0, "binomial": 0.0}[family])
+
+
+@dataclass(frozen=True)
+class GLMLoss:
+    """Half the unit deviance of a family and link as a loss in the linear predictor ``m``.
+
+    ``value = d(y, mu) / 2`` with ``mu = project(g^-1(m))`` (exactly half the deviance: no
+    constant dropped), ``d1 = -(y - mu) / (V(mu) g'(mu))``. ``d2`` is the *expected* (Fisher)
+    curvature ``1 / (V(mu) g'(mu)^2)`` by default -- what IRLS uses, and always >= 0, where the
+    observed one of a non-canonical link can be negative; ``terms(..., observed=True)`` gives the
+    observed ``d/dm d1 = 1/(V g'^2) + (y - mu)(V' g' + V g'') / (V^2 g'^3)``. The two agree for
+    canonical links (then the second term vanishes)."""
+
+    family: GLMFamily
+    link: GLMLink
+
+    @property
+    def canonical(self) -> bool:
+        return self.link == self.family.canonical_link
+
+    def mean(self, m):
+        """The fitted mean ``project(g^-1(m))``."""
+        return self.family.project(self.link.unlink(m))
+
+    def terms(self, y, m, observed: bool = False) -> LossTerms:
+        y = _as_float(y)
+        mu = self.mean(m)
+        V = self.family.variance(mu)
+        gp = self.link.deriv(mu)
+        value = 0.5 * self.family.unit_deviance(y, mu)
+        d1 = -(y - mu) / (V * gp)
+        fisher = 1.0 / (V * gp * gp)
+        if not observed or self.canonical:
+            return LossTerms(value, d1, fisher)
+        correction = (y - mu) * (self.family.variance_deriv(mu) * gp + V * self.link.deriv2(mu)) / (V * V * gp ** 3)
+        return LossTerms(value, d1, fisher + correction)
+
+    def working_response(self, y, m, offset=None):
+        """IRLS's working label and weight factor at margins ``m`` (offset included):
+        ``z = m - offset + (y - mu) g'(mu)`` and ``1 / (V(mu) g'(mu)^2)`` (MLlib's reweightFunc)."""
+        y = _as_float(y)
+        mu = self.mean(m)
+        gp = self.link.deriv(mu)
+        base = m if offset is None else m - offset
+        return base + (y - mu) * gp, 1.0 / (self.family.variance(mu) * gp * gp)
+
+
+def glm_loss(family: str, link: Optional[str] = None, variance_power: float = 0.0,
+             link_power: Optional[float] = None) -> GLMLoss:
+    """The loss of MLlib's (family, link, variancePower, linkPower): tweedie's link is the power
+    ``linkPower`` (default ``1 - variancePower``), the other families' is ``link`` (default the
+    canonical one), which must be one MLlib allows for the family (InputError otherwise)."""
+    fam = glm_family(family, variance_power)
+    if family == "tweedie":
+        chosen = power_link(1.0 - float(variance_power) if link_power is None else link_power)
+    elif link is None:
+        chosen = GLMLink(GLM_FAMILY_LINKS[family][0])
+    else:
+        chosen = GLMLink(check_glm_link(family, link))
+    return GLMLoss(fam, chosen)
+
+
+def glm_loss_name(family: str, variance_power: float = 0.0) -> str:
+    """The LOSS_INFO entry holding the label rule of a GLM family."""
+    if family == "tweedie":
+        return "glm_tweedie_positive" if variance_power >= 2.0 else (
+            "glm_tweedie" if variance_power >= 1.0 else "glm_gaussian")
+    return "glm_" + family
+
+
 # ============================================================================== the loss registry
 @dataclass(frozen=True)
 class LossInfo:
     """What the rest of sparkopt needs to know about a loss, declared once.
 
     ``labels``: the label rule, one of ``"binary"`` (0/1, both present), ``"classes"`` (class
-    indices 0..K-1, K >= 2), ``"nonnegative"`` or ``"real"``. ``smooth``: differentiable
+    indices 0..K-1, K >= 2), ``"nonnegative"``, ``"positive"``, ``"unit_interval"`` ([0, 1]) or
+    ``"real"``. ``smooth``: differentiable
     everywhere; ``has_hessian``: its second derivative carries curvature (hinge: 0 a.e.).
     ``terms``: the pointwise ``(y, m) -> LossTerms`` (None for the structured multinomial and
     Huber losses). ``start_intercept(label_mean)``: the intercept that minimizes the loss at
@@ -315,6 +605,17 @@ LOSS_INFO: dict[str, LossInfo] = {info.name: info for info in (
     LossInfo("hinge", "binary", smooth=False, has_hessian=False, terms=hinge, start_curvature=_constant(0.2)),
     LossInfo("squared_hinge", "binary", terms=squared_hinge, start_curvature=_constant(2.0)),
     LossInfo("smoothed_hinge", "binary", public=False, start_curvature=_constant(0.2)),
+    # GeneralizedLinearRegression's families (sparkopt.glm fits them; their loss is a GLMLoss):
+    # only the label rules live here
+    LossInfo("glm_gaussian", "real", public=False),
+    LossInfo("glm_binomial", "unit_interval", public=False),
+    LossInfo("glm_poisson", "nonnegative", public=False),
+    LossInfo("glm_gamma", "positive", public=False),
+    LossInfo("glm_tweedie", "nonnegative", public=False),            # 1 <= variancePower < 2
+    LossInfo("glm_tweedie_positive", "positive", public=False),      # variancePower >= 2
+    # a GLMLoss (any family and link) minimized by the general solvers: fit_linear_model(loss="glm",
+    # glm=...); its family's label rule is checked above by the caller
+    LossInfo("glm", "real", public=False),
 )}
 
 #: the user-facing loss names, in a fixed order
@@ -358,6 +659,13 @@ def check_labels(loss: str, label_min: float, label_max: float, n_non_integer: i
         if lo == hi:
             raise InputError(f"label column {label_col!r} has a single class ({lo:g}): multinomial needs at least two")
         return int(hi) + 1
+    what = loss[4:].split("_")[0] if loss.startswith("glm_") else None
+    where = f"family={what!r}" if what else f"{loss} loss"
     if info.labels == "nonnegative" and lo < 0:
-        raise InputError(f"label column {label_col!r} must be >= 0 for {loss} loss; found minimum {lo:g}")
+        raise InputError(f"label column {label_col!r} must be >= 0 for {where}; found minimum {lo:g}")
+    if info.labels == "positive" and lo <= 0:
+        raise InputError(f"label column {label_col!r} must be > 0 for {where}; found minimum {lo:g}")
+    if info.labels == "unit_interval" and (lo < 0 or hi > 1):
+        raise InputError(f"label column {label_col!r} must lie in [0, 1] for {where}; found values in "
+                         f"[{lo:g}, {hi:g}]")
     return 1

@@ -73,7 +73,7 @@ class _SliceCache:
             if entry is not None and entry[0]() is block and ckey in entry[1]:
                 entry[1].move_to_end(ckey)
                 return entry[1][ckey]
-        sub = Block(block.X[:, columns], block.y, block.w)
+        sub = replace(block, X=block.X[:, columns])
         budget = _nbytes(block.X)
         size = _nbytes(sub.X)
         if size > budget:

@@ -202,6 +202,44 @@ def test_dense_vectors_with_weights(spark, small):
         rdd.unpersist()
 
 
+@pytest.mark.parametrize("transfer", ["arrow_batches", "map_in_arrow"])
+def test_offset_column_rides_with_its_rows(spark, small, small_arrow_batches, transfer):
+    """offset_col (a GLM's offsetCol): every block carries its rows' offsets through both transfers
+    and the driver collect; a null offset is refused like any null, naming the column; without
+    offset_col blocks have none."""
+    from sparkopt.engine import collect_to_driver
+
+    X, y, w = small
+    offset = np.arange(len(y), dtype=float)           # a row's offset names the row
+    rows = [(Vectors.dense(x), float(a), float(b), float(o)) for x, a, b, o in zip(X, y, w, offset)]
+    schema = T.StructType([T.StructField("features", VectorUDT()), T.StructField("label", T.DoubleType()),
+                           T.StructField("w", T.DoubleType()), T.StructField("o", T.DoubleType())])
+    df = spark.createDataFrame(rows, schema).repartition(3)
+    rdd, stats = ingest(df, weight_col="w", offset_col="o", transfer=transfer)
+    try:
+        blocks = [b for p in rdd.glom().collect() for b in p]
+        assert all(b.offset is not None and b.offset.shape == b.y.shape for b in blocks)
+        got = np.concatenate([b.offset for b in blocks])
+        index = got.astype(int)
+        assert stats.n_rows == len(y) and sorted(index) == list(range(len(y)))
+        np.testing.assert_array_equal(np.concatenate([b.y for b in blocks]), y[index])
+        np.testing.assert_array_equal(np.concatenate([b.w for b in blocks]), w[index])
+        np.testing.assert_array_equal(np.vstack([b.X for b in blocks]), X[index])
+    finally:
+        rdd.unpersist()
+    driver = collect_to_driver(df, weight_col="w", offset_col="o")
+    held = [b for p in driver.collect_blocks() for b in p]
+    np.testing.assert_array_equal(np.sort(np.concatenate([b.offset for b in held])), np.sort(got))
+    plain, _ = ingest(df, weight_col="w")
+    try:
+        assert all(b.offset is None for p in plain.glom().collect() for b in p)
+    finally:
+        plain.unpersist()
+    with_null = df.withColumn("o", F.when(F.col("o") == 7.0, F.lit(None)).otherwise(F.col("o")))
+    with pytest.raises(InputError, match="column 'o' has 1 null value"):
+        ingest(with_null, weight_col="w", offset_col="o", transfer=transfer)
+
+
 def test_dense_vectors_forced_to_csr(spark, small):
     X, y, w = small
     df = vec_df(spark, [Vectors.dense(r) for r in X], y, w)

@@ -36,6 +36,10 @@ PAIRS = [
     (mlc.LinearSVCTrainingSummary, sos.LinearSVCTrainingSummary),
     (mlr.LinearRegressionSummary, sos.LinearRegressionSummary),
     (mlr.LinearRegressionTrainingSummary, sos.LinearRegressionTrainingSummary),
+    (mlr.GeneralizedLinearRegression, so.GeneralizedLinearRegression),
+    (mlr.GeneralizedLinearRegressionModel, so.GeneralizedLinearRegressionModel),
+    (mlr.GeneralizedLinearRegressionSummary, so.GeneralizedLinearRegressionSummary),
+    (mlr.GeneralizedLinearRegressionTrainingSummary, so.GeneralizedLinearRegressionTrainingSummary),
 ]
 
 # Deliberate differences: (pyspark class name, member) -> why sparkopt does not have it.

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sparkopt.errors import InputError
-from sparkopt.ml import (LinearRegression, LinearRegressionModel, LinearSVCModel, LogisticRegressionModel,
-                         PoissonRegressionModel)
+from sparkopt.ml import (GeneralizedLinearRegressionModel, LinearRegression, LinearRegressionModel, LinearSVCModel,
+                         LogisticRegressionModel, PoissonRegressionModel)
 from sparkopt.ml.persistence import MODEL_CLASSES, metadata_of, model_from_metadata
 
 WHERE = "/models/m/metadata"
@@ -17,7 +17,7 @@ WHERE = "/models/m/metadata"
 def _model(cls, loss, d, classes=None, fit_intercept=True, scale=None):
     model = cls()
     if classes is None:     # what a fit stores: 2 for a binary classifier, 1 for a regression
-        classes = 1 if loss in ("squared_error", "huber", "poisson") else 2
+        classes = 1 if loss in ("squared_error", "huber", "poisson", "glm") else 2
     rows = classes if loss == "multinomial" else 1
     n = rows * (d + int(fit_intercept)) + (loss == "huber")
     model._state = {"loss": loss, "numFeatures": d, "numClasses": classes, "fitIntercept": fit_intercept,
@@ -28,7 +28,7 @@ def _model(cls, loss, d, classes=None, fit_intercept=True, scale=None):
 CASES = [(LogisticRegressionModel, "logistic", {}), (LogisticRegressionModel, "multinomial", {"classes": 4}),
          (LinearSVCModel, "hinge", {}), (LinearSVCModel, "squared_hinge", {"fit_intercept": False}),
          (LinearRegressionModel, "squared_error", {}), (LinearRegressionModel, "huber", {"scale": 1.5}),
-         (PoissonRegressionModel, "poisson", {})]
+         (PoissonRegressionModel, "poisson", {}), (GeneralizedLinearRegressionModel, "glm", {})]
 
 
 @pytest.mark.parametrize("cls, loss, kwargs", CASES)
@@ -45,7 +45,8 @@ def test_every_model_class_is_registered_and_nothing_else():
     from sparkopt.ml.tuning import LinearRegressionCVModel, LogisticRegressionCVModel
 
     assert set(MODEL_CLASSES.values()) == {LogisticRegressionModel, LinearSVCModel, LinearRegressionModel,
-                                           PoissonRegressionModel, LogisticRegressionCVModel, LinearRegressionCVModel}
+                                           PoissonRegressionModel, LogisticRegressionCVModel, LinearRegressionCVModel,
+                                           GeneralizedLinearRegressionModel}
     assert all(name == f"{cls.__module__}.{cls.__name__}" for name, cls in MODEL_CLASSES.items())
 
 
