@@ -27,7 +27,9 @@ it knows, and a request names one by its digest (a function the session does not
 session that does). A fresh 32-byte secret per session, also in the closure, authenticates both
 ends with an HMAC-SHA256 challenge over fresh nonces, and every frame after it with HMAC-SHA256
 under per-connection, per-direction keys and sequence numbers (:mod:`sparkopt.engine.wire`); a
-malformed, unauthenticated or replayed frame closes its connection and is logged. Handshakes run
+malformed, unauthenticated or replayed frame closes its connection and is logged. A block
+function whose payload or result is not such a value (a record like the normal solver's
+co-moments) has its passes run as tree-engine jobs over the same blocks (said once in the log). Handshakes run
 in parallel (at most ``max_pending_handshakes`` at once), each under one total deadline, so silent
 or trickling peers cannot delay the session's own tasks.
 
@@ -61,7 +63,7 @@ from ..errors import InputError, WorkersLost
 from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
 from .stats import DataStats
 from .tree import TreeEngine
-from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
+from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, encode_value, server_handshake
 
 __all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots"]
 
@@ -72,6 +74,8 @@ HANDSHAKE_SECONDS = 10.0
 #: connections in the handshake at once; more are closed on arrival
 MAX_PENDING_HANDSHAKES = 64
 _UNREACHABLE = "sparkopt resident task cannot reach the driver"
+#: the error name a task reports when a pass's result is not a value the channel carries
+_UNCARRIABLE = "ChannelCannotCarry"
 #: how many block functions an engine ships to each session (the most recently used)
 _FUNCTION_TABLE_SIZE = 32
 
@@ -202,7 +206,7 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
                     try:
                         channel.send(FrameType.REPLY, result)
                     except TypeError as exc:  # the result cannot travel: say so instead
-                        channel.send(FrameType.ERROR, ("TypeError", f"map_sum: fn returned a result the "
+                        channel.send(FrameType.ERROR, (_UNCARRIABLE, f"map_sum: fn returned a result the "
                                                        f"channel cannot carry: {exc}", ""))
                 except (WireError, EOFError, OSError):
                     raise
@@ -493,8 +497,14 @@ class _Session:
         self._job.join(5.0)
 
 
+class _Uncarriable(TaskError):
+    """A pass's result is not a channel value (e.g. a dataclass): the pass runs as a tree job."""
+
+
 def _task_error(value: Any) -> TaskError:
     name, text, trace = value if isinstance(value, tuple) and len(value) == 3 else ("?", repr(value), "")
+    if name == _UNCARRIABLE:
+        return _Uncarriable(text)
     return TaskError(f"{name}: {text}\n--- task traceback ---\n{trace}")
 
 
@@ -562,6 +572,9 @@ class ResidentEngine(TreeEngine):
         self._session: Optional[_Session] = None
         self._regrouped: dict[int, Any] = {}
         self._functions: collections.OrderedDict = collections.OrderedDict()   # digest -> function
+        # block functions whose payload or result the channel cannot carry (nothing on it is ever
+        # unpickled): their passes run as tree-engine jobs over the same blocks, same numbers
+        self._tree_passes: set[bytes] = set()
         self._pass_seconds: collections.deque = collections.deque(maxlen=101)
         self._depth_open = 0
         self._lock = threading.RLock()
@@ -671,6 +684,14 @@ class ResidentEngine(TreeEngine):
         self.pass_overhead = TreeEngine.pass_overhead
         logger.warning("sparkopt: engine='auto' falls back to the tree engine: %s", exc)
 
+    def _pass_as_tree_job(self, digest: bytes, fn: Any, why: str) -> None:
+        # a session holds every task slot, so a tree job could never start beside it; every
+        # reply has been read, and the next resident pass starts a new session
+        self.close()
+        self._tree_passes.add(digest)
+        logger.info("sparkopt resident engine: passes of %s run as tree-engine jobs (%s)",
+                    getattr(fn, "__qualname__", repr(fn)), why)
+
     # -- the fold
     def map_sum(self, fn: BlockFn, payload: Any, *, fraction: float | None = None, seed: int | None = None) -> Any:
         fraction, seed = check_sampling(fraction, seed)
@@ -679,6 +700,13 @@ class ResidentEngine(TreeEngine):
         failures: list[str] = []
         with self._lock:
             digest = self._digest(fn)
+            if digest not in self._tree_passes:
+                try:
+                    encode_value(payload)
+                except TypeError as exc:
+                    self._pass_as_tree_job(digest, fn, f"its payload cannot travel on the channel: {exc}")
+            if digest in self._tree_passes:
+                return super().map_sum(fn, payload, fraction=fraction, seed=seed)
             while True:
                 try:
                     session = self._session_for(digest)
@@ -702,6 +730,9 @@ class ResidentEngine(TreeEngine):
                     self.restarts += 1
                     logger.warning("sparkopt resident engine: %s; restarting the session (%d/%d)",
                                    exc, self.restarts, self.max_restarts)
+                except _Uncarriable as exc:
+                    self._pass_as_tree_job(digest, fn, str(exc))
+                    return super().map_sum(fn, payload, fraction=fraction, seed=seed)
                 except TaskError:
                     if self._depth_open == 0:   # every reply was read: the session can go on
                         self.close()

@@ -276,3 +276,30 @@ def test_async_sgd_on_resident_tasks(engines):
         assert rel(a.x, b.x) < 1e-10 and a.extra["staleness_histogram"] == b.extra["staleness_histogram"]
     with pytest.raises(Exception, match="engine='resident'"):
         minimize(build(tree), None, "async-sgd", max_iter=2)
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_passes_the_channel_cannot_carry_run_as_tree_jobs(engines, caplog):
+    """The normal solver's co-moments (a GramStats record) and IRLS's payload (a GLMLoss) are not
+    channel values (nothing on it is unpickled): those passes run as tree-engine jobs over the
+    same blocks, said once in the log, with the tree engine's numbers; other passes stay resident."""
+    from sparkopt.glm import fit_glm
+    from sparkopt.objectives.losses import glm_loss
+
+    tree, resident = engines["label"]
+    with caplog.at_level("INFO", logger="sparkopt"):
+        for engine in (tree, resident):
+            engine._gram_statistics = None
+        normal = [fit_linear_model(e, "squared_error", solver="normal", reg_param=0.1, elastic_net_param=0.5)
+                  for e in (tree, resident)]
+        glm = glm_loss("poisson", "log")
+        irls = [fit_glm(e, glm, reg_param=0.0, max_iter=25, tol=1e-8) for e in (tree, resident)]
+    assert normal[1].converged and rel(normal[1].coef_vector, normal[0].coef_vector) < 1e-10
+    assert rel(np.asarray(irls[1].coef), np.asarray(irls[0].coef)) < 1e-10
+    notes = [r.getMessage() for r in caplog.records if "run as tree-engine jobs" in r.getMessage()]
+    assert any("cannot carry" in n for n in notes) and any("payload" in n for n in notes), notes
+    assert len(notes) == len(set(notes))                        # once per block function
+    restarts, sessions = resident.restarts, resident.sessions_started
+    b = build_objective(resident, "multinomial", reg_param=1e-3)[0]
+    b.loss_grad(np.zeros(b.n_params))                            # a carriable pass: a session as before
+    assert resident.sessions_started == sessions + 1 and resident.restarts == restarts
