@@ -85,8 +85,8 @@ def job_session(app_name: str, master: Optional[str] = None, default_master: str
     ``choose_master(master, the spark-submit master, default_master)`` (``--conf
     spark.master=...`` counts as a requested master) with the user's ``confs``; ``defaults`` (the
     benchmark's sizing) and :data:`JOB_DEFAULTS` apply only to keys neither ``confs`` nor
-    spark-submit set. Nothing is forced on the user's settings. JVM sizing (spark.driver.memory) takes effect only when this
-    call starts the JVM, not under spark-submit."""
+    spark-submit set. Nothing is forced on the user's settings. JVM sizing (spark.driver.memory)
+    takes effect only when this call starts the JVM, not under spark-submit."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()

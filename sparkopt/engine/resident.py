@@ -63,7 +63,7 @@ from ..errors import InputError, WorkersLost
 from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
 from .stats import DataStats
 from .tree import TreeEngine
-from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, encode_value, server_handshake
+from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
 
 __all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots"]
 
@@ -427,7 +427,10 @@ class _Session:
         deadline = time.monotonic() + timeout
         sent = 0
         for group in self.connections:
-            sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed), deadline)
+            try:
+                sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed), deadline)
+            except TypeError as exc:    # raised while encoding, before any byte left: the session is intact
+                raise _Uncarriable(f"its payload cannot travel on the channel: {exc}") from exc
         received = 0
         replies: dict[int, tuple] = {}
         waiting = {channel: group for group, channel in self.connections.items()}
@@ -498,7 +501,8 @@ class _Session:
 
 
 class _Uncarriable(TaskError):
-    """A pass's result is not a channel value (e.g. a dataclass): the pass runs as a tree job."""
+    """A pass's payload or result is not a channel value (e.g. a dataclass): the pass runs as a
+    tree job."""
 
 
 def _task_error(value: Any) -> TaskError:
@@ -700,11 +704,6 @@ class ResidentEngine(TreeEngine):
         failures: list[str] = []
         with self._lock:
             digest = self._digest(fn)
-            if digest not in self._tree_passes:
-                try:
-                    encode_value(payload)
-                except TypeError as exc:
-                    self._pass_as_tree_job(digest, fn, f"its payload cannot travel on the channel: {exc}")
             if digest in self._tree_passes:
                 return super().map_sum(fn, payload, fraction=fraction, seed=seed)
             while True:
