@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     tail -20 "$ROOT/.venv/install.log" >&2
     exit 1
   fi
-  "$ROOT/.venv/bin/python" -c "import sparkopt, pyspark, pyarrow, sklearn, chispa"
+  "$ROOT/.venv/bin/python" -c "import sparkopt, pyspark, pyarrow, sklearn, chispa, grpc, zstandard"
   touch "$stamp"
 fi
 # Spark's Python workers must run this interpreter (it has numpy/pyarrow), not python3 from PATH.

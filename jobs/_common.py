@@ -52,10 +52,15 @@ def _conf_pair(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def add_spark_arguments(parser: argparse.ArgumentParser, default_master: str) -> None:
-    """--master and --conf KEY=VALUE (repeatable), as every job takes them."""
+def add_spark_arguments(parser: argparse.ArgumentParser, default_master: str, remote: bool = True) -> None:
+    """--master and --conf KEY=VALUE (repeatable), as every job takes them; --remote for the jobs
+    that run on a Spark Connect session."""
     parser.add_argument("--master", default=None,
                         help=f"Spark master; default: the one spark-submit set, else {default_master}")
+    if remote:
+        parser.add_argument("--remote", default=None, metavar="sc://HOST:PORT",
+                            help="run on a Spark Connect server instead of starting a driver (default: the "
+                                 "SPARK_REMOTE environment variable when set); not with --master")
     parser.add_argument("--conf", dest="confs", action="append", default=[], type=_conf_pair, metavar="KEY=VALUE",
                         help="a Spark setting for the session the job starts (as spark-submit's --conf; repeatable)")
 
@@ -77,7 +82,8 @@ JOB_DEFAULTS = {"spark.ui.showConsoleProgress": "false"}
 
 @contextlib.contextmanager
 def job_session(app_name: str, master: Optional[str] = None, default_master: str = "local[*]",
-                confs: Sequence[tuple[str, str]] = (), defaults: Optional[dict] = None):
+                confs: Sequence[tuple[str, str]] = (), defaults: Optional[dict] = None,
+                remote: Optional[str] = None, connect: bool = True):
     """The job's SparkSession, stopped on exit only if this call started it.
 
     A process that already has an active session (a notebook or a test calling ``main()``) lends
@@ -86,7 +92,12 @@ def job_session(app_name: str, master: Optional[str] = None, default_master: str
     spark.master=...`` counts as a requested master) with the user's ``confs``; ``defaults`` (the
     benchmark's sizing) and :data:`JOB_DEFAULTS` apply only to keys neither ``confs`` nor
     spark-submit set. Nothing is forced on the user's settings. JVM sizing (spark.driver.memory)
-    takes effect only when this call starts the JVM, not under spark-submit."""
+    takes effect only when this call starts the JVM, not under spark-submit.
+
+    ``remote`` (else the ``SPARK_REMOTE`` environment variable, as pyspark reads it) makes the
+    job a Spark Connect client of that server: ``confs`` then set the session's runtime settings,
+    and nothing starts or stops a driver here. A job that needs the driver's JVM (``connect=False``)
+    refuses a Connect URL with JobError."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -95,6 +106,16 @@ def job_session(app_name: str, master: Optional[str] = None, default_master: str
             raise JobError(f"--conf {confs[0][0]}=... cannot apply: this process already runs a Spark session "
                            f"(set it on that session instead)")
         yield active
+        return
+    remote = remote or os.environ.get("SPARK_REMOTE") or None
+    if remote is not None and not connect:
+        raise JobError(f"{app_name} needs a classic Spark driver (it uses the JVM's file system or RDDs), but "
+                       f"SPARK_REMOTE={remote} asks for a Spark Connect session: unset it for this job")
+    if remote is not None:
+        if master is not None:
+            raise JobError(f"--master {master} and --remote {remote} name two different drivers: give one")
+        with _connect_session(remote, app_name, confs) as spark:
+            yield spark
         return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     given = dict(confs)
@@ -114,6 +135,22 @@ def job_session(app_name: str, master: Optional[str] = None, default_master: str
         yield spark
     finally:
         spark.stop()
+
+
+@contextlib.contextmanager
+def _connect_session(remote: str, app_name: str, confs: Sequence[tuple[str, str]]):
+    from pyspark.sql import SparkSession
+
+    if not remote.startswith("sc://"):
+        raise JobError(f"--remote must be a Spark Connect URL sc://HOST:PORT, got {remote!r}")
+    builder = SparkSession.builder.remote(remote).appName(app_name)
+    for key, value in {**JOB_DEFAULTS, **dict(confs)}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    try:
+        yield spark
+    finally:
+        spark.stop()     # this client's session; the server and its other sessions keep running
 
 
 def ship_by_value(module: ModuleType) -> None:

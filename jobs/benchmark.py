@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="where generated synthetic data are kept (default OUTPUT/data)")
     p.add_argument("--datasets", default=str(DATASETS),
                    help="directory of the real datasets the cases read (default: the repository's data/)")
-    add_spark_arguments(p, DEFAULT_MASTER)
+    add_spark_arguments(p, DEFAULT_MASTER, remote=False)
     p.add_argument("--num-partitions", type=int, default=2,
                    help="partitions of every cached DataFrame (default: the 2 task slots of local[2], so that "
                         "engine='auto' keeps the data resident)")
@@ -118,7 +118,8 @@ def main(argv=None) -> int:
         return report_failure("benchmark.py", err)
     started = now()
     results = []
-    with job_session("sparkopt-benchmark", cfg.master, DEFAULT_MASTER, args.confs, defaults=cfg.spark_settings()) as spark:
+    with job_session("sparkopt-benchmark", cfg.master, DEFAULT_MASTER, args.confs, defaults=cfg.spark_settings(),
+                     connect=False) as spark:
         try:
             env = report.environment(spark)
             log(f"{len(selected)} case(s) on {env['master']}, {cfg.repeats} repeat(s): "

@@ -330,7 +330,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="partitions to generate (and files to write); default: spark.default.parallelism")
     p.add_argument("--output", required=True, help="output Parquet directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    add_spark_arguments(p, "local[*]")
+    add_spark_arguments(p, "local[*]", remote=False)
     return p.parse_args(argv)
 
 
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
         spec = Spec(n=args.n, d=args.d, density=args.density, task=args.task, classes=args.classes,
                     seed=args.seed, num_partitions=args.num_partitions or 1, noise=args.noise)
         check_spec(spec)                      # bad arguments fail before a JVM starts
-        with job_session("sparkopt-generate", args.master, "local[*]", args.confs) as spark:
+        with job_session("sparkopt-generate", args.master, "local[*]", args.confs, connect=False) as spark:
             if args.num_partitions is None:
                 spec = replace(spec, num_partitions=spark.sparkContext.defaultParallelism)
             target = write_dataset(spark, spec, args.output, overwrite=args.overwrite)

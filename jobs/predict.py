@@ -56,7 +56,7 @@ def main(argv=None) -> int:
             raise JobError(f"input not found: {args.input}")
         cls = model_class(model_dir)
         check_output_target(output)
-        with job_session("sparkopt-predict", args.master, "local[*]", args.confs) as spark:
+        with job_session("sparkopt-predict", args.master, "local[*]", args.confs, remote=args.remote) as spark:
             score(spark, cls, model_dir, args, output)
     except Exception as err:   # one line, never a partial output
         return report_failure("predict.py", err)

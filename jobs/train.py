@@ -190,7 +190,7 @@ def run(args) -> dict:
     for path in filter(None, (args.input, args.test_input)):
         if "://" not in path and not os.path.exists(path):
             raise JobError(f"input not found: {path}")
-    with job_session("sparkopt-train", args.master, "local[*]", args.confs) as spark:
+    with job_session("sparkopt-train", args.master, "local[*]", args.confs, remote=args.remote) as spark:
         handler = None
         if not args.quiet:
             handler = logging.StreamHandler(sys.stdout)

@@ -13,6 +13,10 @@ import pytest
 
 pytest_plugins = ["skipgate"]
 
+# tests/connect needs a process of its own (a Spark Connect client); tests/spark/test_connect_suite.py runs it
+if not os.environ.get("SPARKOPT_CONNECT_SUITE"):
+    collect_ignore = ["connect"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Executors must run the interpreter that has numpy/scipy/pyarrow (the venv's), not python3 on PATH.

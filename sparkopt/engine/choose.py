@@ -7,13 +7,16 @@ import logging
 from typing import Any, Optional, Sequence
 
 from ..errors import InputError
-from .driver import DEFAULT_DRIVER_BUDGET_MB, blocks_to_driver, collect_to_driver, driver_choice
+from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
+from .frame import BlockFrame, FrameEngine, ingest_frame
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
+from .session import is_connect
 from .stats import DataStats
 from .tree import TreeEngine
 
-__all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable"]
+__all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable", "ingest_blocks",
+           "check_session_engine"]
 
 ENGINES = ("auto", "tree", "resident", "driver")
 logger = logging.getLogger("sparkopt")
@@ -40,12 +43,33 @@ def resident_unavailable(blocks_rdd: Any) -> Optional[str]:
     return None
 
 
+#: why a Spark Connect session has no resident engine (yet): its tasks would need the client's address
+CONNECT_NO_RESIDENT = ("a Spark Connect session runs its passes as DataFrame jobs: the resident engine's tasks "
+                       "connect to a classic driver process, which a Connect client is not")
+
+
+def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "label", weight_col: Optional[str] = None,
+                  **options: Any) -> tuple[Any, DataStats]:
+    """The selected columns of ``df`` ingested into a Spark cache, as the session allows: an
+    ``RDD[Block]`` (:func:`~sparkopt.engine.ingest.ingest`) on a classic session, a
+    :class:`~sparkopt.engine.frame.BlockFrame` (:func:`~sparkopt.engine.frame.ingest_frame`) on a
+    Spark Connect session. Options as :func:`ingest`'s (``transfer`` applies to the RDD path only)."""
+    if is_connect(df.sparkSession):
+        options.pop("transfer", None)
+        return ingest_frame(df, features_col, label_col, weight_col, **options)
+    return ingest(df, features_col, label_col, weight_col, **options)
+
+
 def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", **resident_options: Any):
     """An engine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`), blocks already in a Spark
     cache: ``auto`` picks between the Spark engines (resident when every partition can run at
     once, else tree); ``driver`` collects the cached blocks into the driver (one job).
-    :func:`engine_for` starts from the DataFrame instead and also considers the driver."""
+    :func:`engine_for` starts from the DataFrame instead and also considers the driver.
+    ``blocks_rdd`` may be a :class:`~sparkopt.engine.frame.BlockFrame` (a Spark Connect session's
+    cache): ``auto`` and ``tree`` then give a :class:`FrameEngine`, ``resident`` is refused."""
     engine = check_engine(engine)
+    if isinstance(blocks_rdd, BlockFrame):
+        return _frame_engine(blocks_rdd, stats, depth, engine)
     fallback = engine == "auto"
     if engine == "auto":
         reason = resident_unavailable(blocks_rdd)
@@ -60,6 +84,29 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
         return TreeEngine(blocks_rdd, stats, depth)
     # under auto, tasks that cannot reach the driver make the engine run as the tree engine
     return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+
+
+def check_session_engine(df: Any, engine: str) -> str:
+    """``engine`` if ``df``'s session can run it, else InputError naming it (before any job)."""
+    engine = check_engine(engine)
+    if engine == "resident" and is_connect(df.sparkSession):
+        _refuse_resident()
+    return engine
+
+
+def _refuse_resident() -> None:
+    raise InputError(f"engine='resident' is not available here: {CONNECT_NO_RESIDENT}; use engine='tree' "
+                     "or 'auto' (which uses it), or 'driver' for data that fit in the client")
+
+
+def _frame_engine(blocks: BlockFrame, stats: DataStats, depth: int, engine: str):
+    if engine == "resident":
+        _refuse_resident()
+    if engine == "driver":
+        return DriverEngine(FrameEngine(blocks, stats, depth).collect_blocks(), stats, depth)
+    if engine == "auto":
+        logger.info("sparkopt: engine='auto' uses the tree engine: %s", CONNECT_NO_RESIDENT)
+    return FrameEngine(blocks, stats, depth)
 
 
 def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[str], engine: str,
@@ -86,12 +133,14 @@ def engine_for(df: Any, features_col: str | Sequence[str] = "features", label_co
     (:func:`~sparkopt.engine.driver.estimate_driver_bytes`, no Spark job) is within
     ``max_driver_mb``, else as :func:`make_engine` chooses. The caller owns the engine
     (``unpersist()`` or ``with``)."""
+    check_session_engine(df, engine)
     if use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions):
         return collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                  depth=depth, **ingest_options)
-    rdd, stats = ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions, **ingest_options)
+    blocks, stats = ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                  **ingest_options)
     try:
-        return make_engine(rdd, stats, depth, engine)
+        return make_engine(blocks, stats, depth, engine)
     except BaseException:
-        rdd.unpersist()
+        blocks.unpersist()
         raise

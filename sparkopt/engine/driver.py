@@ -24,11 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..blocks import Block
-from ..errors import InputError
 from ..rules import check_param
-from .ingest import _build_blocks, _check_params, _select, _to_csr, _validate_schema
+from .ingest import _build_blocks, _select, _to_csr, _validate_schema, prepare, refuse_problems
 from .local import LocalEngine
-from .stats import DataStats, combine_partitions, data_problems
+from .session import is_connect, plan_statistics
+from .stats import DataStats, combine_partitions
 
 __all__ = ["DriverEngine", "DriverEstimate", "collect_to_driver", "estimate_driver_bytes", "blocks_to_driver",
            "DEFAULT_DRIVER_BUDGET_MB", "check_budget"]
@@ -105,17 +105,15 @@ def _plan_estimate(selected: Any, spec: Any) -> DriverEstimate:
     else:
         d = spec.n_feature_columns
     columns = d + 1 + int(spec.weight is not None)
-    try:
-        jdf = selected._jdf
-    except AttributeError:      # Spark Connect: no plan statistics on the client
-        return DriverEstimate(None, reason="no plan statistics on this client (Spark Connect)")
+    unknown = int(selected.sparkSession.conf.get("spark.sql.defaultSizeInBytes", str(_LONG_MAX)))
+    if is_connect(selected.sparkSession):
+        return _connect_estimate(selected, columns, unknown)
+    jdf = selected._jdf
     try:
         stats = jdf.queryExecution().optimizedPlan().stats()
         size = int(str(stats.sizeInBytes()))
-        unknown = int(selected.sparkSession.conf.get("spark.sql.defaultSizeInBytes", str(_LONG_MAX)))
         if size >= min(unknown, _LONG_MAX):
-            return DriverEstimate(None, reason="Spark has no size statistics for this plan (e.g. a DataFrame "
-                                               "made from an RDD or a list of rows)")
+            return _unsized()
         row_count = stats.rowCount()
         if row_count.isDefined():
             rows, source = int(str(row_count.get())), "row count from Spark's plan statistics"
@@ -126,6 +124,35 @@ def _plan_estimate(selected: Any, spec: Any) -> DriverEstimate:
     except (Py4JError, ValueError) as err:
         return DriverEstimate(None, reason=f"Spark's plan statistics are unavailable ({type(err).__name__})")
     return DriverEstimate(rows * columns * 8, rows, columns, source)
+
+
+def _unsized() -> DriverEstimate:
+    return DriverEstimate(None, reason="Spark has no size statistics for this plan (e.g. a DataFrame "
+                                       "made from an RDD or a list of rows)")
+
+
+def _connect_estimate(selected: Any, columns: int, unknown: int) -> DriverEstimate:
+    """The estimate from the statistics a Connect server prints for ``explain(mode="cost")`` (its
+    client has no py4j handle on the plan): the same numbers, sizes rounded to 3 digits."""
+    try:
+        found = plan_statistics(selected._explain_string(mode="cost"))
+    except Exception as err:   # an older server, or a plan it cannot explain
+        return DriverEstimate(None, reason=f"the Connect server gave no plan statistics ({type(err).__name__})")
+    if found is None:
+        return DriverEstimate(None, reason="the Connect server's plan explanation holds no statistics")
+    size, rows = found
+    if size >= 0.99 * min(unknown, _LONG_MAX):     # printed rounded: 8.0 EiB is Long.MaxValue
+        return _unsized()
+    if rows is not None:
+        return DriverEstimate(rows * columns * 8, rows, columns, "row count from Spark's plan statistics (Connect)")
+    rows = math.ceil(size / (8 + _default_row_size(selected.schema)))
+    return DriverEstimate(rows * columns * 8, rows, columns, "rows implied by Spark's plan size estimate (Connect)")
+
+
+def _default_row_size(schema: Any) -> int:
+    """Spark's ``StructType.defaultSize`` of the selected columns (what it sizes a row by), for the
+    types they can have: doubles, and a vector's struct<byte, int, array<int>, array<double>>."""
+    return sum(8 if f.dataType.typeName() == "double" else 1 + 4 + 4 + 8 for f in schema.fields)
 
 
 def estimate_driver_bytes(df: Any, features_col: str | Sequence[str] = "features", label_col: str = "label",
@@ -204,9 +231,8 @@ def collect_to_driver(
     blocks alone after."""
     from pyspark.sql import functions as F
 
-    _check_params(dense, max_block_bytes, num_partitions)
-    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col)
-    selected = _select(df, spec, num_partitions)
+    spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
+                             num_partitions)
     table = _to_arrow(selected.withColumn(_PARTITION_COLUMN, F.spark_partition_id()))
     batches = _split_by_partition(table, table.schema.get_field_index(_PARTITION_COLUMN))
     del table
@@ -220,9 +246,7 @@ def collect_to_driver(
         blocks.append([b for b, _ in built if b is not None])
         reported.append([s for _, s in built])
     stats = combine_partitions(reported, n_features=0 if spec.is_vector else spec.n_feature_columns)
-    problems = data_problems(stats, features=spec.feature_desc, label=spec.label, weight=spec.weight)
-    if problems:
-        raise InputError("; ".join(problems))
+    refuse_problems(stats, spec)
     if stats.n_dense_blocks and stats.n_sparse_blocks:
         # partitions disagreed (only dense vectors in some): one kind, as ingest converts them
         blocks = [[_to_csr(b) for b in part] for part in blocks]

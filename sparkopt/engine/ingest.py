@@ -196,6 +196,22 @@ def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
     return selected
 
 
+def prepare(df: Any, features_col: Any, label_col: Any, weight_col: Any, offset_col: Any, dense: Any,
+            max_block_bytes: Any, num_partitions: Any) -> tuple[_Spec, Any]:
+    """The checks every way of reading the data makes before any job (params, schema), and the
+    selected columns: (spec, selected DataFrame)."""
+    _check_params(dense, max_block_bytes, num_partitions)
+    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col)
+    return spec, _select(df, spec, num_partitions)
+
+
+def refuse_problems(stats: DataStats, spec: _Spec) -> None:
+    """InputError naming every problem of the ingested data (nulls, sizes, non-finite values, ...)."""
+    problems = data_problems(stats, features=spec.feature_desc, label=spec.label, weight=spec.weight)
+    if problems:
+        raise InputError("; ".join(problems))
+
+
 # ==================================================================== executor side: Arrow -> Block
 @dataclass
 class _Piece:
@@ -427,20 +443,27 @@ def _build_blocks(
         yield flush()
 
 
-def _report_and_yield(
-    acc: Any, partition_index: int, built: Iterator[tuple[Block | None, DataStats]], n_features: int
+def partition_blocks(
+    built: Iterator[tuple[Block | None, DataStats]], n_features: int, report: Any
 ) -> Iterator[Block]:
     """Yield the blocks of one partition, folding their statistics as they come (the fold of
-    stats.partition_stats); once the partition is done, report one compact record for it to the
-    accumulator: (partition index, stats.compact_stats(...)). The driver then holds one record per
-    partition, sparse for sparse data, never one O(d) summary per block."""
+    stats.partition_stats); once the partition is done, call ``report`` with its one compact
+    record (stats.compact_stats). The driver then holds one record per partition, sparse for
+    sparse data, never one O(d) summary per block. A partition without a batch reports nothing."""
     merged, seen = DataStats.empty(n_features), False
     for block, stats in built:
         merged, seen = merge_stats(merged, stats), True
         if block is not None:
             yield block
     if seen:
-        acc.add([(partition_index, compact_stats(finish_partition(merged)))])
+        report(compact_stats(finish_partition(merged)))
+
+
+def _report_and_yield(
+    acc: Any, partition_index: int, built: Iterator[tuple[Block | None, DataStats]], n_features: int
+) -> Iterator[Block]:
+    """:func:`partition_blocks` reporting (partition index, record) to the ingest's accumulator."""
+    return partition_blocks(built, n_features, lambda record: acc.add([(partition_index, record)]))
 
 
 # -------------------------------------------------------------------- transfer "arrow_batches"
@@ -588,16 +611,14 @@ def ingest(
     """
     from pyspark import StorageLevel
 
-    _check_params(dense, max_block_bytes, num_partitions)
     if transfer not in ("auto", "arrow_batches", "map_in_arrow"):
         raise InputError(
             f"transfer must be 'auto', 'arrow_batches' or 'map_in_arrow', got {transfer!r}"
         )
-    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col)
+    spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
+                             num_partitions)
     if storage_level is None:
         storage_level = StorageLevel.MEMORY_AND_DISK
-
-    selected = _select(df, spec, num_partitions)
     max_bytes = int(max_block_bytes)
     sc = df.sparkSession.sparkContext
     acc = sc.accumulator([], _ListParam())
@@ -631,11 +652,7 @@ def ingest(
         blocks.foreachPartition(_materialize)  # fills the cache and the accumulator, one job
         reported, acc.value = acc.value, []  # the driver keeps accumulators registered
         stats = _merge_reported(reported, blocks.getNumPartitions(), spec)
-        problems = data_problems(
-            stats, features=spec.feature_desc, label=spec.label, weight=spec.weight
-        )
-        if problems:
-            raise InputError("; ".join(problems))
+        refuse_problems(stats, spec)
         if stats.n_dense_blocks and stats.n_sparse_blocks:
             # Partitions disagreed (only dense vectors in some, sparse ones in others): one kind.
             converted = blocks.map(_to_csr, preservesPartitioning=True)

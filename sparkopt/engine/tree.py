@@ -58,6 +58,11 @@ class TreeEngine(EngineBase):
         return self._rdd
 
     @property
+    def blocks(self) -> Any:
+        """What holds the cached blocks (:func:`~sparkopt.engine.choose.make_engine` takes it)."""
+        return self._rdd
+
+    @property
     def num_partitions(self) -> int:
         return self._num_partitions
 

@@ -9,8 +9,9 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from ..engine import DriverEngine, TreeEngine, collect_to_driver, ingest, make_engine
-from ..engine.choose import use_driver
+from ..engine import DriverEngine, collect_to_driver, make_engine
+from ..engine.choose import check_session_engine, ingest_blocks, use_driver
+from ..engine.session import application_key
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 
 
@@ -29,9 +30,9 @@ class EngineCache:
     def _key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col=None):
         try:
             plan = df.semanticHash()
-        except Exception:   # Spark Connect or older: fall back to object identity
+        except Exception:   # older Spark: fall back to object identity
             plan = ("id", id(df))
-        return (plan, df.sparkSession.sparkContext.applicationId, str(features_col), label_col,
+        return (plan, application_key(df.sparkSession), str(features_col), label_col,
                 weight_col, num_partitions, "driver" if on_driver else "spark", offset_col)
 
     @staticmethod
@@ -39,13 +40,14 @@ class EngineCache:
         """A new engine (own counters) over a cache entry's data."""
         if isinstance(cached, DriverEngine):
             return DriverEngine(cached.collect_blocks(), cached.stats, depth)
-        return make_engine(cached.rdd, cached.stats, depth, engine)
+        return make_engine(cached.blocks, cached.stats, depth, engine)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
             engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
             offset_col: str | None = None) -> tuple[Any, float]:
         """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
         with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol)."""
+        check_session_engine(df, engine)
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
         key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col)
         with self._lock:
@@ -60,8 +62,8 @@ class EngineCache:
             cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                        depth=depth, offset_col=offset_col)
         else:
-            cached = TreeEngine(*ingest(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                        offset_col=offset_col), depth)
+            cached = make_engine(*ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                                offset_col=offset_col), depth, "tree")
         seconds = time.perf_counter() - start
         with self._lock:
             self._entries[key] = (weakref.ref(df), cached)

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 from pyspark.ml.util import MLReader, MLWriter
 
+from ..engine.session import is_connect
 from ..errors import InputError
 from ..objectives.losses import MAX_CLASSES
 
@@ -115,10 +116,13 @@ def metadata_of(instance, spark_version: str) -> dict:
     return meta
 
 
-def _save_metadata(instance, path, sc):
-    """Plain JSON metadata in pyspark's DefaultParamsWriter layout (so PipelineModel can load it)."""
-    meta = metadata_of(instance, sc.version)
-    sc.parallelize([json.dumps(meta, separators=(",", ":"))], 1).saveAsTextFile(f"{path}/metadata")
+def _save_metadata(instance, path, spark):
+    """Plain JSON metadata in pyspark's DefaultParamsWriter layout (so PipelineModel can load it),
+    one text file written through a DataFrame (as pyspark.ml's writers do: a classic and a Spark
+    Connect session write and read the same files)."""
+    meta = metadata_of(instance, spark.version)
+    text = json.dumps(meta, separators=(",", ":"))
+    spark.createDataFrame([(text,)], "value string").coalesce(1).write.text(f"{path}/metadata")
 
 
 class EstimatorWriter(MLWriter):
@@ -128,19 +132,30 @@ class EstimatorWriter(MLWriter):
         super().__init__()
         self.instance = instance
 
+    def _handleOverwrite(self, path):
+        if is_connect(self.sparkSession):   # no py4j on a Connect client: the server's ML helper deletes
+            from pyspark.ml.connect.readwrite import RemoteMLWriter
+
+            RemoteMLWriter.handleOverwrite(path, True)
+        else:
+            super()._handleOverwrite(path)
+
     def saveImpl(self, path):
-        _save_metadata(self.instance, path, self.sparkSession.sparkContext)
+        _save_metadata(self.instance, path, self.sparkSession)
 
 
 ModelWriter = EstimatorWriter
 
 
 # ------------------------------------------------------------------------------------ reading
-def _load_metadata(path: str, sc) -> tuple[dict, str]:
+def _load_metadata(path: str, spark) -> tuple[dict, str]:
     """(the metadata JSON object, the name of its file for messages) of what is saved at `path`."""
     where = f"{path}/metadata"
     try:
-        text = sc.textFile(where, 1).first()
+        first = spark.read.text(where).first()
+        if first is None:
+            raise ValueError("the metadata directory holds no line")
+        text = first[0]
     except Exception as err:   # missing path, empty or unreadable directory: Spark's error, in one line
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise InputError(f"no saved sparkopt object at {path}: cannot read {where} ({reason})") from None
@@ -295,7 +310,7 @@ class ParamsOnlyReader(MLReader):
         self.cls = cls
 
     def load(self, path):
-        metadata, where = _load_metadata(path, self.sparkSession.sparkContext)
+        metadata, where = _load_metadata(path, self.sparkSession)
         return params_instance_from_metadata(self.cls, metadata, where)
 
 
@@ -303,7 +318,7 @@ class ModelReader(ParamsOnlyReader):
     """Reads what the writer saved for a model: the params, then the checked state."""
 
     def load(self, path):
-        metadata, where = _load_metadata(path, self.sparkSession.sparkContext)
+        metadata, where = _load_metadata(path, self.sparkSession)
         return model_from_metadata(self.cls, metadata, where)
 
 

@@ -122,6 +122,10 @@ class _RecordingBuilder:
         self.settings["spark.master"] = value
         return self
 
+    def remote(self, value):
+        self.settings["spark.remote"] = value
+        return self
+
     def appName(self, value):
         self.settings["spark.app.name"] = value
         return self
@@ -188,3 +192,55 @@ def test_job_session_lends_an_active_session_and_leaves_it_running(monkeypatch):
     with pytest.raises(JobError, match="--conf spark.x=... cannot apply"):
         with _common.job_session("sparkopt-x", confs=[("spark.x", "1")]):
             pass
+
+
+@pytest.mark.parametrize("flag, env", [("sc://127.0.0.1:15002", None), (None, "sc://127.0.0.1:15002")])
+def test_job_session_is_a_connect_client_with_remote_or_spark_remote(monkeypatch, flag, env):
+    import _common
+    from pyspark.sql import SparkSession
+
+    builder = _RecordingBuilder()
+    monkeypatch.setattr(SparkSession, "builder", builder)
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+    monkeypatch.setattr(_common, "_jvm_conf", lambda: pytest.fail("a Connect client starts no JVM"))
+    if env is None:
+        monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    else:
+        monkeypatch.setenv("SPARK_REMOTE", env)
+    with _common.job_session("sparkopt-x", None, "local[*]", [("spark.sql.shuffle.partitions", "3")], remote=flag):
+        pass
+    assert builder.settings == {"spark.remote": "sc://127.0.0.1:15002", "spark.app.name": "sparkopt-x",
+                                "spark.ui.showConsoleProgress": "false", "spark.sql.shuffle.partitions": "3"}
+    assert builder.stopped      # this client's session, not the server
+
+
+@pytest.mark.parametrize("kwargs, env, message", [
+    ({"master": "local[2]", "remote": "sc://h:1"}, None, "--master local.2. and --remote sc://h:1 name two"),
+    ({"remote": "localhost:15002"}, None, "--remote must be a Spark Connect URL sc://HOST:PORT"),
+    ({"connect": False}, "sc://h:1", "sparkopt-x needs a classic Spark driver .* SPARK_REMOTE=sc://h:1"),
+])
+def test_job_session_refuses_remote_settings_it_cannot_honour(monkeypatch, kwargs, env, message):
+    import _common
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+    monkeypatch.setattr(SparkSession, "builder", _RecordingBuilder())
+    if env is None:
+        monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    else:
+        monkeypatch.setenv("SPARK_REMOTE", env)
+    with pytest.raises(JobError, match=message):
+        with _common.job_session("sparkopt-x", **kwargs):
+            pass
+
+
+def test_jobs_that_need_the_driver_jvm_have_no_remote_flag():
+    import argparse
+
+    import _common
+
+    parser = argparse.ArgumentParser()
+    _common.add_spark_arguments(parser, "local[*]", remote=False)
+    assert "--remote" not in parser.format_help()
+    _common.add_spark_arguments(with_remote := argparse.ArgumentParser(), "local[*]")
+    assert with_remote.parse_args(["--remote", "sc://h:1"]).remote == "sc://h:1"

@@ -1,0 +1,157 @@
+"""sparkopt on a Spark Connect session (no SparkContext, RDDs, broadcasts or py4j on the client):
+the estimators on the DataFrame tree engine and the driver engine, Pipeline / CrossValidator /
+TrainValidationSplit, save and load, and train.py with --remote. Runs in its own process (see
+conftest.py); tests/spark/test_connect_suite.py compares the recorded fits with a classic session's."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cases import CASES, ROOT, a9a_head, coefficients_of, fit_case
+
+pytestmark = pytest.mark.spark
+
+
+def max_rel_diff(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
+
+
+@pytest.fixture(scope="module")
+def a9a(connect_spark):
+    df = a9a_head(connect_spark).cache()
+    yield df
+    df.unpersist()
+
+
+def test_the_session_is_a_connect_client(connect_spark):
+    from sparkopt.engine.session import application_key, is_connect
+
+    assert is_connect(connect_spark)
+    assert connect_spark.session_id in application_key(connect_spark)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fits_on_both_engines_agree_and_are_recorded_for_the_classic_comparison(connect_spark, case):
+    by_engine = fit_case(connect_spark, case)
+    tree, driver = by_engine["tree"], by_engine["driver"]
+    assert (tree["engine"], driver["engine"]) == ("tree", "driver")
+    assert max_rel_diff(tree["coefficients"], driver["coefficients"]) < 1e-10
+    assert max_rel_diff(tree["intercept"], driver["intercept"]) < 1e-10
+    target = os.environ.get("SPARKOPT_CONNECT_RESULTS")
+    if target:
+        with open(os.path.join(target, f"{case}.json"), "w") as fh:
+            json.dump(by_engine, fh)
+
+
+def test_the_frame_engine_holds_the_blocks_the_driver_engine_collects(a9a):
+    from sparkopt.engine import collect_to_driver, engine_for
+    from sparkopt.engine.frame import FrameEngine
+
+    engine = engine_for(a9a, engine="tree")
+    try:
+        assert isinstance(engine, FrameEngine)
+        local = collect_to_driver(a9a)
+        ours, theirs = engine.collect_blocks(), local.collect_blocks()
+        assert [len(p) for p in ours] == [len(p) for p in theirs]
+        for mine, other in zip(sum(ours, []), sum(theirs, [])):
+            assert (mine.X != other.X).nnz == 0 and np.array_equal(mine.y, other.y)
+        w = np.linspace(-1, 1, engine.n_features)
+
+        def gradient(block, v):
+            return block.X.T @ (block.X @ v - block.y)
+
+        assert max_rel_diff(engine.map_sum(gradient, w), local.map_sum(gradient, w)) < 1e-12
+        sampled = engine.map_sum(gradient, w, fraction=0.5, seed=3)
+        assert max_rel_diff(sampled, local.map_sum(gradient, w, fraction=0.5, seed=3)) < 1e-12
+        assert engine.passes > 0 and engine.bytes_sent > 0
+    finally:
+        engine.unpersist()
+
+
+def test_engine_resident_is_refused_before_any_job(a9a):
+    from sparkopt.errors import InputError
+    from sparkopt.ml import LogisticRegression
+
+    with pytest.raises(InputError, match=r"engine='resident'.*Spark Connect"):
+        LogisticRegression(engine="resident").fit(a9a)
+
+
+def test_auto_says_what_it_chose_and_why(a9a, caplog):
+    from sparkopt.ml import LogisticRegression, clear_cache
+
+    with caplog.at_level(logging.INFO, logger="sparkopt"):
+        small = LogisticRegression(regParam=0.01).fit(a9a)
+        spark_side = LogisticRegression(regParam=0.01, maxDriverSizeInMB=0.0).fit(a9a)
+    clear_cache()
+    assert small._fit.params["engine"] == "driver"
+    assert spark_side._fit.params["engine"] == "tree"
+    text = caplog.text
+    assert "uses the driver engine" in text and "rowCount" not in text
+    assert "uses the tree engine: a Spark Connect session" in text
+    # different solvers (auto weighs each engine's pass cost), both to the default tol
+    assert max_rel_diff(small.coefficients.toArray(), spark_side.coefficients.toArray()) < 1e-4
+
+
+def test_pipeline_cross_validation_and_persistence(connect_spark, a9a, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.feature import StandardScaler
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
+
+    from sparkopt.ml import LogisticRegression, LogisticRegressionModel
+
+    lr = LogisticRegression(regParam=0.01, engine="tree")
+    pipeline = Pipeline(stages=[StandardScaler(inputCol="features", outputCol="scaled", withMean=False),
+                                lr.copy().setFeaturesCol("scaled")])
+    fitted = pipeline.fit(a9a)
+    where = str(tmp_path / "pipeline")
+    fitted.write().overwrite().save(where)
+    fitted.write().overwrite().save(where)          # a second save replaces the first
+    loaded = PipelineModel.load(where)
+    before = [r.probability[1] for r in fitted.transform(a9a).select("probability").collect()]
+    after = [r.probability[1] for r in loaded.transform(a9a).select("probability").collect()]
+    assert max_rel_diff(after, before) < 1e-12
+
+    model = lr.fit(a9a)
+    model.write().overwrite().save(str(tmp_path / "model"))
+    again = LogisticRegressionModel.load(str(tmp_path / "model"))
+    assert coefficients_of(again) == coefficients_of(model)
+    assert again.evaluate(a9a).areaUnderROC == pytest.approx(model.summary.areaUnderROC, abs=1e-12)
+
+    grid = ParamGridBuilder().addGrid(lr.regParam, [0.1, 0.01]).build()
+    evaluator = BinaryClassificationEvaluator()
+    cv = CrossValidator(estimator=lr, estimatorParamMaps=grid, evaluator=evaluator, numFolds=2, seed=1).fit(a9a)
+    best = max(range(2), key=lambda i: cv.avgMetrics[i])
+    assert len(cv.avgMetrics) == 2 and cv.bestModel.getRegParam() == grid[best][lr.regParam]
+    tvs = TrainValidationSplit(estimator=lr, estimatorParamMaps=grid, evaluator=evaluator, seed=1).fit(a9a)
+    assert len(tvs.validationMetrics) == 2 and 0.5 < max(tvs.validationMetrics) <= 1.0
+
+
+def test_train_job_runs_against_the_server_with_remote(connect_spark, connect_port, a9a, tmp_path):
+    from sparkopt.ml import LogisticRegression, clear_cache
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)     # carries the server's token to the client
+    env.pop("SPARK_REMOTE", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "train.py"), "--remote", f"sc://127.0.0.1:{connect_port}",
+         "--input", str(ROOT / "data" / "a9a.t"), "--model", "logistic", "--reg-param", "0.01",
+         "--engine", "tree", "--output", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["converged"] and (out / "model" / "metadata").is_dir()
+    # the same fit in this client, the data read as the job reads them, through the same server
+    from _common import read_dataset
+
+    test, features, label = read_dataset(connect_spark, str(ROOT / "data" / "a9a.t"), binary_labels=True)
+    ours = LogisticRegression(regParam=0.01, engine="tree", featuresCol=features, labelCol=label).fit(test)
+    clear_cache()
+    assert max_rel_diff(metrics["coefficients"], ours.coefficients.toArray()) < 1e-8

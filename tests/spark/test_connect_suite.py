@@ -1,0 +1,59 @@
+"""The Spark Connect suite (tests/connect), run in a process of its own -- a real Spark Connect
+server from the pinned pyspark and its client: pyspark allows one kind of session per process --
+and its recorded fits compared with the same fits on this classic session (to 1e-10)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+def _cases():
+    spec = importlib.util.spec_from_file_location("connect_cases", ROOT / "tests" / "connect" / "cases.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def connect_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("connect")
+    env = dict(os.environ, SPARKOPT_CONNECT_SUITE="1", SPARKOPT_CONNECT_RESULTS=str(results),
+               PYSPARK_PYTHON=sys.executable)
+    for key in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "PYSPARK_GATEWAY_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/connect", "-q", "-rA", "-p", "no:cacheprovider"],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    return proc, results
+
+
+def test_the_connect_suite_passes_without_skips(connect_run):
+    proc, _ = connect_run
+    tail = proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, tail
+
+
+@pytest.mark.parametrize("case", _cases().CASES)
+def test_connect_fits_equal_the_classic_sessions(spark, connect_run, case):
+    proc, results = connect_run
+    recorded = results / f"{case}.json"
+    assert recorded.is_file(), proc.stdout[-3000:]
+    connect = json.loads(recorded.read_text())
+    classic = _cases().fit_case(spark, case)
+    for engine, theirs in classic.items():
+        ours = connect[engine]
+        assert ours["engine"] == theirs["engine"] == engine
+        for key in ("coefficients", "intercept"):
+            a, b = np.asarray(ours[key]), np.asarray(theirs[key])
+            assert np.max(np.abs(a - b)) <= 1e-10 * max(1.0, np.max(np.abs(b))), (engine, key)
