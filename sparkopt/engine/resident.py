@@ -31,7 +31,11 @@ malformed, unauthenticated or replayed frame closes its connection and is logged
 function whose payload or result is not such a value (a record like the normal solver's
 co-moments) has its passes run as tree-engine jobs over the same blocks (said once in the log). Handshakes run
 in parallel (at most ``max_pending_handshakes`` at once), each under one total deadline, so silent
-or trickling peers cannot delay the session's own tasks.
+or trickling peers cannot delay the session's own tasks. Before any of that, a connection is
+accepted only from an address of the application's own hosts (:class:`PeerFilter`: its executors
+and driver as Spark's status tracker knows them, resolved to IP addresses and looked up again
+when an unknown address connects, since executors come and go); any other peer is closed on
+arrival, before a byte is read, and logged once per address.
 
 Hung peers: every request has a deadline (``request_timeout``; by default max(30 s, 20 x the
 median pass of this engine)), and sends time out too; a task that misses it is a lost session,
@@ -39,7 +43,9 @@ restarted and resent exactly as a dead one.
 
 Reachability: the listener binds ``spark.driver.bindAddress`` (else the advertised host,
 ``spark.driver.host``) on ``spark.sparkopt.resident.port`` (0, the default: any free port),
-trying ``spark.sparkopt.resident.portMaxRetries`` (16) successive ports. A task that cannot
+trying ``spark.sparkopt.resident.portMaxRetries`` (16) successive ports;
+``spark.sparkopt.resident.allowedHosts`` adds hosts (comma-separated) to the allowed peers, or
+``*`` accepts any (executors seen through NAT). A task that cannot
 connect within ``connect_timeout`` fails the job with a message saying so; with ``fallback=True``
 (``engine="auto"``) the engine then runs every pass as the tree engine does, and logs why.
 """
@@ -48,7 +54,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import ipaddress
 import logging
+import math
 import secrets
 import select
 import socket
@@ -57,7 +65,7 @@ import threading
 import time
 import traceback
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import InputError, WorkersLost
 from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
@@ -65,7 +73,8 @@ from .stats import DataStats
 from .tree import TreeEngine
 from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
 
-__all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots"]
+__all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots", "PeerFilter",
+           "executor_hosts"]
 
 logger = logging.getLogger("sparkopt")
 
@@ -78,6 +87,10 @@ _UNREACHABLE = "sparkopt resident task cannot reach the driver"
 _UNCARRIABLE = "ChannelCannotCarry"
 #: how many block functions an engine ships to each session (the most recently used)
 _FUNCTION_TABLE_SIZE = 32
+#: an unknown peer looks the application's hosts up again at most this often
+PEER_REFRESH_SECONDS = 1.0
+#: addresses whose rejection was logged (beyond it, rejections go to the debug log only)
+_LOGGED_PEERS = 1024
 
 
 class TaskError(RuntimeError):
@@ -247,6 +260,95 @@ def listen(bind_host: str, port: int, max_retries: int, backlog: int) -> socket.
                       f"{bind_host} (spark.sparkopt.resident.port / portMaxRetries): {error}")
 
 
+def executor_hosts(sc: Any) -> set[str]:
+    """The host names (or addresses) of the application's executors and its driver, as Spark's
+    status tracker knows them now, with ``spark.driver.host``."""
+    hosts = {info.host for info in sc.statusTracker().getExecutorInfos()}
+    driver_host = sc.getConf().get("spark.driver.host", None)
+    if driver_host:
+        hosts.add(driver_host)
+    return {host for host in hosts if host}
+
+
+def _normal_address(address: str) -> str:
+    """``address`` as the listener's peers report it: scope dropped, IPv4-mapped IPv6 as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        logger.debug("sparkopt resident engine: cannot resolve host %r (%s)", host, exc)
+        return set()
+    return {_normal_address(info[4][0]) for info in infos}
+
+
+class PeerFilter:
+    """Which peers may start a handshake: the IP addresses of the hosts ``hosts()`` names (the
+    application's executors and driver, :func:`executor_hosts`) and of ``extra``. An address not
+    among them looks ``hosts()`` up again (at most once per ``refresh_seconds``, so a flood of
+    strangers costs one look-up a second), since executors can be added while a session runs.
+    ``allow_any``: every peer passes (executors seen through NAT)."""
+
+    def __init__(self, hosts: Callable[[], Iterable[str]], extra: Iterable[str] = (), allow_any: bool = False,
+                 refresh_seconds: float = PEER_REFRESH_SECONDS) -> None:
+        self._hosts = hosts
+        self._extra = {h for h in extra if h}
+        self.allow_any = bool(allow_any)
+        self._refresh_seconds = refresh_seconds
+        self._resolved: dict[str, set[str]] = {}
+        self._names: set[str] = set()
+        self.addresses: frozenset = frozenset()
+        self._refreshed = -math.inf
+        self._logged: set[str] = set()
+        self.lookups = 0
+        self._lock = threading.Lock()
+        if not self.allow_any:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Look the hosts up again; a host name is resolved once (the first time it is seen)."""
+        with self._lock:
+            self._refreshed = time.monotonic()
+            self.lookups += 1
+            try:
+                names = {h for h in self._hosts() if h}
+            except Exception as exc:  # noqa: BLE001 - keep the hosts known so far
+                logger.warning("sparkopt resident engine: cannot list the application's executors (%s); "
+                               "keeping the %d hosts known", exc, len(self._names))
+                names = set(self._names)
+            self._names = names | self._extra
+            for name in self._names - self._resolved.keys():
+                self._resolved[name] = _resolve(name)
+            self.addresses = frozenset().union(*(self._resolved[n] for n in self._names))
+
+    def allows(self, address: str) -> bool:
+        if self.allow_any:
+            return True
+        address = _normal_address(address)
+        if address in self.addresses:
+            return True
+        if time.monotonic() - self._refreshed >= self._refresh_seconds:
+            self.refresh()
+        return address in self.addresses
+
+    def first_rejection(self, address: str) -> bool:
+        """Whether ``address`` is rejected for the first time (its rejection is then logged)."""
+        address = _normal_address(address)
+        with self._lock:
+            if address in self._logged or len(self._logged) >= _LOGGED_PEERS:
+                return False
+            self._logged.add(address)
+            return True
+
+
 def _valid_hello(value: Any, groups: int) -> bool:
     return (isinstance(value, tuple) and len(value) == 5 and isinstance(value[0], int) and 0 <= value[0] < groups
             and isinstance(value[1], int) and isinstance(value[2], list)
@@ -258,7 +360,7 @@ class _Session:
     """One barrier job and the driver's end of its channel."""
 
     def __init__(self, tagged: Any, groups: int, *, host: str, bind_host: str, port: int, port_retries: int,
-                 start_timeout: float, connect_timeout: float, functions: dict,
+                 start_timeout: float, connect_timeout: float, functions: dict, peers: PeerFilter,
                  max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
                  handshake_timeout: float = HANDSHAKE_SECONDS) -> None:
         self.id = secrets.token_bytes(SESSION_ID_BYTES)
@@ -267,6 +369,7 @@ class _Session:
         self._secret = secrets.token_bytes(32)
         self._handshake_timeout = handshake_timeout
         self._max_pending = max_pending_handshakes
+        self._peers = peers
         self._server = listen(bind_host, port, port_retries, backlog=max(64, 2 * groups))
         self._server.settimeout(0.2)
         self.address = (host, self._server.getsockname()[1])
@@ -275,6 +378,7 @@ class _Session:
         self._handshaking: set = set()                     # raw sockets in the handshake
         self._pending: list[tuple[Channel, tuple]] = []
         self.rejected = 0
+        self.strangers = 0                                 # rejected as not an application host
         self.connections: dict[int, Channel] = {}          # group index -> channel
         self.workers: dict[int, dict] = {}                 # group index -> partitions, rows, weight
         self.job_error: Optional[BaseException] = None
@@ -314,6 +418,9 @@ class _Session:
                 continue
             except OSError:
                 return
+            if not self._peers.allows(peer[0]):
+                self._reject_stranger(raw, peer)
+                continue
             with self._lock:
                 full = len(self._handshaking) >= self._max_pending
                 if not full:
@@ -328,6 +435,16 @@ class _Session:
         self.rejected += 1
         level = logging.WARNING if self.rejected <= 5 else logging.DEBUG
         logger.log(level, "sparkopt resident engine: rejected a connection from %s (%s)", peer, why)
+        with contextlib.suppress(OSError):
+            raw.close()
+
+    def _reject_stranger(self, raw: socket.socket, peer: Any) -> None:
+        """Close a connection from outside the application's hosts before reading a byte of it."""
+        self.rejected += 1
+        self.strangers += 1
+        level = logging.WARNING if self._peers.first_rejection(peer[0]) else logging.DEBUG
+        logger.log(level, "sparkopt resident engine: rejected a connection from %s: not a host of this "
+                   "application's executors or driver (spark.sparkopt.resident.allowedHosts adds hosts)", peer[0])
         with contextlib.suppress(OSError):
             raw.close()
 
@@ -574,6 +691,7 @@ class ResidentEngine(TreeEngine):
         self.fallback_reason: Optional[str] = None
         self._host, self._bind_host, self._port = host, bind_host, port
         self._session: Optional[_Session] = None
+        self._peers: Optional[PeerFilter] = None
         self._regrouped: dict[int, Any] = {}
         self._functions: collections.OrderedDict = collections.OrderedDict()   # digest -> function
         # block functions whose payload or result the channel cannot carry (nothing on it is ever
@@ -622,10 +740,21 @@ class ResidentEngine(TreeEngine):
         retries = _conf_int(sc, "spark.sparkopt.resident.portMaxRetries", 16)
         session = _Session(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
                            port_retries=retries, start_timeout=self.start_timeout,
-                           connect_timeout=self.connect_timeout, functions=dict(self._functions))
+                           connect_timeout=self.connect_timeout, functions=dict(self._functions),
+                           peers=self._peer_filter(sc, host))
         self.sessions_started += 1
         logger.info("sparkopt resident engine: %d tasks hold %d partitions", groups, self.num_partitions)
         return session
+
+    def _peer_filter(self, sc: Any, host: str) -> PeerFilter:
+        """The engine's one filter (its host look-ups kept across sessions): the application's
+        executors and driver, the advertised ``host``, and ``spark.sparkopt.resident.allowedHosts``."""
+        if self._peers is None:
+            extra = [h.strip() for h in sc.getConf().get("spark.sparkopt.resident.allowedHosts", "").split(",")]
+            allow_any = "*" in extra
+            self._peers = PeerFilter(partial(executor_hosts, sc), extra=[h for h in extra if h != "*"] + [host],
+                                     allow_any=allow_any)
+        return self._peers
 
     def register_functions(self, fns: Any) -> None:
         """Block functions (or worker programs) later requests will use: a session ships them in

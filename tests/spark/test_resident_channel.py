@@ -117,6 +117,55 @@ def test_silent_and_trickling_peers_during_session_start_do_not_delay_the_fit(da
     assert not resident.active
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_peers_outside_the_application_hosts_are_closed_before_any_handshake(data, monkeypatch, caplog):
+    from sparkopt.engine import resident as resident_module
+
+    rdd, stats, tree = data
+    want = fit_linear_model(tree, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    resident = ResidentEngine(rdd, stats, port=_free_port())
+    strangers: list[socket.socket] = []
+    listen = resident_module.listen
+
+    def listen_with_strangers_first(*args, **kwargs):
+        # 60 connections from 127.0.0.2 (routed to lo, not a host of this application) wait in
+        # the backlog before the session's tasks
+        server = listen(*args, **kwargs)
+        port = server.getsockname()[1]
+        for _ in range(60):
+            strangers.append(socket.create_connection(("127.0.0.1", port), timeout=2,
+                                                      source_address=("127.0.0.2", 0)))
+        return server
+
+    monkeypatch.setattr(resident_module, "listen", listen_with_strangers_first)
+    try:
+        with caplog.at_level("DEBUG", logger="sparkopt"):
+            got = fit_linear_model(resident, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+        for sock in strangers:          # closed by the listener, never sent a byte
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in strangers:
+            sock.close()
+    rejections = [r for r in caplog.records if "rejected a connection from" in r.getMessage()]
+    assert len(rejections) == 60
+    assert all("127.0.0.2: not a host of this application" in r.getMessage() for r in rejections)
+    assert [r.levelname for r in rejections].count("WARNING") == 1        # logged once per address
+    assert resident.sessions_started == 1 and resident.restarts == 0
+    assert got.result.nit == want.result.nit and rel(got.coefficients, want.coefficients) < 1e-10
+
+
+def test_tasks_outside_the_allowed_hosts_cannot_connect_and_auto_falls_back(data):
+    from sparkopt.engine.resident import PeerFilter
+
+    rdd, stats, tree = data
+    auto = ResidentEngine(rdd, stats, connect_timeout=2.0, fallback=True)
+    auto._peers = PeerFilter(lambda: ["127.0.0.2"])      # the tasks connect from 127.0.0.1
+    assert auto.map_sum(lambda block, p: block.n_rows, None) == auto.n_rows
+    assert auto.kind == "tree" and "cannot reach the driver" in auto.fallback_reason
+    assert auto.restarts == 0 and not auto.active
+
+
 def _sums_recording_pid(pid_dir, block, payload):
     """A pass's sums; each task's Python worker writes its pid (partition -> pid file)."""
     from pyspark import TaskContext
