@@ -27,7 +27,11 @@ it knows, and a request names one by its digest (a function the session does not
 session that does). A fresh 32-byte secret per session, also in the closure, authenticates both
 ends with an HMAC-SHA256 challenge over fresh nonces, and every frame after it with HMAC-SHA256
 under per-connection, per-direction keys and sequence numbers (:mod:`sparkopt.engine.wire`); a
-malformed, unauthenticated or replayed frame closes its connection and is logged. A block
+malformed, unauthenticated or replayed frame closes its connection and is logged. When Spark
+encrypts its own network (:func:`channel_encrypted`: ``spark.network.crypto.enabled``,
+``spark.ssl.rpc.enabled`` or ``spark.authenticate.enableSaslEncryption``; or
+``spark.sparkopt.resident.encrypt=true``) every frame is encrypted too, with AES-256-GCM under
+those keys and the sequence number as nonce. A block
 function whose payload or result is not such a value (a record like the normal solver's
 co-moments) has its passes run as tree-engine jobs over the same blocks (said once in the log). Handshakes run
 in parallel (at most ``max_pending_handshakes`` at once), each under one total deadline, so silent
@@ -74,7 +78,7 @@ from .tree import TreeEngine
 from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
 
 __all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots", "PeerFilter",
-           "executor_hosts"]
+           "executor_hosts", "channel_encrypted"]
 
 logger = logging.getLogger("sparkopt")
 
@@ -129,7 +133,8 @@ def balanced_groups(rows: dict[int, int], groups: int) -> dict[int, int]:
     return assignment
 
 
-def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout: float) -> Channel:
+def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout: float,
+             encrypted: bool = False) -> Channel:
     """Connect and authenticate to the driver, retrying (a listener busy with hostile peers may
     close a connection on arrival) until ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
@@ -144,7 +149,8 @@ def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout
         try:
             sock = socket.create_connection(address, timeout=min(remaining, HANDSHAKE_SECONDS))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return client_handshake(sock, secret, session_id, min(deadline, time.monotonic() + HANDSHAKE_SECONDS))
+            return client_handshake(sock, secret, session_id, min(deadline, time.monotonic() + HANDSHAKE_SECONDS),
+                                    encrypted)
         except (OSError, EOFError, WireError) as exc:
             last = exc
             if sock is not None:
@@ -176,9 +182,11 @@ def _error_value(exc: BaseException) -> tuple:
     return (type(exc).__name__, str(exc), traceback.format_exc())
 
 
-def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions: dict, connect_timeout: float):
+def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions: dict, connect_timeout: float,
+           encrypted: bool = False):
     """The barrier task body: hold the blocks, answer the driver's requests until told to stop.
-    ``functions`` (digest -> block function or worker program) arrive in this closure."""
+    ``functions`` (digest -> block function or worker program) and whether the channel is
+    ``encrypted`` arrive in this closure."""
 
     def run(tagged: Iterator[tuple[int, int, Any]]) -> Iterator[tuple[int, int]]:
         from pyspark import BarrierTaskContext
@@ -194,7 +202,7 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
         del tagged_blocks
         rows = sum(b.n_rows for blocks in partitions.values() for b in blocks)
         weight = float(sum(float(b.w.sum()) for blocks in partitions.values() for b in blocks))
-        channel = _connect(address, secret, session_id, connect_timeout)
+        channel = _connect(address, secret, session_id, connect_timeout, encrypted)
         served = 0
         try:
             channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), list(partitions),
@@ -361,6 +369,7 @@ class _Session:
 
     def __init__(self, tagged: Any, groups: int, *, host: str, bind_host: str, port: int, port_retries: int,
                  start_timeout: float, connect_timeout: float, functions: dict, peers: PeerFilter,
+                 encrypted: bool = False,
                  max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
                  handshake_timeout: float = HANDSHAKE_SECONDS) -> None:
         self.id = secrets.token_bytes(SESSION_ID_BYTES)
@@ -370,6 +379,7 @@ class _Session:
         self._handshake_timeout = handshake_timeout
         self._max_pending = max_pending_handshakes
         self._peers = peers
+        self.encrypted = bool(encrypted)
         self._server = listen(bind_host, port, port_retries, backlog=max(64, 2 * groups))
         self._server.settimeout(0.2)
         self.address = (host, self._server.getsockname()[1])
@@ -387,7 +397,8 @@ class _Session:
         self._job_group = f"sparkopt-resident-{self.id.hex()}"
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self._job_group}-accept", daemon=True)
         self._acceptor.start()
-        job = tagged.barrier().mapPartitions(_serve(self.address, self._secret, self.id, functions, connect_timeout))
+        job = tagged.barrier().mapPartitions(_serve(self.address, self._secret, self.id, functions, connect_timeout,
+                                                    self.encrypted))
         from pyspark import InheritableThread
 
         def run_job() -> None:
@@ -453,7 +464,7 @@ class _Session:
         deadline = time.monotonic() + self._handshake_timeout
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            channel = server_handshake(raw, self._secret, self.id, deadline)
+            channel = server_handshake(raw, self._secret, self.id, deadline, self.encrypted)
             kind, hello, _ = channel.recv(deadline)
             if kind != FrameType.HELLO or not _valid_hello(hello, self.groups):
                 raise WireError("the first frame is not a valid hello")
@@ -642,6 +653,33 @@ def _brief(exc: Optional[BaseException]) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+#: Spark settings that turn on encryption of its own network traffic (Spark's security guide:
+#: TLS for RPC, AES-based RPC encryption, the legacy SASL encryption)
+SPARK_NETWORK_ENCRYPTION = ("spark.ssl.rpc.enabled", "spark.network.crypto.enabled",
+                            "spark.authenticate.enableSaslEncryption")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _conf_bool(get: Callable[..., Any], key: str) -> bool:
+    raw = get(key, None)
+    text = "" if raw is None else str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InputError(f"{key} must be true or false, got {raw!r}")
+
+
+def channel_encrypted(get: Callable[..., Any]) -> bool:
+    """Whether the resident channel encrypts its frames, from the application's settings
+    (``get(key, default)``, e.g. ``SparkConf.get``): when Spark encrypts its own network (any of
+    :data:`SPARK_NETWORK_ENCRYPTION`; the secret rides in the task closure, which only such a
+    network protects), or when ``spark.sparkopt.resident.encrypt`` asks for it. There is no
+    setting that turns it off while Spark encrypts."""
+    spark_encrypts = [key for key in SPARK_NETWORK_ENCRYPTION if _conf_bool(get, key)]
+    return bool(spark_encrypts) or _conf_bool(get, "spark.sparkopt.resident.encrypt")
+
+
 def _conf_int(sc: Any, key: str, default: int) -> int:
     raw = sc.getConf().get(key, str(default))
     try:
@@ -741,9 +779,10 @@ class ResidentEngine(TreeEngine):
         session = _Session(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
                            port_retries=retries, start_timeout=self.start_timeout,
                            connect_timeout=self.connect_timeout, functions=dict(self._functions),
-                           peers=self._peer_filter(sc, host))
+                           peers=self._peer_filter(sc, host), encrypted=channel_encrypted(conf.get))
         self.sessions_started += 1
-        logger.info("sparkopt resident engine: %d tasks hold %d partitions", groups, self.num_partitions)
+        logger.info("sparkopt resident engine: %d tasks hold %d partitions (frames %s)", groups, self.num_partitions,
+                    "encrypted" if session.encrypted else "authenticated, not encrypted")
         return session
 
     def _peer_filter(self, sc: Any, host: str) -> PeerFilter:

@@ -166,6 +166,24 @@ def test_tasks_outside_the_allowed_hosts_cannot_connect_and_auto_falls_back(data
     assert auto.restarts == 0 and not auto.active
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_a_fit_over_an_encrypted_channel_equals_the_tree_engine(data, monkeypatch, caplog):
+    """The shared session cannot turn spark.network.crypto.enabled on, so the engine's one
+    decision (channel_encrypted, unit-tested on the settings) is made to say yes: tasks whose
+    frames were not encrypted would fail the handshake (the mode is in its keys)."""
+    from sparkopt.engine import resident as resident_module
+
+    rdd, stats, tree = data
+    want = fit_linear_model(tree, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    monkeypatch.setattr(resident_module, "channel_encrypted", lambda get: True)
+    resident = ResidentEngine(rdd, stats)
+    with caplog.at_level("INFO", logger="sparkopt"):
+        got = fit_linear_model(resident, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    assert any("(frames encrypted)" in r.getMessage() for r in caplog.records)
+    assert resident.sessions_started == 1 and resident.restarts == 0
+    assert got.result.nit == want.result.nit and rel(got.coefficients, want.coefficients) < 1e-10
+
+
 def _sums_recording_pid(pid_dir, block, payload):
     """A pass's sums; each task's Python worker writes its pid (partition -> pid file)."""
     from pyspark import TaskContext
