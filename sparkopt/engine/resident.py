@@ -43,7 +43,12 @@ arrival, before a byte is read, and logged once per address.
 
 Hung peers: every request has a deadline (``request_timeout``; by default max(30 s, 20 x the
 median pass of this engine)), and sends time out too; a task that misses it is a lost session,
-restarted and resent exactly as a dead one.
+restarted and resent exactly as a dead one. A task busy in a long block function is not hung: it
+sends a heartbeat frame every quarter deadline (at most every 5 s) from a thread of its own,
+and each restarts that task's deadline (each task's own, so one task's heartbeats never cover
+another's silence), up to a hard cap per pass (``max_request_time``; by default 10 deadlines).
+A stopped process sends nothing and is lost after one deadline; a deadlock in Python code keeps
+the heartbeat thread going and is lost at the cap.
 
 Reachability: the listener binds ``spark.driver.bindAddress`` (else the advertised host,
 ``spark.driver.host``) on ``spark.sparkopt.resident.port`` (0, the default: any free port),
@@ -91,6 +96,10 @@ _UNREACHABLE = "sparkopt resident task cannot reach the driver"
 _UNCARRIABLE = "ChannelCannotCarry"
 #: how many block functions an engine ships to each session (the most recently used)
 _FUNCTION_TABLE_SIZE = 32
+#: a folding task's heartbeats come at most this far apart (and 4 to a request deadline)
+MAX_HEARTBEAT_SECONDS = 5.0
+#: a request's hard cap, in request deadlines, when ``max_request_time`` is not given
+REQUEST_CAP_DEADLINES = 10
 #: an unknown peer looks the application's hosts up again at most this often
 PEER_REFRESH_SECONDS = 1.0
 #: addresses whose rejection was logged (beyond it, rejections go to the debug log only)
@@ -178,6 +187,40 @@ class _WorkerChannel:
         return value
 
 
+@contextlib.contextmanager
+def heartbeats(channel: Channel, interval: Optional[float]) -> Iterator[None]:
+    """Send a HEARTBEAT frame every ``interval`` seconds (None: none) while the block runs, from
+    a thread of its own, so the driver can tell a task busy in a long block function from a hung
+    one. The last heartbeat is sent before the block's reply (the thread is joined first). A
+    heartbeat the driver does not read within ``interval`` ends the heartbeats, not the task."""
+    if not interval or interval <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                channel.send(FrameType.HEARTBEAT, None, time.monotonic() + interval)
+            except (OSError, TimeoutError):
+                return
+
+    thread = threading.Thread(target=beat, name="sparkopt-resident-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """How often a folding task sends a heartbeat under a request deadline of ``timeout``
+    seconds: four per deadline (one lost or late heartbeat is not a hang), at most every
+    :data:`MAX_HEARTBEAT_SECONDS`."""
+    return min(timeout / 4.0, MAX_HEARTBEAT_SECONDS)
+
+
 def _error_value(exc: BaseException) -> tuple:
     return (type(exc).__name__, str(exc), traceback.format_exc())
 
@@ -220,8 +263,9 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
                         fold = partial(fold_over, list(partitions.items()))
                         result = functions[digest](_WorkerChannel(channel), context.partitionId(), fold, config)
                     elif kind == FrameType.EVAL:
-                        digest, payload, fraction, seed = request
-                        result = fold_partitions(functions[digest], payload, partitions.items(), fraction, seed)
+                        digest, payload, fraction, seed, beat = request
+                        with heartbeats(channel, beat):
+                            result = fold_partitions(functions[digest], payload, partitions.items(), fraction, seed)
                     else:
                         raise WireError(f"unexpected frame type {kind}")
                     try:
@@ -389,6 +433,7 @@ class _Session:
         self._pending: list[tuple[Channel, tuple]] = []
         self.rejected = 0
         self.strangers = 0                                 # rejected as not an application host
+        self.heartbeats = 0                                # heartbeat frames received
         self.connections: dict[int, Channel] = {}          # group index -> channel
         self.workers: dict[int, dict] = {}                 # group index -> partitions, rows, weight
         self.job_error: Optional[BaseException] = None
@@ -519,23 +564,34 @@ class _Session:
         except OSError as exc:
             raise SessionLost(f"resident task {group} is gone ({exc})") from exc
 
-    def _incoming(self, waiting: dict, timeout: float) -> Iterator[tuple[int, int, Any, int]]:
-        """(group, frame type, value, bytes) as the tasks send them, while ``waiting`` (channel ->
-        group; the caller removes the tasks it no longer waits for) is not empty. A closed socket,
-        a bad frame, a failed job, or ``timeout`` seconds without any frame is a lost session."""
-        deadline = time.monotonic() + timeout
+    def _incoming(self, waiting: dict, timeout: float, *, per_task: bool = False,
+                  cap: Optional[float] = None) -> Iterator[tuple[int, int, Any, int]]:
+        """(group, frame type, value, bytes) as the tasks send them (heartbeats included), while
+        ``waiting`` (channel -> group; the caller removes the tasks it no longer waits for) is not
+        empty. Lost session: a closed socket, a bad frame, a failed job, ``timeout`` seconds of
+        silence (``per_task``: of any one task, measured from its last frame, so one task's
+        heartbeats cannot cover another's hang; else of all the tasks together), or ``cap``
+        seconds in all however alive the tasks are."""
+        start = time.monotonic()
+        heard = {channel: start for channel in waiting}
+        hard = math.inf if cap is None else start + cap
         while waiting:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SessionLost(f"resident task(s) {sorted(waiting.values())} missed the request deadline of "
-                                  f"{timeout:.3g} s (hung or stopped?)")
-            ready, _, _ = select.select(list(waiting), [], [], min(remaining, 1.0))
+            now = time.monotonic()
+            if now >= hard:
+                raise SessionLost(f"resident task(s) {sorted(waiting.values())} still busy after the hard cap of "
+                                  f"{cap:.3g} s per request (heartbeats but no reply: deadlocked or far too slow?)")
+            silent = sorted(waiting[c] for c in waiting if now - heard[c] >= timeout)
+            if silent:
+                raise SessionLost(f"resident task(s) {silent} missed the request deadline of {timeout:.3g} s "
+                                  "(no reply and no heartbeat: hung or stopped?)")
+            until = min(min(heard[c] for c in waiting) + timeout, hard)
+            ready, _, _ = select.select(list(waiting), [], [], max(min(until - now, 1.0), 0.0))
             if not ready and self._job_done.is_set():
                 raise SessionLost(f"the resident job failed: {_brief(self.job_error)}")
             for channel in ready:
                 group = waiting[channel]
                 try:
-                    kind, value, size = channel.recv(deadline)
+                    kind, value, size = channel.recv(min(heard[channel] + timeout, hard))
                 except TimeoutError as exc:
                     raise SessionLost(f"resident task {group} missed the request deadline of {timeout:.3g} s "
                                       "mid-frame") from exc
@@ -544,29 +600,39 @@ class _Session:
                     raise SessionLost(f"resident task {group} sent a bad frame ({exc})") from exc
                 except (EOFError, OSError) as exc:
                     raise SessionLost(f"resident task {group} closed its channel") from exc
-                if kind not in (FrameType.REPLY, FrameType.ERROR, FrameType.MESSAGE):
+                if kind not in (FrameType.REPLY, FrameType.ERROR, FrameType.MESSAGE, FrameType.HEARTBEAT):
                     raise SessionLost(f"resident task {group} sent an unexpected frame type {kind}")
-                deadline = time.monotonic() + timeout
+                now = time.monotonic()
+                for other in ([channel] if per_task else heard):
+                    heard[other] = now
+                if kind == FrameType.HEARTBEAT:
+                    self.heartbeats += 1
                 yield group, kind, value, size
 
-    def evaluate(self, digest: bytes, payload: Any, fraction: Any, seed: Any, timeout: float) -> tuple[Any, int, int]:
+    def evaluate(self, digest: bytes, payload: Any, fraction: Any, seed: Any, timeout: float,
+                 cap: Optional[float] = None) -> tuple[Any, int, int]:
         """Send the request to every task and sum their replies in group order; (sum, bytes
-        sent, bytes received)."""
+        sent, bytes received). A task may stay silent ``timeout`` seconds; while it folds it sends
+        a heartbeat every :func:`heartbeat_interval` seconds, each of which gives it ``timeout``
+        more, up to ``cap`` seconds in all."""
         deadline = time.monotonic() + timeout
+        beat = heartbeat_interval(timeout)
         sent = 0
         for group in self.connections:
             try:
-                sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed), deadline)
+                sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed, beat), deadline)
             except TypeError as exc:    # raised while encoding, before any byte left: the session is intact
                 raise _Uncarriable(f"its payload cannot travel on the channel: {exc}") from exc
         received = 0
         replies: dict[int, tuple] = {}
         waiting = {channel: group for group, channel in self.connections.items()}
-        for group, kind, value, size in self._incoming(waiting, max(deadline - time.monotonic(), 0.0)):
+        for group, kind, value, size in self._incoming(waiting, timeout, per_task=True, cap=cap):
+            received += size
+            if kind == FrameType.HEARTBEAT:
+                continue
             if kind == FrameType.MESSAGE:
                 raise SessionLost(f"resident task {group} sent a worker message to a pass")
             del waiting[self.connections[group]]
-            received += size
             replies[group] = (kind, value)
         # every task has answered (so the next request gets fresh replies) before an error is raised
         for kind, value in replies.values():
@@ -591,6 +657,8 @@ class _Session:
         waiting = {channel: group for group, channel in self.connections.items()}
         for group, kind, value, size in self._incoming(waiting, timeout):
             received += size
+            if kind == FrameType.HEARTBEAT:
+                continue
             if kind == FrameType.ERROR:
                 raise _task_error(value)
             if kind == FrameType.REPLY:
@@ -698,8 +766,10 @@ class ResidentEngine(TreeEngine):
     partition sums are added in partition order). ``max_restarts`` bounds how many times a lost
     session is restarted during one fit; ``start_timeout`` is how long to wait for all tasks to
     connect, ``connect_timeout`` how long a task keeps trying to reach the driver;
-    ``request_timeout`` (None: max(30 s, 20 x the median pass so far)) how long a pass may take
-    before its session counts as lost. ``host`` (advertised to the tasks) defaults to
+    ``request_timeout`` (None: max(30 s, 20 x the median pass so far)) how long a task may stay
+    silent in a pass before its session counts as lost: a task folding a long block function
+    sends heartbeats (4 per deadline, at most 5 s apart), each of which restarts its deadline, up
+    to ``max_request_time`` seconds per pass (None: 10 request deadlines). ``host`` (advertised to the tasks) defaults to
     ``spark.driver.host``, ``bind_host`` to ``spark.driver.bindAddress`` (else ``host``), ``port``
     to ``spark.sparkopt.resident.port`` (0: any). ``fallback``: when the tasks cannot reach the
     driver, run the passes as the tree engine does (``engine="auto"``) instead of failing."""
@@ -711,12 +781,14 @@ class ResidentEngine(TreeEngine):
     def __init__(self, blocks_rdd: Any, stats: DataStats, depth: int = 2, *, max_restarts: int = 3,
                  start_timeout: float = 120.0, connect_timeout: float = 10.0,
                  request_timeout: Optional[float] = None, host: Optional[str] = None,
-                 bind_host: Optional[str] = None, port: Optional[int] = None, fallback: bool = False) -> None:
+                 bind_host: Optional[str] = None, port: Optional[int] = None, fallback: bool = False,
+                 max_request_time: Optional[float] = None) -> None:
         super().__init__(blocks_rdd, stats, depth)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise InputError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
         for name, value in (("start_timeout", start_timeout), ("connect_timeout", connect_timeout),
-                            ("request_timeout", 1.0 if request_timeout is None else request_timeout)):
+                            ("request_timeout", 1.0 if request_timeout is None else request_timeout),
+                            ("max_request_time", 1.0 if max_request_time is None else max_request_time)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise InputError(f"{name} must be a number of seconds > 0, got {value!r}")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
@@ -725,6 +797,7 @@ class ResidentEngine(TreeEngine):
         self.start_timeout = float(start_timeout)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = None if request_timeout is None else float(request_timeout)
+        self.max_request_time = None if max_request_time is None else float(max_request_time)
         self.fallback = bool(fallback)
         self.fallback_reason: Optional[str] = None
         self._host, self._bind_host, self._port = host, bind_host, port
@@ -878,7 +951,9 @@ class ResidentEngine(TreeEngine):
                 try:
                     session = self._session_for(digest)
                     start = time.monotonic()
-                    result, sent, received = session.evaluate(digest, payload, fraction, seed, self._timeout())
+                    timeout = self._timeout()
+                    cap = self.max_request_time or REQUEST_CAP_DEADLINES * timeout
+                    result, sent, received = session.evaluate(digest, payload, fraction, seed, timeout, cap)
                     self._pass_seconds.append(time.monotonic() - start)
                     break
                 except DriverUnreachable as exc:

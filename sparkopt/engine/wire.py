@@ -44,6 +44,7 @@ import math
 import os
 import socket
 import struct
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -83,7 +84,8 @@ class FrameType:
     ERROR = 5      # task -> driver: (exception name, text, traceback)
     MESSAGE = 6    # either way: a worker program's message
     STOP = 7       # driver -> task: end of the session
-    ALL = frozenset(range(1, 8))
+    HEARTBEAT = 8  # task -> driver: alive, still folding (None)
+    ALL = frozenset(range(1, 9))
 
 
 # ------------------------------------------------------------------------------ values
@@ -430,15 +432,18 @@ class Channel:
         self._sent = 0
         self._received = 0
         self.max_frame = max_frame
+        # a task's heartbeat thread sends beside its main thread: numbers and bytes in one order
+        self._send_lock = threading.Lock()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, frame_type: int, value: Any, deadline: Optional[float] = None) -> int:
-        """Send one frame; returns its size in bytes."""
-        frame = _encode_sealed(self._send_sealer, frame_type, self._sent, value, self.max_frame)
-        self._sent += 1
-        _send_all(self.sock, frame, deadline)
+        """Send one frame (safe from several threads); returns its size in bytes."""
+        with self._send_lock:
+            frame = _encode_sealed(self._send_sealer, frame_type, self._sent, value, self.max_frame)
+            self._sent += 1
+            _send_all(self.sock, frame, deadline)
         return len(frame)
 
     def recv(self, deadline: Optional[float] = None) -> tuple[int, Any, int]:

@@ -232,6 +232,35 @@ def test_a_stopped_task_misses_the_request_deadline_and_the_session_restarts(dat
     assert not resident.active
 
 
+def _slow_sums(block, seconds):
+    """A pass's sums after `seconds` of work per block (a long block function)."""
+    time.sleep(seconds)
+    return float(block.w @ block.y), float(block.w.sum())
+
+
+def test_a_task_busy_past_the_request_deadline_heartbeats_and_is_not_lost(data):
+    rdd, stats, tree = data
+    want = tree.map_sum(_slow_sums, 0.0)
+    resident = ResidentEngine(rdd, stats, request_timeout=1.5)
+    with resident.session():
+        got = resident.map_sum(_slow_sums, 2.5)            # each block takes 1.7 deadlines
+        beats = resident._session.heartbeats
+    assert beats >= 2 and resident.restarts == 0 and resident.sessions_started == 1
+    assert got[0] == pytest.approx(want[0], rel=1e-12) and got[1] == want[1]
+
+
+def test_a_pass_past_the_hard_cap_is_a_lost_session_despite_heartbeats(data):
+    from sparkopt.engine.resident import SessionLost
+
+    rdd, stats, _ = data
+    resident = ResidentEngine(rdd, stats, request_timeout=1.0, max_request_time=3.0, max_restarts=0)
+    start = time.monotonic()
+    with pytest.raises(SessionLost, match="hard cap of 3 s"):
+        resident.map_sum(_slow_sums, 60.0)
+    assert time.monotonic() - start < 45         # the cap, the session start and the cancel; not 60 s
+    assert not resident.active
+
+
 @pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 def test_unreachable_driver_address_falls_back_to_the_tree_engine_under_auto(data, caplog):
     rdd, stats, tree = data
