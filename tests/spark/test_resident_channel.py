@@ -118,6 +118,43 @@ def test_silent_and_trickling_peers_during_session_start_do_not_delay_the_fit(da
 
 
 @pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_silent_peers_beyond_the_handshake_cap_do_not_stop_the_fit(data, monkeypatch, caplog):
+    """12 silent peers (from an allowed address) against a cap of 4 pending handshakes of 2 s
+    each: 4 hold every handshake slot, 8 are closed on arrival, and so are the session's own tasks
+    until the slots free; the tasks retry and the fit completes, one session, no restart."""
+    from sparkopt.engine import resident as resident_module
+
+    rdd, stats, tree = data
+    want = fit_linear_model(tree, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    defaults = resident_module._Session.__init__.__kwdefaults__
+    monkeypatch.setitem(defaults, "max_pending_handshakes", 4)
+    monkeypatch.setitem(defaults, "handshake_timeout", 2.0)
+    silent: list[socket.socket] = []
+    listen = resident_module.listen
+
+    def listen_with_silent_peers_first(*args, **kwargs):
+        server = listen(*args, **kwargs)
+        port = server.getsockname()[1]
+        for _ in range(12):
+            silent.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        return server
+
+    monkeypatch.setattr(resident_module, "listen", listen_with_silent_peers_first)
+    resident = ResidentEngine(rdd, stats, connect_timeout=20.0)
+    try:
+        with caplog.at_level("DEBUG", logger="sparkopt"):
+            got = fit_linear_model(resident, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    finally:
+        for sock in silent:
+            sock.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("4 handshakes already pending" in m for m in messages) >= 8          # the cap was hit
+    assert sum("TimeoutError" in m and "rejected a connection" in m for m in messages) >= 4   # and held
+    assert resident.sessions_started == 1 and resident.restarts == 0
+    assert got.result.nit == want.result.nit and rel(got.coefficients, want.coefficients) < 1e-10
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 def test_peers_outside_the_application_hosts_are_closed_before_any_handshake(data, monkeypatch, caplog):
     from sparkopt.engine import resident as resident_module
 
