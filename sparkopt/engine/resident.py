@@ -27,19 +27,34 @@ it knows, and a request names one by its digest (a function the session does not
 session that does). A fresh 32-byte secret per session, also in the closure, authenticates both
 ends with an HMAC-SHA256 challenge over fresh nonces, and every frame after it with HMAC-SHA256
 under per-connection, per-direction keys and sequence numbers (:mod:`sparkopt.engine.wire`); a
-malformed, unauthenticated or replayed frame closes its connection and is logged. A block
+malformed, unauthenticated or replayed frame closes its connection and is logged. When Spark
+encrypts its own network (:func:`channel_encrypted`: ``spark.network.crypto.enabled``,
+``spark.ssl.rpc.enabled`` or ``spark.authenticate.enableSaslEncryption``; or
+``spark.sparkopt.resident.encrypt=true``) every frame is encrypted too, with AES-256-GCM under
+those keys and the sequence number as nonce. A block
 function whose payload or result is not such a value (a record like the normal solver's
 co-moments) has its passes run as tree-engine jobs over the same blocks (said once in the log). Handshakes run
 in parallel (at most ``max_pending_handshakes`` at once), each under one total deadline, so silent
-or trickling peers cannot delay the session's own tasks.
+or trickling peers cannot delay the session's own tasks. Before any of that, a connection is
+accepted only from an address of the application's own hosts (:class:`PeerFilter`: its executors
+and driver as Spark's status tracker knows them, resolved to IP addresses and looked up again
+when an unknown address connects, since executors come and go); any other peer is closed on
+arrival, before a byte is read, and logged once per address.
 
 Hung peers: every request has a deadline (``request_timeout``; by default max(30 s, 20 x the
 median pass of this engine)), and sends time out too; a task that misses it is a lost session,
-restarted and resent exactly as a dead one.
+restarted and resent exactly as a dead one. A task busy in a long block function is not hung: it
+sends a heartbeat frame every quarter deadline (at most every 5 s) from a thread of its own,
+and each restarts that task's deadline (each task's own, so one task's heartbeats never cover
+another's silence), up to a hard cap per pass (``max_request_time``; by default 10 deadlines).
+A stopped process sends nothing and is lost after one deadline; a deadlock in Python code keeps
+the heartbeat thread going and is lost at the cap.
 
 Reachability: the listener binds ``spark.driver.bindAddress`` (else the advertised host,
 ``spark.driver.host``) on ``spark.sparkopt.resident.port`` (0, the default: any free port),
-trying ``spark.sparkopt.resident.portMaxRetries`` (16) successive ports. A task that cannot
+trying ``spark.sparkopt.resident.portMaxRetries`` (16) successive ports;
+``spark.sparkopt.resident.allowedHosts`` adds hosts (comma-separated) to the allowed peers, or
+``*`` accepts any (executors seen through NAT). A task that cannot
 connect within ``connect_timeout`` fails the job with a message saying so; with ``fallback=True``
 (``engine="auto"``) the engine then runs every pass as the tree engine does, and logs why.
 """
@@ -48,7 +63,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import ipaddress
 import logging
+import math
 import secrets
 import select
 import socket
@@ -57,7 +74,7 @@ import threading
 import time
 import traceback
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import InputError, WorkersLost
 from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
@@ -65,7 +82,8 @@ from .stats import DataStats
 from .tree import TreeEngine
 from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
 
-__all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots"]
+__all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots", "PeerFilter",
+           "executor_hosts", "channel_encrypted"]
 
 logger = logging.getLogger("sparkopt")
 
@@ -78,6 +96,14 @@ _UNREACHABLE = "sparkopt resident task cannot reach the driver"
 _UNCARRIABLE = "ChannelCannotCarry"
 #: how many block functions an engine ships to each session (the most recently used)
 _FUNCTION_TABLE_SIZE = 32
+#: a folding task's heartbeats come at most this far apart (and 4 to a request deadline)
+MAX_HEARTBEAT_SECONDS = 5.0
+#: a request's hard cap, in request deadlines, when ``max_request_time`` is not given
+REQUEST_CAP_DEADLINES = 10
+#: an unknown peer looks the application's hosts up again at most this often
+PEER_REFRESH_SECONDS = 1.0
+#: addresses whose rejection was logged (beyond it, rejections go to the debug log only)
+_LOGGED_PEERS = 1024
 
 
 class TaskError(RuntimeError):
@@ -116,7 +142,8 @@ def balanced_groups(rows: dict[int, int], groups: int) -> dict[int, int]:
     return assignment
 
 
-def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout: float) -> Channel:
+def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout: float,
+             encrypted: bool = False) -> Channel:
     """Connect and authenticate to the driver, retrying (a listener busy with hostile peers may
     close a connection on arrival) until ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
@@ -131,7 +158,8 @@ def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout
         try:
             sock = socket.create_connection(address, timeout=min(remaining, HANDSHAKE_SECONDS))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return client_handshake(sock, secret, session_id, min(deadline, time.monotonic() + HANDSHAKE_SECONDS))
+            return client_handshake(sock, secret, session_id, min(deadline, time.monotonic() + HANDSHAKE_SECONDS),
+                                    encrypted)
         except (OSError, EOFError, WireError) as exc:
             last = exc
             if sock is not None:
@@ -159,13 +187,49 @@ class _WorkerChannel:
         return value
 
 
+@contextlib.contextmanager
+def heartbeats(channel: Channel, interval: Optional[float]) -> Iterator[None]:
+    """Send a HEARTBEAT frame every ``interval`` seconds (None: none) while the block runs, from
+    a thread of its own, so the driver can tell a task busy in a long block function from a hung
+    one. The last heartbeat is sent before the block's reply (the thread is joined first). A
+    heartbeat the driver does not read within ``interval`` ends the heartbeats, not the task."""
+    if not interval or interval <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                channel.send(FrameType.HEARTBEAT, None, time.monotonic() + interval)
+            except (OSError, TimeoutError):
+                return
+
+    thread = threading.Thread(target=beat, name="sparkopt-resident-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """How often a folding task sends a heartbeat under a request deadline of ``timeout``
+    seconds: four per deadline (one lost or late heartbeat is not a hang), at most every
+    :data:`MAX_HEARTBEAT_SECONDS`."""
+    return min(timeout / 4.0, MAX_HEARTBEAT_SECONDS)
+
+
 def _error_value(exc: BaseException) -> tuple:
     return (type(exc).__name__, str(exc), traceback.format_exc())
 
 
-def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions: dict, connect_timeout: float):
+def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions: dict, connect_timeout: float,
+           encrypted: bool = False):
     """The barrier task body: hold the blocks, answer the driver's requests until told to stop.
-    ``functions`` (digest -> block function or worker program) arrive in this closure."""
+    ``functions`` (digest -> block function or worker program) and whether the channel is
+    ``encrypted`` arrive in this closure."""
 
     def run(tagged: Iterator[tuple[int, int, Any]]) -> Iterator[tuple[int, int]]:
         from pyspark import BarrierTaskContext
@@ -181,7 +245,7 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
         del tagged_blocks
         rows = sum(b.n_rows for blocks in partitions.values() for b in blocks)
         weight = float(sum(float(b.w.sum()) for blocks in partitions.values() for b in blocks))
-        channel = _connect(address, secret, session_id, connect_timeout)
+        channel = _connect(address, secret, session_id, connect_timeout, encrypted)
         served = 0
         try:
             channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), list(partitions),
@@ -199,8 +263,9 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
                         fold = partial(fold_over, list(partitions.items()))
                         result = functions[digest](_WorkerChannel(channel), context.partitionId(), fold, config)
                     elif kind == FrameType.EVAL:
-                        digest, payload, fraction, seed = request
-                        result = fold_partitions(functions[digest], payload, partitions.items(), fraction, seed)
+                        digest, payload, fraction, seed, beat = request
+                        with heartbeats(channel, beat):
+                            result = fold_partitions(functions[digest], payload, partitions.items(), fraction, seed)
                     else:
                         raise WireError(f"unexpected frame type {kind}")
                     try:
@@ -247,6 +312,95 @@ def listen(bind_host: str, port: int, max_retries: int, backlog: int) -> socket.
                       f"{bind_host} (spark.sparkopt.resident.port / portMaxRetries): {error}")
 
 
+def executor_hosts(sc: Any) -> set[str]:
+    """The host names (or addresses) of the application's executors and its driver, as Spark's
+    status tracker knows them now, with ``spark.driver.host``."""
+    hosts = {info.host for info in sc.statusTracker().getExecutorInfos()}
+    driver_host = sc.getConf().get("spark.driver.host", None)
+    if driver_host:
+        hosts.add(driver_host)
+    return {host for host in hosts if host}
+
+
+def _normal_address(address: str) -> str:
+    """``address`` as the listener's peers report it: scope dropped, IPv4-mapped IPv6 as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        logger.debug("sparkopt resident engine: cannot resolve host %r (%s)", host, exc)
+        return set()
+    return {_normal_address(info[4][0]) for info in infos}
+
+
+class PeerFilter:
+    """Which peers may start a handshake: the IP addresses of the hosts ``hosts()`` names (the
+    application's executors and driver, :func:`executor_hosts`) and of ``extra``. An address not
+    among them looks ``hosts()`` up again (at most once per ``refresh_seconds``, so a flood of
+    strangers costs one look-up a second), since executors can be added while a session runs.
+    ``allow_any``: every peer passes (executors seen through NAT)."""
+
+    def __init__(self, hosts: Callable[[], Iterable[str]], extra: Iterable[str] = (), allow_any: bool = False,
+                 refresh_seconds: float = PEER_REFRESH_SECONDS) -> None:
+        self._hosts = hosts
+        self._extra = {h for h in extra if h}
+        self.allow_any = bool(allow_any)
+        self._refresh_seconds = refresh_seconds
+        self._resolved: dict[str, set[str]] = {}
+        self._names: set[str] = set()
+        self.addresses: frozenset = frozenset()
+        self._refreshed = -math.inf
+        self._logged: set[str] = set()
+        self.lookups = 0
+        self._lock = threading.Lock()
+        if not self.allow_any:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Look the hosts up again; a host name is resolved once (the first time it is seen)."""
+        with self._lock:
+            self._refreshed = time.monotonic()
+            self.lookups += 1
+            try:
+                names = {h for h in self._hosts() if h}
+            except Exception as exc:  # noqa: BLE001 - keep the hosts known so far
+                logger.warning("sparkopt resident engine: cannot list the application's executors (%s); "
+                               "keeping the %d hosts known", exc, len(self._names))
+                names = set(self._names)
+            self._names = names | self._extra
+            for name in self._names - self._resolved.keys():
+                self._resolved[name] = _resolve(name)
+            self.addresses = frozenset().union(*(self._resolved[n] for n in self._names))
+
+    def allows(self, address: str) -> bool:
+        if self.allow_any:
+            return True
+        address = _normal_address(address)
+        if address in self.addresses:
+            return True
+        if time.monotonic() - self._refreshed >= self._refresh_seconds:
+            self.refresh()
+        return address in self.addresses
+
+    def first_rejection(self, address: str) -> bool:
+        """Whether ``address`` is rejected for the first time (its rejection is then logged)."""
+        address = _normal_address(address)
+        with self._lock:
+            if address in self._logged or len(self._logged) >= _LOGGED_PEERS:
+                return False
+            self._logged.add(address)
+            return True
+
+
 def _valid_hello(value: Any, groups: int) -> bool:
     return (isinstance(value, tuple) and len(value) == 5 and isinstance(value[0], int) and 0 <= value[0] < groups
             and isinstance(value[1], int) and isinstance(value[2], list)
@@ -258,7 +412,8 @@ class _Session:
     """One barrier job and the driver's end of its channel."""
 
     def __init__(self, tagged: Any, groups: int, *, host: str, bind_host: str, port: int, port_retries: int,
-                 start_timeout: float, connect_timeout: float, functions: dict,
+                 start_timeout: float, connect_timeout: float, functions: dict, peers: PeerFilter,
+                 encrypted: bool = False,
                  max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
                  handshake_timeout: float = HANDSHAKE_SECONDS) -> None:
         self.id = secrets.token_bytes(SESSION_ID_BYTES)
@@ -267,6 +422,8 @@ class _Session:
         self._secret = secrets.token_bytes(32)
         self._handshake_timeout = handshake_timeout
         self._max_pending = max_pending_handshakes
+        self._peers = peers
+        self.encrypted = bool(encrypted)
         self._server = listen(bind_host, port, port_retries, backlog=max(64, 2 * groups))
         self._server.settimeout(0.2)
         self.address = (host, self._server.getsockname()[1])
@@ -275,6 +432,8 @@ class _Session:
         self._handshaking: set = set()                     # raw sockets in the handshake
         self._pending: list[tuple[Channel, tuple]] = []
         self.rejected = 0
+        self.strangers = 0                                 # rejected as not an application host
+        self.heartbeats = 0                                # heartbeat frames received
         self.connections: dict[int, Channel] = {}          # group index -> channel
         self.workers: dict[int, dict] = {}                 # group index -> partitions, rows, weight
         self.job_error: Optional[BaseException] = None
@@ -283,7 +442,8 @@ class _Session:
         self._job_group = f"sparkopt-resident-{self.id.hex()}"
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self._job_group}-accept", daemon=True)
         self._acceptor.start()
-        job = tagged.barrier().mapPartitions(_serve(self.address, self._secret, self.id, functions, connect_timeout))
+        job = tagged.barrier().mapPartitions(_serve(self.address, self._secret, self.id, functions, connect_timeout,
+                                                    self.encrypted))
         from pyspark import InheritableThread
 
         def run_job() -> None:
@@ -314,6 +474,9 @@ class _Session:
                 continue
             except OSError:
                 return
+            if not self._peers.allows(peer[0]):
+                self._reject_stranger(raw, peer)
+                continue
             with self._lock:
                 full = len(self._handshaking) >= self._max_pending
                 if not full:
@@ -331,12 +494,22 @@ class _Session:
         with contextlib.suppress(OSError):
             raw.close()
 
+    def _reject_stranger(self, raw: socket.socket, peer: Any) -> None:
+        """Close a connection from outside the application's hosts before reading a byte of it."""
+        self.rejected += 1
+        self.strangers += 1
+        level = logging.WARNING if self._peers.first_rejection(peer[0]) else logging.DEBUG
+        logger.log(level, "sparkopt resident engine: rejected a connection from %s: not a host of this "
+                   "application's executors or driver (spark.sparkopt.resident.allowedHosts adds hosts)", peer[0])
+        with contextlib.suppress(OSError):
+            raw.close()
+
     def _handshake(self, raw: socket.socket, peer: Any) -> None:
         """Authenticate one connection and read its hello, all within one deadline."""
         deadline = time.monotonic() + self._handshake_timeout
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            channel = server_handshake(raw, self._secret, self.id, deadline)
+            channel = server_handshake(raw, self._secret, self.id, deadline, self.encrypted)
             kind, hello, _ = channel.recv(deadline)
             if kind != FrameType.HELLO or not _valid_hello(hello, self.groups):
                 raise WireError("the first frame is not a valid hello")
@@ -391,23 +564,34 @@ class _Session:
         except OSError as exc:
             raise SessionLost(f"resident task {group} is gone ({exc})") from exc
 
-    def _incoming(self, waiting: dict, timeout: float) -> Iterator[tuple[int, int, Any, int]]:
-        """(group, frame type, value, bytes) as the tasks send them, while ``waiting`` (channel ->
-        group; the caller removes the tasks it no longer waits for) is not empty. A closed socket,
-        a bad frame, a failed job, or ``timeout`` seconds without any frame is a lost session."""
-        deadline = time.monotonic() + timeout
+    def _incoming(self, waiting: dict, timeout: float, *, per_task: bool = False,
+                  cap: Optional[float] = None) -> Iterator[tuple[int, int, Any, int]]:
+        """(group, frame type, value, bytes) as the tasks send them (heartbeats included), while
+        ``waiting`` (channel -> group; the caller removes the tasks it no longer waits for) is not
+        empty. Lost session: a closed socket, a bad frame, a failed job, ``timeout`` seconds of
+        silence (``per_task``: of any one task, measured from its last frame, so one task's
+        heartbeats cannot cover another's hang; else of all the tasks together), or ``cap``
+        seconds in all however alive the tasks are."""
+        start = time.monotonic()
+        heard = {channel: start for channel in waiting}
+        hard = math.inf if cap is None else start + cap
         while waiting:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SessionLost(f"resident task(s) {sorted(waiting.values())} missed the request deadline of "
-                                  f"{timeout:.3g} s (hung or stopped?)")
-            ready, _, _ = select.select(list(waiting), [], [], min(remaining, 1.0))
+            now = time.monotonic()
+            if now >= hard:
+                raise SessionLost(f"resident task(s) {sorted(waiting.values())} still busy after the hard cap of "
+                                  f"{cap:.3g} s per request (heartbeats but no reply: deadlocked or far too slow?)")
+            silent = sorted(waiting[c] for c in waiting if now - heard[c] >= timeout)
+            if silent:
+                raise SessionLost(f"resident task(s) {silent} missed the request deadline of {timeout:.3g} s "
+                                  "(no reply and no heartbeat: hung or stopped?)")
+            until = min(min(heard[c] for c in waiting) + timeout, hard)
+            ready, _, _ = select.select(list(waiting), [], [], max(min(until - now, 1.0), 0.0))
             if not ready and self._job_done.is_set():
                 raise SessionLost(f"the resident job failed: {_brief(self.job_error)}")
             for channel in ready:
                 group = waiting[channel]
                 try:
-                    kind, value, size = channel.recv(deadline)
+                    kind, value, size = channel.recv(min(heard[channel] + timeout, hard))
                 except TimeoutError as exc:
                     raise SessionLost(f"resident task {group} missed the request deadline of {timeout:.3g} s "
                                       "mid-frame") from exc
@@ -416,29 +600,39 @@ class _Session:
                     raise SessionLost(f"resident task {group} sent a bad frame ({exc})") from exc
                 except (EOFError, OSError) as exc:
                     raise SessionLost(f"resident task {group} closed its channel") from exc
-                if kind not in (FrameType.REPLY, FrameType.ERROR, FrameType.MESSAGE):
+                if kind not in (FrameType.REPLY, FrameType.ERROR, FrameType.MESSAGE, FrameType.HEARTBEAT):
                     raise SessionLost(f"resident task {group} sent an unexpected frame type {kind}")
-                deadline = time.monotonic() + timeout
+                now = time.monotonic()
+                for other in ([channel] if per_task else heard):
+                    heard[other] = now
+                if kind == FrameType.HEARTBEAT:
+                    self.heartbeats += 1
                 yield group, kind, value, size
 
-    def evaluate(self, digest: bytes, payload: Any, fraction: Any, seed: Any, timeout: float) -> tuple[Any, int, int]:
+    def evaluate(self, digest: bytes, payload: Any, fraction: Any, seed: Any, timeout: float,
+                 cap: Optional[float] = None) -> tuple[Any, int, int]:
         """Send the request to every task and sum their replies in group order; (sum, bytes
-        sent, bytes received)."""
+        sent, bytes received). A task may stay silent ``timeout`` seconds; while it folds it sends
+        a heartbeat every :func:`heartbeat_interval` seconds, each of which gives it ``timeout``
+        more, up to ``cap`` seconds in all."""
         deadline = time.monotonic() + timeout
+        beat = heartbeat_interval(timeout)
         sent = 0
         for group in self.connections:
             try:
-                sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed), deadline)
+                sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed, beat), deadline)
             except TypeError as exc:    # raised while encoding, before any byte left: the session is intact
                 raise _Uncarriable(f"its payload cannot travel on the channel: {exc}") from exc
         received = 0
         replies: dict[int, tuple] = {}
         waiting = {channel: group for group, channel in self.connections.items()}
-        for group, kind, value, size in self._incoming(waiting, max(deadline - time.monotonic(), 0.0)):
+        for group, kind, value, size in self._incoming(waiting, timeout, per_task=True, cap=cap):
+            received += size
+            if kind == FrameType.HEARTBEAT:
+                continue
             if kind == FrameType.MESSAGE:
                 raise SessionLost(f"resident task {group} sent a worker message to a pass")
             del waiting[self.connections[group]]
-            received += size
             replies[group] = (kind, value)
         # every task has answered (so the next request gets fresh replies) before an error is raised
         for kind, value in replies.values():
@@ -463,6 +657,8 @@ class _Session:
         waiting = {channel: group for group, channel in self.connections.items()}
         for group, kind, value, size in self._incoming(waiting, timeout):
             received += size
+            if kind == FrameType.HEARTBEAT:
+                continue
             if kind == FrameType.ERROR:
                 raise _task_error(value)
             if kind == FrameType.REPLY:
@@ -525,6 +721,33 @@ def _brief(exc: Optional[BaseException]) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+#: Spark settings that turn on encryption of its own network traffic (Spark's security guide:
+#: TLS for RPC, AES-based RPC encryption, the legacy SASL encryption)
+SPARK_NETWORK_ENCRYPTION = ("spark.ssl.rpc.enabled", "spark.network.crypto.enabled",
+                            "spark.authenticate.enableSaslEncryption")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _conf_bool(get: Callable[..., Any], key: str) -> bool:
+    raw = get(key, None)
+    text = "" if raw is None else str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InputError(f"{key} must be true or false, got {raw!r}")
+
+
+def channel_encrypted(get: Callable[..., Any]) -> bool:
+    """Whether the resident channel encrypts its frames, from the application's settings
+    (``get(key, default)``, e.g. ``SparkConf.get``): when Spark encrypts its own network (any of
+    :data:`SPARK_NETWORK_ENCRYPTION`; the secret rides in the task closure, which only such a
+    network protects), or when ``spark.sparkopt.resident.encrypt`` asks for it. There is no
+    setting that turns it off while Spark encrypts."""
+    spark_encrypts = [key for key in SPARK_NETWORK_ENCRYPTION if _conf_bool(get, key)]
+    return bool(spark_encrypts) or _conf_bool(get, "spark.sparkopt.resident.encrypt")
+
+
 def _conf_int(sc: Any, key: str, default: int) -> int:
     raw = sc.getConf().get(key, str(default))
     try:
@@ -543,8 +766,10 @@ class ResidentEngine(TreeEngine):
     partition sums are added in partition order). ``max_restarts`` bounds how many times a lost
     session is restarted during one fit; ``start_timeout`` is how long to wait for all tasks to
     connect, ``connect_timeout`` how long a task keeps trying to reach the driver;
-    ``request_timeout`` (None: max(30 s, 20 x the median pass so far)) how long a pass may take
-    before its session counts as lost. ``host`` (advertised to the tasks) defaults to
+    ``request_timeout`` (None: max(30 s, 20 x the median pass so far)) how long a task may stay
+    silent in a pass before its session counts as lost: a task folding a long block function
+    sends heartbeats (4 per deadline, at most 5 s apart), each of which restarts its deadline, up
+    to ``max_request_time`` seconds per pass (None: 10 request deadlines). ``host`` (advertised to the tasks) defaults to
     ``spark.driver.host``, ``bind_host`` to ``spark.driver.bindAddress`` (else ``host``), ``port``
     to ``spark.sparkopt.resident.port`` (0: any). ``fallback``: when the tasks cannot reach the
     driver, run the passes as the tree engine does (``engine="auto"``) instead of failing."""
@@ -556,12 +781,14 @@ class ResidentEngine(TreeEngine):
     def __init__(self, blocks_rdd: Any, stats: DataStats, depth: int = 2, *, max_restarts: int = 3,
                  start_timeout: float = 120.0, connect_timeout: float = 10.0,
                  request_timeout: Optional[float] = None, host: Optional[str] = None,
-                 bind_host: Optional[str] = None, port: Optional[int] = None, fallback: bool = False) -> None:
+                 bind_host: Optional[str] = None, port: Optional[int] = None, fallback: bool = False,
+                 max_request_time: Optional[float] = None) -> None:
         super().__init__(blocks_rdd, stats, depth)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise InputError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
         for name, value in (("start_timeout", start_timeout), ("connect_timeout", connect_timeout),
-                            ("request_timeout", 1.0 if request_timeout is None else request_timeout)):
+                            ("request_timeout", 1.0 if request_timeout is None else request_timeout),
+                            ("max_request_time", 1.0 if max_request_time is None else max_request_time)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise InputError(f"{name} must be a number of seconds > 0, got {value!r}")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
@@ -570,10 +797,12 @@ class ResidentEngine(TreeEngine):
         self.start_timeout = float(start_timeout)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = None if request_timeout is None else float(request_timeout)
+        self.max_request_time = None if max_request_time is None else float(max_request_time)
         self.fallback = bool(fallback)
         self.fallback_reason: Optional[str] = None
         self._host, self._bind_host, self._port = host, bind_host, port
         self._session: Optional[_Session] = None
+        self._peers: Optional[PeerFilter] = None
         self._regrouped: dict[int, Any] = {}
         self._functions: collections.OrderedDict = collections.OrderedDict()   # digest -> function
         # block functions whose payload or result the channel cannot carry (nothing on it is ever
@@ -622,10 +851,22 @@ class ResidentEngine(TreeEngine):
         retries = _conf_int(sc, "spark.sparkopt.resident.portMaxRetries", 16)
         session = _Session(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
                            port_retries=retries, start_timeout=self.start_timeout,
-                           connect_timeout=self.connect_timeout, functions=dict(self._functions))
+                           connect_timeout=self.connect_timeout, functions=dict(self._functions),
+                           peers=self._peer_filter(sc, host), encrypted=channel_encrypted(conf.get))
         self.sessions_started += 1
-        logger.info("sparkopt resident engine: %d tasks hold %d partitions", groups, self.num_partitions)
+        logger.info("sparkopt resident engine: %d tasks hold %d partitions (frames %s)", groups, self.num_partitions,
+                    "encrypted" if session.encrypted else "authenticated, not encrypted")
         return session
+
+    def _peer_filter(self, sc: Any, host: str) -> PeerFilter:
+        """The engine's one filter (its host look-ups kept across sessions): the application's
+        executors and driver, the advertised ``host``, and ``spark.sparkopt.resident.allowedHosts``."""
+        if self._peers is None:
+            extra = [h.strip() for h in sc.getConf().get("spark.sparkopt.resident.allowedHosts", "").split(",")]
+            allow_any = "*" in extra
+            self._peers = PeerFilter(partial(executor_hosts, sc), extra=[h for h in extra if h != "*"] + [host],
+                                     allow_any=allow_any)
+        return self._peers
 
     def register_functions(self, fns: Any) -> None:
         """Block functions (or worker programs) later requests will use: a session ships them in
@@ -710,7 +951,9 @@ class ResidentEngine(TreeEngine):
                 try:
                     session = self._session_for(digest)
                     start = time.monotonic()
-                    result, sent, received = session.evaluate(digest, payload, fraction, seed, self._timeout())
+                    timeout = self._timeout()
+                    cap = self.max_request_time or REQUEST_CAP_DEADLINES * timeout
+                    result, sent, received = session.evaluate(digest, payload, fraction, seed, timeout, cap)
                     self._pass_seconds.append(time.monotonic() - start)
                     break
                 except DriverUnreachable as exc:

@@ -1,5 +1,6 @@
 """The resident channel's wire format: a handshake that derives per-connection keys, then typed,
-authenticated, sequenced frames whose payloads are plain values and raw numpy buffers.
+authenticated (and, when Spark encrypts its own network, encrypted), sequenced frames whose
+payloads are plain values and raw numpy buffers.
 
 numpy and the standard library only. Nothing here unpickles: a frame can carry ``None``, bools,
 ints, floats, strings, bytes, numeric ndarrays, and tuples / lists / dicts of those; code reaches
@@ -13,15 +14,24 @@ travels in the task closure, ``sid`` the session id)::
     task   -> driver   HMAC(K, "task" | sid | tn | dn)
 
 Both proofs are HMAC-SHA256 compared with :func:`hmac.compare_digest`; the fresh nonces make a
-recorded handshake useless. Each direction then has its own key ``HMAC(K, "t2d"|"d2t" | sid | tn |
-dn)``, so a frame cannot be replayed on another connection or reflected back to its sender.
+recorded handshake useless. Each direction then has its own key ``HMAC(K, "t2d"|"d2t" | mode | sid
+| tn | dn)``, so a frame cannot be replayed on another connection or reflected back to its sender.
+``mode`` (``"hmac"`` or ``"aead"``) is in every label, the proofs' too, so two ends that disagree
+on encryption fail the handshake instead of exchanging frames.
 
-Frame (big-endian)::
+Frame (big-endian), authenticated only (version 1)::
 
     magic b"SF" | version u8 | type u8 | sequence u64 | length u32 | payload | HMAC-SHA256 tag (32)
 
-The tag covers header and payload. Each direction numbers its frames 0, 1, 2, ...; a receiver
-accepts only the next number, so a replayed, dropped or reordered frame is rejected. ``length``
+The tag covers header and payload. Encrypted (version 2, :data:`ENCRYPTED`)::
+
+    magic b"SF" | version u8 | type u8 | sequence u64 | length u32 | AES-256-GCM(payload) | GCM tag (16)
+
+with the header as associated data and the nonce ``0 (4 bytes) | sequence u64`` built from the
+number the receiver expects (never from the header), under the direction's key: each key meets a
+nonce once, and a replayed, reordered or re-numbered frame fails its tag. Each direction numbers
+its frames 0, 1, 2, ...; a receiver accepts only the next number, so a replayed, dropped or
+reordered frame is rejected. ``length``
 is bounded by ``max_frame``, and bytes are read (and memory grows) only as they arrive, so a
 peer cannot make the reader allocate a buffer it chose the size of. Any violation raises
 :class:`WireError`; the caller drops the connection.
@@ -34,6 +44,7 @@ import math
 import os
 import socket
 import struct
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -41,14 +52,18 @@ import numpy as np
 
 __all__ = ["WireError", "FrameType", "Channel", "encode_value", "decode_value", "encode_frame",
            "read_frame", "client_handshake", "server_handshake", "MAX_FRAME_BYTES", "NONCE_BYTES",
-           "SESSION_ID_BYTES", "socket_reader"]
+           "SESSION_ID_BYTES", "socket_reader", "ENCRYPTED", "AUTHENTICATED"]
 
 MAGIC_HELLO = b"SOH1"
 MAGIC_FRAME = b"SF"
-VERSION = 1
+VERSION = 1                 # frames authenticated with HMAC-SHA256
+VERSION_ENCRYPTED = 2       # frames encrypted and authenticated with AES-256-GCM
 NONCE_BYTES = 32
 SESSION_ID_BYTES = 16
 TAG_BYTES = 32
+GCM_TAG_BYTES = 16
+#: the channel's two modes (``encrypted`` argument of the functions below)
+AUTHENTICATED, ENCRYPTED = False, True
 HEADER = struct.Struct(">2sBBQI")
 #: largest frame payload accepted (coefficients of 2^20 features x 26 classes are 218 MB)
 MAX_FRAME_BYTES = 1 << 30
@@ -69,7 +84,8 @@ class FrameType:
     ERROR = 5      # task -> driver: (exception name, text, traceback)
     MESSAGE = 6    # either way: a worker program's message
     STOP = 7       # driver -> task: end of the session
-    ALL = frozenset(range(1, 8))
+    HEARTBEAT = 8  # task -> driver: alive, still folding (None)
+    ALL = frozenset(range(1, 9))
 
 
 # ------------------------------------------------------------------------------ values
@@ -217,40 +233,104 @@ def _hashable(value: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------ frames
-def _tag(key: bytes, header: bytes, payload: bytes) -> bytes:
-    mac = hmac.new(key, header, hashlib.sha256)
-    mac.update(payload)
-    return mac.digest()
+class _Authenticated:
+    """Seals a frame's payload with an HMAC-SHA256 tag over header and payload (in the clear)."""
+
+    version, tag_bytes = VERSION, TAG_BYTES
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _tag(self, header: bytes, payload: bytes) -> bytes:
+        mac = hmac.new(self._key, header, hashlib.sha256)
+        mac.update(payload)
+        return mac.digest()
+
+    def seal(self, header: bytes, payload: bytes, sequence: int) -> bytes:
+        return payload + self._tag(header, payload)
+
+    def open(self, header: bytes, body: bytes, sequence: int) -> bytes:
+        payload, tag = body[:-TAG_BYTES], body[-TAG_BYTES:]
+        if not hmac.compare_digest(tag, self._tag(header, payload)):
+            raise WireError("frame authentication failed (bad HMAC)")
+        return payload
+
+
+class _Encrypted:
+    """Seals a frame's payload with AES-256-GCM: the header is associated data, the nonce is
+    the frame's sequence number, so no (key, nonce) pair repeats and a frame opens only at the
+    position it was sealed for."""
+
+    version, tag_bytes = VERSION_ENCRYPTED, GCM_TAG_BYTES
+
+    def __init__(self, key: bytes) -> None:
+        try:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError as exc:      # a declared dependency; said plainly if an install lacks it
+            raise RuntimeError("the resident channel encrypts its frames (Spark's network encryption is on) "
+                               "and needs the 'cryptography' package: pip install cryptography") from exc
+        if len(key) != 32:
+            raise ValueError(f"an AES-256-GCM key has 32 bytes, got {len(key)}")
+        self._aead = AESGCM(key)
+
+    @staticmethod
+    def _nonce(sequence: int) -> bytes:
+        return b"\0\0\0\0" + struct.pack(">Q", sequence)
+
+    def seal(self, header: bytes, payload: bytes, sequence: int) -> bytes:
+        return self._aead.encrypt(self._nonce(sequence), payload, header)
+
+    def open(self, header: bytes, body: bytes, sequence: int) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self._aead.decrypt(self._nonce(sequence), body, header)
+        except InvalidTag:
+            raise WireError("frame authentication failed (bad AES-GCM tag: tampered, replayed, "
+                            "reordered or another key)") from None
+
+
+def _sealer(key: bytes, encrypted: bool) -> "_Authenticated | _Encrypted":
+    return _Encrypted(key) if encrypted else _Authenticated(key)
 
 
 def encode_frame(key: bytes, frame_type: int, sequence: int, value: Any,
-                 max_frame: int = MAX_FRAME_BYTES) -> bytes:
-    """One authenticated frame carrying ``value`` (TypeError if it cannot be carried or is larger
-    than ``max_frame``)."""
+                 max_frame: int = MAX_FRAME_BYTES, *, encrypted: bool = AUTHENTICATED) -> bytes:
+    """One authenticated (``encrypted``: encrypted and authenticated) frame carrying ``value``
+    (TypeError if it cannot be carried or is larger than ``max_frame``)."""
+    return _encode_sealed(_sealer(key, encrypted), frame_type, sequence, value, max_frame)
+
+
+def _encode_sealed(sealer: Any, frame_type: int, sequence: int, value: Any, max_frame: int) -> bytes:
     payload = encode_value(value)
     if len(payload) > max_frame:
         raise TypeError(f"a message of {len(payload)} bytes exceeds the channel's frame limit of {max_frame}")
-    header = HEADER.pack(MAGIC_FRAME, VERSION, frame_type, sequence, len(payload))
-    return header + payload + _tag(key, header, payload)
+    header = HEADER.pack(MAGIC_FRAME, sealer.version, frame_type, sequence, len(payload))
+    return header + sealer.seal(header, payload, sequence)
 
 
 def read_frame(read_exact: Callable[[int], bytes], key: bytes, expected_sequence: int,
-               max_frame: int = MAX_FRAME_BYTES) -> tuple[int, Any]:
+               max_frame: int = MAX_FRAME_BYTES, *, encrypted: bool = AUTHENTICATED) -> tuple[int, Any]:
     """(type, value) of the next frame, read through ``read_exact(n)`` (which returns exactly n
-    bytes or raises). The header is checked before the body is read, the tag (in constant time)
-    before the payload is decoded."""
+    bytes or raises). The header is checked before the body is read, the tag (in constant time;
+    ``encrypted``: the GCM tag, on decryption) before the payload is decoded."""
+    return _read_sealed(read_exact, _sealer(key, encrypted), expected_sequence, max_frame)
+
+
+def _read_sealed(read_exact: Callable[[int], bytes], sealer: Any, expected_sequence: int,
+                 max_frame: int) -> tuple[int, Any]:
     header = read_exact(HEADER.size)
     magic, version, frame_type, sequence, length = HEADER.unpack(header)
-    if magic != MAGIC_FRAME or version != VERSION:
+    if magic != MAGIC_FRAME or version not in (VERSION, VERSION_ENCRYPTED):
         raise WireError(f"not a sparkopt frame (magic {magic!r}, version {version})")
+    if version != sealer.version:
+        raise WireError("an unencrypted frame on an encrypted channel" if version == VERSION
+                        else "an encrypted frame on an unencrypted channel")
     if frame_type not in FrameType.ALL:
         raise WireError(f"unknown frame type {frame_type}")
     if length > max_frame:
         raise WireError(f"frame of {length} bytes exceeds the limit of {max_frame}")
-    body = read_exact(length + TAG_BYTES)
-    payload, tag = body[:length], body[length:]
-    if not hmac.compare_digest(tag, _tag(key, header, payload)):
-        raise WireError("frame authentication failed (bad HMAC)")
+    payload = sealer.open(header, read_exact(length + sealer.tag_bytes), expected_sequence)
     if sequence != expected_sequence:
         raise WireError(f"frame out of sequence: got {sequence}, expected {expected_sequence} (replayed?)")
     return frame_type, decode_value(payload)
@@ -294,27 +374,33 @@ def _send_all(sock: socket.socket, data: bytes, deadline: Optional[float]) -> No
 
 
 # ------------------------------------------------------------------------------ handshake
-def _keys(secret: bytes, session_id: bytes, task_nonce: bytes, driver_nonce: bytes) -> dict:
+def _keys(secret: bytes, session_id: bytes, task_nonce: bytes, driver_nonce: bytes,
+          encrypted: bool = AUTHENTICATED) -> dict:
+    mode = b"aead" if encrypted else b"hmac"
+
     def derive(label: bytes) -> bytes:
-        return hmac.new(secret, label + session_id + task_nonce + driver_nonce, hashlib.sha256).digest()
+        return hmac.new(secret, label + mode + session_id + task_nonce + driver_nonce, hashlib.sha256).digest()
 
     return {"driver": derive(b"driver"), "task": derive(b"task"), "t2d": derive(b"t2d"), "d2t": derive(b"d2t")}
 
 
-def client_handshake(sock: socket.socket, secret: bytes, session_id: bytes, deadline: float) -> "Channel":
-    """The task's side: prove the secret, check the driver's proof; a Channel to the driver."""
+def client_handshake(sock: socket.socket, secret: bytes, session_id: bytes, deadline: float,
+                     encrypted: bool = AUTHENTICATED) -> "Channel":
+    """The task's side: prove the secret, check the driver's proof; a Channel to the driver
+    (``encrypted``: its frames encrypted, which the driver must agree on)."""
     task_nonce = os.urandom(NONCE_BYTES)
     _send_all(sock, MAGIC_HELLO + session_id + task_nonce, deadline)
     reply = socket_reader(sock, deadline)(NONCE_BYTES + TAG_BYTES)
     driver_nonce, proof = reply[:NONCE_BYTES], reply[NONCE_BYTES:]
-    keys = _keys(secret, session_id, task_nonce, driver_nonce)
+    keys = _keys(secret, session_id, task_nonce, driver_nonce, encrypted)
     if not hmac.compare_digest(proof, keys["driver"]):
-        raise WireError("the driver failed the handshake (wrong secret or session)")
+        raise WireError("the driver failed the handshake (wrong secret, session or encryption mode)")
     _send_all(sock, keys["task"], deadline)
-    return Channel(sock, send_key=keys["t2d"], recv_key=keys["d2t"])
+    return Channel(sock, send_key=keys["t2d"], recv_key=keys["d2t"], encrypted=encrypted)
 
 
-def server_handshake(sock: socket.socket, secret: bytes, session_id: bytes, deadline: float) -> "Channel":
+def server_handshake(sock: socket.socket, secret: bytes, session_id: bytes, deadline: float,
+                     encrypted: bool = AUTHENTICATED) -> "Channel":
     """The driver's side, all of it by ``deadline``: a Channel to an authenticated task."""
     read_exact = socket_reader(sock, deadline)
     hello = read_exact(len(MAGIC_HELLO) + SESSION_ID_BYTES + NONCE_BYTES)
@@ -324,34 +410,40 @@ def server_handshake(sock: socket.socket, secret: bytes, session_id: bytes, dead
         raise WireError("handshake for another session")
     task_nonce = hello[len(MAGIC_HELLO) + SESSION_ID_BYTES:]
     driver_nonce = os.urandom(NONCE_BYTES)
-    keys = _keys(secret, session_id, task_nonce, driver_nonce)
+    keys = _keys(secret, session_id, task_nonce, driver_nonce, encrypted)
     _send_all(sock, driver_nonce + keys["driver"], deadline)
     if not hmac.compare_digest(read_exact(TAG_BYTES), keys["task"]):
         raise WireError("the peer failed the handshake (bad HMAC)")
-    return Channel(sock, send_key=keys["d2t"], recv_key=keys["t2d"])
+    return Channel(sock, send_key=keys["d2t"], recv_key=keys["t2d"], encrypted=encrypted)
 
 
 class Channel:
-    """One authenticated connection: ``send(type, value, deadline)``, ``recv(deadline)``. Errors:
+    """One authenticated (``encrypted``: also encrypted) connection: ``send(type, value, deadline)``,
+    ``recv(deadline)``. Errors:
     WireError (a bad frame), TimeoutError (the deadline), EOFError / OSError (the peer is gone);
     after any of them the channel is unusable and should be closed."""
 
     def __init__(self, sock: socket.socket, *, send_key: bytes, recv_key: bytes,
-                 max_frame: int = MAX_FRAME_BYTES) -> None:
+                 max_frame: int = MAX_FRAME_BYTES, encrypted: bool = AUTHENTICATED) -> None:
         self.sock = sock
+        self.encrypted = bool(encrypted)
         self._send_key, self._recv_key = send_key, recv_key
+        self._send_sealer, self._recv_sealer = _sealer(send_key, encrypted), _sealer(recv_key, encrypted)
         self._sent = 0
         self._received = 0
         self.max_frame = max_frame
+        # a task's heartbeat thread sends beside its main thread: numbers and bytes in one order
+        self._send_lock = threading.Lock()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, frame_type: int, value: Any, deadline: Optional[float] = None) -> int:
-        """Send one frame; returns its size in bytes."""
-        frame = encode_frame(self._send_key, frame_type, self._sent, value, self.max_frame)
-        self._sent += 1
-        _send_all(self.sock, frame, deadline)
+        """Send one frame (safe from several threads); returns its size in bytes."""
+        with self._send_lock:
+            frame = _encode_sealed(self._send_sealer, frame_type, self._sent, value, self.max_frame)
+            self._sent += 1
+            _send_all(self.sock, frame, deadline)
         return len(frame)
 
     def recv(self, deadline: Optional[float] = None) -> tuple[int, Any, int]:
@@ -363,7 +455,7 @@ class Channel:
             sizes.append(size)
             return reader(size)
 
-        frame_type, value = read_frame(counted, self._recv_key, self._received, self.max_frame)
+        frame_type, value = _read_sealed(counted, self._recv_sealer, self._received, self.max_frame)
         self._received += 1
         return frame_type, value, sum(sizes)
 

@@ -117,6 +117,110 @@ def test_silent_and_trickling_peers_during_session_start_do_not_delay_the_fit(da
     assert not resident.active
 
 
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_silent_peers_beyond_the_handshake_cap_do_not_stop_the_fit(data, monkeypatch, caplog):
+    """12 silent peers (from an allowed address) against a cap of 4 pending handshakes of 2 s
+    each: 4 hold every handshake slot, 8 are closed on arrival, and so are the session's own tasks
+    until the slots free; the tasks retry and the fit completes, one session, no restart."""
+    from sparkopt.engine import resident as resident_module
+
+    rdd, stats, tree = data
+    want = fit_linear_model(tree, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    defaults = resident_module._Session.__init__.__kwdefaults__
+    monkeypatch.setitem(defaults, "max_pending_handshakes", 4)
+    monkeypatch.setitem(defaults, "handshake_timeout", 2.0)
+    silent: list[socket.socket] = []
+    listen = resident_module.listen
+
+    def listen_with_silent_peers_first(*args, **kwargs):
+        server = listen(*args, **kwargs)
+        port = server.getsockname()[1]
+        for _ in range(12):
+            silent.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        return server
+
+    monkeypatch.setattr(resident_module, "listen", listen_with_silent_peers_first)
+    resident = ResidentEngine(rdd, stats, connect_timeout=20.0)
+    try:
+        with caplog.at_level("DEBUG", logger="sparkopt"):
+            got = fit_linear_model(resident, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    finally:
+        for sock in silent:
+            sock.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("4 handshakes already pending" in m for m in messages) >= 8          # the cap was hit
+    assert sum("TimeoutError" in m and "rejected a connection" in m for m in messages) >= 4   # and held
+    assert resident.sessions_started == 1 and resident.restarts == 0
+    assert got.result.nit == want.result.nit and rel(got.coefficients, want.coefficients) < 1e-10
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_peers_outside_the_application_hosts_are_closed_before_any_handshake(data, monkeypatch, caplog):
+    from sparkopt.engine import resident as resident_module
+
+    rdd, stats, tree = data
+    want = fit_linear_model(tree, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    resident = ResidentEngine(rdd, stats, port=_free_port())
+    strangers: list[socket.socket] = []
+    listen = resident_module.listen
+
+    def listen_with_strangers_first(*args, **kwargs):
+        # 60 connections from 127.0.0.2 (routed to lo, not a host of this application) wait in
+        # the backlog before the session's tasks
+        server = listen(*args, **kwargs)
+        port = server.getsockname()[1]
+        for _ in range(60):
+            strangers.append(socket.create_connection(("127.0.0.1", port), timeout=2,
+                                                      source_address=("127.0.0.2", 0)))
+        return server
+
+    monkeypatch.setattr(resident_module, "listen", listen_with_strangers_first)
+    try:
+        with caplog.at_level("DEBUG", logger="sparkopt"):
+            got = fit_linear_model(resident, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+        for sock in strangers:          # closed by the listener, never sent a byte
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in strangers:
+            sock.close()
+    rejections = [r for r in caplog.records if "rejected a connection from" in r.getMessage()]
+    assert len(rejections) == 60
+    assert all("127.0.0.2: not a host of this application" in r.getMessage() for r in rejections)
+    assert [r.levelname for r in rejections].count("WARNING") == 1        # logged once per address
+    assert resident.sessions_started == 1 and resident.restarts == 0
+    assert got.result.nit == want.result.nit and rel(got.coefficients, want.coefficients) < 1e-10
+
+
+def test_tasks_outside_the_allowed_hosts_cannot_connect_and_auto_falls_back(data):
+    from sparkopt.engine.resident import PeerFilter
+
+    rdd, stats, tree = data
+    auto = ResidentEngine(rdd, stats, connect_timeout=2.0, fallback=True)
+    auto._peers = PeerFilter(lambda: ["127.0.0.2"])      # the tasks connect from 127.0.0.1
+    assert auto.map_sum(lambda block, p: block.n_rows, None) == auto.n_rows
+    assert auto.kind == "tree" and "cannot reach the driver" in auto.fallback_reason
+    assert auto.restarts == 0 and not auto.active
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_a_fit_over_an_encrypted_channel_equals_the_tree_engine(data, monkeypatch, caplog):
+    """The shared session cannot turn spark.network.crypto.enabled on, so the engine's one
+    decision (channel_encrypted, unit-tested on the settings) is made to say yes: tasks whose
+    frames were not encrypted would fail the handshake (the mode is in its keys)."""
+    from sparkopt.engine import resident as resident_module
+
+    rdd, stats, tree = data
+    want = fit_linear_model(tree, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    monkeypatch.setattr(resident_module, "channel_encrypted", lambda get: True)
+    resident = ResidentEngine(rdd, stats)
+    with caplog.at_level("INFO", logger="sparkopt"):
+        got = fit_linear_model(resident, "logistic", reg_param=1e-3, solver="lbfgs", tol=1e-8, max_iter=40)
+    assert any("(frames encrypted)" in r.getMessage() for r in caplog.records)
+    assert resident.sessions_started == 1 and resident.restarts == 0
+    assert got.result.nit == want.result.nit and rel(got.coefficients, want.coefficients) < 1e-10
+
+
 def _sums_recording_pid(pid_dir, block, payload):
     """A pass's sums; each task's Python worker writes its pid (partition -> pid file)."""
     from pyspark import TaskContext
@@ -162,6 +266,35 @@ def test_a_stopped_task_misses_the_request_deadline_and_the_session_restarts(dat
     assert resident.restarts == 1 and resident.sessions_started == 2
     for g, w in zip(got, want):
         assert g[0] == pytest.approx(w[0], rel=1e-12) and g[1] == w[1]
+    assert not resident.active
+
+
+def _slow_sums(block, seconds):
+    """A pass's sums after `seconds` of work per block (a long block function)."""
+    time.sleep(seconds)
+    return float(block.w @ block.y), float(block.w.sum())
+
+
+def test_a_task_busy_past_the_request_deadline_heartbeats_and_is_not_lost(data):
+    rdd, stats, tree = data
+    want = tree.map_sum(_slow_sums, 0.0)
+    resident = ResidentEngine(rdd, stats, request_timeout=1.5)
+    with resident.session():
+        got = resident.map_sum(_slow_sums, 2.5)            # each block takes 1.7 deadlines
+        beats = resident._session.heartbeats
+    assert beats >= 2 and resident.restarts == 0 and resident.sessions_started == 1
+    assert got[0] == pytest.approx(want[0], rel=1e-12) and got[1] == want[1]
+
+
+def test_a_pass_past_the_hard_cap_is_a_lost_session_despite_heartbeats(data):
+    from sparkopt.engine.resident import SessionLost
+
+    rdd, stats, _ = data
+    resident = ResidentEngine(rdd, stats, request_timeout=1.0, max_request_time=3.0, max_restarts=0)
+    start = time.monotonic()
+    with pytest.raises(SessionLost, match="hard cap of 3 s"):
+        resident.map_sum(_slow_sums, 60.0)
+    assert time.monotonic() - start < 45         # the cap, the session start and the cancel; not 60 s
     assert not resident.active
 
 

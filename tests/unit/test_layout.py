@@ -20,7 +20,8 @@ RULES = {
     # package: (third-party top-level modules allowed, sparkopt prefixes allowed)
     "objectives": ({"numpy", "scipy"}, SHARED | {"sparkopt.objectives"}),
     "solvers": ({"numpy", "scipy"}, SHARED | {"sparkopt.solvers", "sparkopt.objectives"}),
-    "engine": ({"numpy", "scipy", "pyarrow", "pyspark", "py4j"}, SHARED | {"sparkopt.engine"}),
+    # cryptography: the resident channel's AES-GCM frames (engine/wire.py)
+    "engine": ({"numpy", "scipy", "pyarrow", "pyspark", "py4j", "cryptography"}, SHARED | {"sparkopt.engine"}),
     # driver-side numerics over the objective and engine interfaces: no Spark, no ml layer
     "tuning": ({"numpy", "scipy"}, SHARED | {"sparkopt.tuning", "sparkopt.fit", "sparkopt.least_squares",
                                             "sparkopt.linear_objective", "sparkopt.objectives",

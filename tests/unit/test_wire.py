@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sparkopt.engine.wire import (HEADER, MAGIC_FRAME, MAX_FRAME_BYTES, SESSION_ID_BYTES, VERSION, Channel,
-                                  FrameType, WireError, client_handshake, decode_value, encode_frame,
-                                  encode_value, read_frame, server_handshake, socket_reader)
+from sparkopt.engine.wire import (ENCRYPTED, HEADER, MAGIC_FRAME, MAX_FRAME_BYTES, SESSION_ID_BYTES, VERSION,
+                                  VERSION_ENCRYPTED, Channel, FrameType, WireError, client_handshake,
+                                  decode_value, encode_frame, encode_value, read_frame, server_handshake,
+                                  socket_reader)
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -172,13 +173,15 @@ def test_an_announced_length_allocates_nothing_until_the_bytes_arrive():
     assert peak < 5_000_000
 
 
-def _handshake_pair(client_secret=KEY, server_secret=KEY, session=b"s" * SESSION_ID_BYTES):
+def _handshake_pair(client_secret=KEY, server_secret=KEY, session=b"s" * SESSION_ID_BYTES,
+                    client_encrypted=False, server_encrypted=False):
     a, b = socket.socketpair()
     result = {}
 
     def serve():
         try:
-            result["server"] = server_handshake(b, server_secret, b"s" * SESSION_ID_BYTES, time.monotonic() + 5)
+            result["server"] = server_handshake(b, server_secret, b"s" * SESSION_ID_BYTES, time.monotonic() + 5,
+                                                server_encrypted)
         except Exception as exc:  # noqa: BLE001 - inspected by the test
             result["server"] = exc
             b.close()
@@ -186,7 +189,7 @@ def _handshake_pair(client_secret=KEY, server_secret=KEY, session=b"s" * SESSION
     thread = threading.Thread(target=serve)
     thread.start()
     try:
-        result["client"] = client_handshake(a, client_secret, session, time.monotonic() + 5)
+        result["client"] = client_handshake(a, client_secret, session, time.monotonic() + 5, client_encrypted)
     except Exception as exc:  # noqa: BLE001 - inspected by the test
         result["client"] = exc
         a.close()
@@ -257,3 +260,189 @@ def test_handshake_deadline_is_total_not_per_receive():
         a.close()
         b.close()
     assert elapsed < 3.0
+
+
+# ------------------------------------------------------------------ encrypted frames (AES-256-GCM)
+@FUZZ
+@given(_values, st.integers(0, 1000))
+def test_encrypted_frames_round_trip_in_sequence(value, sequence):
+    frame = encode_frame(KEY, FrameType.MESSAGE, sequence, value, encrypted=ENCRYPTED)
+    kind, got = read_frame(_reader(frame), KEY, sequence, encrypted=ENCRYPTED)
+    assert kind == FrameType.MESSAGE and _same(got, value)
+
+
+def test_encrypted_frames_hide_their_payload():
+    secret = b"the coefficients nobody may read" * 4
+    plain = encode_frame(KEY, FrameType.EVAL, 0, secret)
+    sealed = encode_frame(KEY, FrameType.EVAL, 0, secret, encrypted=ENCRYPTED)
+    assert secret in plain and secret not in sealed
+    assert sealed[2] == VERSION_ENCRYPTED and len(sealed) == len(plain) - 32 + 16     # GCM tag: 16 bytes
+    # the same value at the next sequence number encrypts differently (the nonce is the number)
+    again = encode_frame(KEY, FrameType.EVAL, 1, secret, encrypted=ENCRYPTED)
+    assert again[HEADER.size:] != sealed[HEADER.size:]
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_random_bytes_as_encrypted_frames_are_rejected(data):
+    with pytest.raises((WireError, EOFError)):
+        read_frame(_reader(data), KEY, 0, encrypted=ENCRYPTED)
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.sampled_from(sorted(FrameType.ALL)), st.integers(0, 3))
+def test_a_well_formed_header_over_random_ciphertext_is_rejected(body, kind, sequence):
+    header = HEADER.pack(MAGIC_FRAME, VERSION_ENCRYPTED, kind, sequence, max(len(body) - 16, 0))
+    with pytest.raises((WireError, EOFError)):
+        read_frame(_reader(header + body), KEY, sequence, encrypted=ENCRYPTED)
+
+
+@FUZZ
+@given(_values, st.data())
+def test_truncated_and_tampered_encrypted_frames_are_rejected(value, data):
+    frame = encode_frame(KEY, FrameType.REPLY, 0, value, encrypted=ENCRYPTED)
+    cut = data.draw(st.integers(0, len(frame) - 1))
+    with pytest.raises(EOFError):
+        read_frame(_reader(frame[:cut]), KEY, 0, encrypted=ENCRYPTED)
+    position = data.draw(st.integers(0, len(frame) - 1))
+    tampered = bytearray(frame)
+    tampered[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises((WireError, EOFError)):
+        read_frame(_reader(bytes(tampered) + b"\0" * 64), KEY, 0, encrypted=ENCRYPTED)
+    with pytest.raises(WireError, match="AES-GCM"):
+        read_frame(_reader(frame), OTHER_KEY, 0, encrypted=ENCRYPTED)
+
+
+def test_tampered_ciphertext_is_dropped_before_decoding():
+    frame = bytearray(encode_frame(KEY, FrameType.REPLY, 0, (1.5, np.ones(4)), encrypted=ENCRYPTED))
+    frame[HEADER.size + 3] ^= 0x01                      # one bit of the ciphertext
+    with pytest.raises(WireError, match="AES-GCM"):
+        read_frame(_reader(bytes(frame)), KEY, 0, encrypted=ENCRYPTED)
+
+
+def test_replayed_reordered_and_renumbered_encrypted_frames_are_rejected():
+    frames = [encode_frame(KEY, FrameType.MESSAGE, i, ("push", i), encrypted=ENCRYPTED) for i in range(3)]
+    assert read_frame(_reader(frames[0]), KEY, 0, encrypted=ENCRYPTED) == (FrameType.MESSAGE, ("push", 0))
+    for frame in (frames[0], frames[2]):                # the same frame again; one skipped
+        with pytest.raises(WireError):
+            read_frame(_reader(frame), KEY, 1, encrypted=ENCRYPTED)
+    # frame 2 relabelled as frame 1: the nonce is the number the receiver expects, so it fails
+    renumbered = bytearray(frames[2])
+    renumbered[4:12] = (1).to_bytes(8, "big")
+    with pytest.raises(WireError, match="AES-GCM"):
+        read_frame(_reader(bytes(renumbered)), KEY, 1, encrypted=ENCRYPTED)
+
+
+def test_a_frame_of_the_other_mode_is_refused():
+    with pytest.raises(WireError, match="unencrypted frame on an encrypted channel"):
+        read_frame(_reader(encode_frame(KEY, FrameType.STOP, 0, None)), KEY, 0, encrypted=ENCRYPTED)
+    with pytest.raises(WireError, match="encrypted frame on an unencrypted channel"):
+        read_frame(_reader(encode_frame(KEY, FrameType.STOP, 0, None, encrypted=ENCRYPTED)), KEY, 0)
+
+
+def test_an_announced_encrypted_length_allocates_nothing_until_the_bytes_arrive():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(HEADER.pack(MAGIC_FRAME, VERSION_ENCRYPTED, FrameType.REPLY, 0, 500_000_000) + b"x" * 10)
+        tracemalloc.start()
+        try:
+            with pytest.raises(TimeoutError):
+                read_frame(socket_reader(b, time.monotonic() + 0.3), KEY, 0, MAX_FRAME_BYTES, encrypted=ENCRYPTED)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_encrypted_channel_end_to_end_over_a_socket_pair():
+    """Driver side and task side as the resident engine runs them, in-process: handshake, then
+    requests, replies and worker messages both ways, all encrypted; a sniffer sees no payload."""
+    task, driver = _handshake_pair(client_encrypted=True, server_encrypted=True)
+    try:
+        assert task.encrypted and driver.encrypted
+        coefficients = np.linspace(-1.0, 1.0, 1000)
+        for round_ in range(3):
+            driver.send(FrameType.EVAL, (b"digest-" + bytes([round_]), coefficients * round_, None, None),
+                        time.monotonic() + 5)
+            kind, value, _ = task.recv(time.monotonic() + 5)
+            assert kind == FrameType.EVAL and np.array_equal(value[1], coefficients * round_)
+            task.send(FrameType.REPLY, (float(round_), value[1][:3]), time.monotonic() + 5)
+            kind, value, size = driver.recv(time.monotonic() + 5)
+            assert kind == FrameType.REPLY and value[0] == float(round_) and size > 0
+        task.send(FrameType.MESSAGE, ("push", np.ones(2)), time.monotonic() + 5)
+        assert driver.recv(time.monotonic() + 5)[0] == FrameType.MESSAGE
+        # what crosses the socket: header in the clear, payload encrypted
+        frame = encode_frame(driver._send_key, FrameType.EVAL, driver._sent, ("marker-bytes-xyz",),
+                             encrypted=ENCRYPTED)
+        assert b"marker-bytes-xyz" not in frame
+    finally:
+        task.close()
+        driver.close()
+
+
+def test_encrypted_channel_drops_a_tampered_and_a_replayed_frame():
+    task, driver = _handshake_pair(client_encrypted=True, server_encrypted=True)
+    try:
+        frame = encode_frame(task._send_key, FrameType.REPLY, 0, (1.0, np.ones(3)), encrypted=ENCRYPTED)
+        task.sock.sendall(frame)
+        assert driver.recv(time.monotonic() + 5)[0] == FrameType.REPLY
+        task.sock.sendall(frame)                        # recorded and played again
+        with pytest.raises(WireError):
+            driver.recv(time.monotonic() + 5)
+    finally:
+        task.close()
+        driver.close()
+    task, driver = _handshake_pair(client_encrypted=True, server_encrypted=True)
+    try:
+        frame = bytearray(encode_frame(task._send_key, FrameType.REPLY, 0, (1.0, np.ones(3)), encrypted=ENCRYPTED))
+        frame[-20] ^= 0x80
+        task.sock.sendall(bytes(frame))
+        with pytest.raises(WireError, match="AES-GCM"):
+            driver.recv(time.monotonic() + 5)
+    finally:
+        task.close()
+        driver.close()
+
+
+@pytest.mark.parametrize("client, server", [(True, False), (False, True)])
+def test_ends_that_disagree_on_encryption_fail_the_handshake(client, server):
+    task, driver = _handshake_pair(client_encrypted=client, server_encrypted=server)
+    assert isinstance(task, (WireError, EOFError, OSError))
+    assert isinstance(driver, (WireError, EOFError, OSError))
+
+
+def test_encrypted_handshake_with_the_wrong_secret_fails():
+    task, driver = _handshake_pair(OTHER_KEY, KEY, client_encrypted=True, server_encrypted=True)
+    assert isinstance(driver, (WireError, EOFError, OSError))
+    assert isinstance(task, (WireError, EOFError, OSError))
+
+
+# ------------------------------------------------------------------ when the channel encrypts
+def _conf(**settings):
+    values = {key.replace("_", "."): value for key, value in settings.items()}
+    return lambda key, default=None: values.get(key, default)
+
+
+@pytest.mark.parametrize("settings, encrypted", [
+    ({}, False),
+    ({"spark_network_crypto_enabled": "false"}, False),
+    ({"spark_network_crypto_enabled": "true"}, True),
+    ({"spark_network_crypto_enabled": "TRUE", "spark_authenticate": "true"}, True),
+    ({"spark_ssl_rpc_enabled": "true"}, True),
+    ({"spark_authenticate_enableSaslEncryption": "true"}, True),
+    ({"spark_io_encryption_enabled": "true"}, False),        # local disk, not the network
+    ({"spark_sparkopt_resident_encrypt": "true"}, True),
+    ({"spark_sparkopt_resident_encrypt": "false", "spark_network_crypto_enabled": "true"}, True),
+])
+def test_the_channel_encrypts_when_spark_encrypts_its_network(settings, encrypted):
+    from sparkopt.engine.resident import channel_encrypted
+
+    assert channel_encrypted(_conf(**settings)) is encrypted
+
+
+def test_a_bad_encryption_setting_is_named():
+    from sparkopt.engine.resident import channel_encrypted
+    from sparkopt.errors import InputError
+
+    with pytest.raises(InputError, match="spark.network.crypto.enabled must be true or false, got 'maybe'"):
+        channel_encrypted(_conf(spark_network_crypto_enabled="maybe"))
