@@ -153,6 +153,68 @@ def _connect_session(remote: str, app_name: str, confs: Sequence[tuple[str, str]
         spark.stop()     # this client's session; the server and its other sessions keep running
 
 
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+@contextlib.contextmanager
+def local_connect_server(settings: Optional[dict] = None, log_path: Optional[str] = None, master: str = "local[2]",
+                         start_timeout: float = 180.0):
+    """A Spark Connect server from the installed pyspark (``spark-submit --class
+    SparkConnectServer``, a JVM of its own) on a free loopback port; yields the port, stops the
+    server (its whole process group) on exit. ``settings`` are its ``--conf`` values; its output
+    goes to ``log_path`` (else is dropped). Raises JobError, with the log's tail, when it does not
+    start within ``start_timeout`` seconds."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    import pyspark
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+            "spark.connect.grpc.binding.address": "127.0.0.1", "spark.connect.grpc.binding.port": str(port),
+            "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+            "spark.pyspark.python": sys.executable, **(settings or {})}
+    command = [os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"), "--class",
+               CONNECT_SERVER_CLASS, "--master", master]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    env.pop("SPARK_REMOTE", None)
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    try:
+        server = subprocess.Popen(command + ["spark-internal"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    finally:
+        if log_path:
+            out.close()
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not listening():
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = open(log_path).read()[-3000:] if log_path else "(no log kept)"
+                raise JobError(f"the Spark Connect server did not start (exit status {server.poll()}): {tail}")
+            time.sleep(0.25)
+        yield port
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
 def ship_by_value(module: ModuleType) -> None:
     """Make cloudpickle send ``module``'s functions (and its submodules') to the tasks by value:
     ``jobs/`` is on the driver's path but not on the executors', so a reference would not resolve."""
