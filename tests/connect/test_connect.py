@@ -134,7 +134,7 @@ def test_pipeline_cross_validation_and_persistence(connect_spark, a9a, tmp_path)
     assert len(tvs.validationMetrics) == 2 and 0.5 < max(tvs.validationMetrics) <= 1.0
 
 
-def test_train_job_runs_against_the_server_with_remote(connect_spark, connect_port, a9a, tmp_path):
+def test_train_with_remote_then_predict_with_spark_remote(connect_spark, connect_port, a9a, tmp_path):
     from sparkopt.ml import LogisticRegression, clear_cache
 
     out = tmp_path / "out"
@@ -155,3 +155,18 @@ def test_train_job_runs_against_the_server_with_remote(connect_spark, connect_po
     ours = LogisticRegression(regParam=0.01, engine="tree", featuresCol=features, labelCol=label).fit(test)
     clear_cache()
     assert max_rel_diff(metrics["coefficients"], ours.coefficients.toArray()) < 1e-8
+
+    # predict.py as a Connect client through the environment variable pyspark reads
+    scored = tmp_path / "scored"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "predict.py"), "--model", str(out / "model"),
+         "--input", str(ROOT / "data" / "a9a.t"), "--output", str(scored)],
+        capture_output=True, text=True, timeout=300, env=dict(env, SPARK_REMOTE=f"sc://127.0.0.1:{connect_port}"),
+        cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predictions = connect_spark.read.parquet(str(scored)).select("probability").toPandas()
+    expected = ours.transform(test).select("probability").toPandas()
+    assert len(predictions) == len(expected) == test.count()
+    got = np.array([v[1] for v in predictions["probability"]])
+    want = np.array([v[1] for v in expected["probability"]])
+    assert max_rel_diff(np.sort(got), np.sort(want)) < 1e-6
