@@ -170,3 +170,13 @@ def test_train_with_remote_then_predict_with_spark_remote(connect_spark, connect
     got = np.array([v[1] for v in predictions["probability"]])
     want = np.array([v[1] for v in expected["probability"]])
     assert max_rel_diff(np.sort(got), np.sort(want)) < 1e-6
+
+
+def test_a_second_fit_of_the_same_data_reuses_the_ingest(a9a):
+    from sparkopt.ml import LogisticRegression, clear_cache
+
+    clear_cache()
+    first = LogisticRegression(regParam=0.1, engine="tree").fit(a9a)
+    second = LogisticRegression(regParam=0.01, engine="tree").fit(a9a)
+    clear_cache()
+    assert first.summary.ingestSeconds > 0 and second.summary.ingestSeconds == 0.0
