@@ -23,6 +23,7 @@ import contextlib
 from typing import Any
 
 from ..errors import InputError
+from .fold import check_depth
 from .stats import DataFacts, DataStats
 
 __all__ = ["EngineBase"]
@@ -61,9 +62,26 @@ class EngineBase(DataFacts):
         raise InputError(f"{type(self).__name__} cannot run worker programs (asynchronous solvers): "
                          "use engine='resident' (or a LocalEngine)")
 
+    def _hold(self, stats: Any, depth: Any) -> None:
+        """Keep the data's ``stats`` and the validated ``depth`` (aggregationDepth)."""
+        self._depth = check_depth(depth)
+        if not isinstance(stats, DataStats):
+            raise InputError(f"stats must be a DataStats, got {type(stats).__name__}")
+        self._stats = stats
+
     def _count(self, fraction: float | None) -> None:
         self.evaluations += 1
         self.passes += 1.0 if fraction is None else fraction
+
+    def _pass_result(self, result: Any, fraction: float | None, sent: int = 0, received: int = 0) -> Any:
+        """Count a finished pass and its bytes (payload out, partial sums back); its ``result``,
+        or RuntimeError when no block contributed."""
+        self._count(fraction)
+        self.bytes_sent += sent
+        self.bytes_received += received
+        if result is None:
+            raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
+        return result
 
     @property
     def depth(self) -> int:

@@ -27,12 +27,11 @@ from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 from ..blocks import Block
-from ..errors import InputError
 from .contract import EngineBase
-from .fold import BlockFn, add_results, check_depth, check_sampling, fold_partition
+from .fold import BlockFn, add_results, check_sampling, fold_partition
 from .ingest import _build_blocks, _describe, _start_features, _to_csr, partition_blocks, prepare, refuse_problems
 from .stats import DataStats, merge_partition_records
-from .tree import estimated_bytes
+from .tree import job_bytes
 
 __all__ = ["BlockFrame", "FrameEngine", "ingest_frame"]
 
@@ -184,11 +183,8 @@ class FrameEngine(EngineBase):
         super().__init__()
         # aggregationDepth is accepted for the same params as the RDD engine: partial sums come to
         # the driver in one step here (one row per partition)
-        self._depth = check_depth(depth)
-        if not isinstance(stats, DataStats):
-            raise InputError(f"stats must be a DataStats, got {type(stats).__name__}")
+        self._hold(stats, depth)
         self._blocks = blocks
-        self._stats = stats
 
     @property
     def blocks(self) -> BlockFrame:
@@ -207,13 +203,7 @@ class FrameEngine(EngineBase):
         result = None
         for _, blob in sorted(zip(rows["partition"], rows["result"]), key=lambda pr: pr[0]):
             result = add_results(result, pickle.loads(blob))
-        self._count(fraction)
-        self.bytes_sent += estimated_bytes(payload) * self.num_partitions
-        if result is not None:
-            self.bytes_received += estimated_bytes(result) * self.num_partitions
-        if result is None:
-            raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
-        return result
+        return self._pass_result(result, fraction, *job_bytes(payload, result, self.num_partitions))
 
     def collect_blocks(self) -> list[list[Block]]:
         """All blocks, per partition in order (brings the data to the driver: for tests / small data)."""

@@ -151,10 +151,7 @@ class LocalEngine(EngineBase):
         """Sum of ``fn(block, payload)`` over all (optionally row-sampled) blocks."""
         fraction, seed = check_sampling(fraction, seed)
         acc = fold_partitions(fn, payload, enumerate(self._partitions), fraction, seed)
-        self._count(fraction)
-        if acc is None:
-            raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
-        return acc
+        return self._pass_result(acc, fraction)
 
     def collect_blocks(self) -> list[list[Block]]:
         return [list(p) for p in self._partitions]

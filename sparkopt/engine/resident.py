@@ -984,12 +984,7 @@ class ResidentEngine(TreeEngine):
                     raise
             if self._depth_open == 0:
                 self.close()      # no session() block: one request, one session
-        self._count(fraction)
-        self.bytes_sent += sent
-        self.bytes_received += received
-        if result is None:
-            raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
-        return result
+        return self._pass_result(result, fraction, sent, received)
 
     def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
         """Run ``worker_fn(channel, worker_index, fold, config)`` in every resident task at once

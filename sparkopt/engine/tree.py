@@ -10,9 +10,8 @@ import pickle
 from typing import Any, Iterator
 
 from ..blocks import Block
-from ..errors import InputError
 from .contract import EngineBase
-from .fold import BlockFn, add_results, check_depth, check_sampling, fold_partition
+from .fold import BlockFn, add_results, check_sampling, fold_partition
 from .stats import DataStats
 
 __all__ = ["TreeEngine", "estimated_bytes"]
@@ -21,6 +20,14 @@ __all__ = ["TreeEngine", "estimated_bytes"]
 def estimated_bytes(value: Any) -> int:
     """Serialized size of a payload or partial sum (what Spark ships for it)."""
     return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def job_bytes(payload: Any, result: Any, num_partitions: int) -> tuple[int, int]:
+    """(sent, received) of one pass as a Spark job: the payload reaches every partition's task and
+    each partition sends one partial sum back (an estimate: Spark's own framing and the merges on
+    the way are not counted)."""
+    received = 0 if result is None else estimated_bytes(result) * num_partitions
+    return estimated_bytes(payload) * num_partitions, received
 
 
 def _partition_sum(
@@ -46,11 +53,8 @@ class TreeEngine(EngineBase):
 
     def __init__(self, blocks_rdd: Any, stats: DataStats, depth: int = 2) -> None:
         super().__init__()
-        self._depth = check_depth(depth)
-        if not isinstance(stats, DataStats):
-            raise InputError(f"stats must be a DataStats, got {type(stats).__name__}")
+        self._hold(stats, depth)
         self._rdd = blocks_rdd
-        self._stats = stats
         self._num_partitions = blocks_rdd.getNumPartitions()
 
     @property
@@ -88,15 +92,7 @@ class TreeEngine(EngineBase):
             ).treeAggregate(None, add_results, add_results, depth=self._depth)
         finally:
             bc.destroy()
-        self._count(fraction)
-        # the broadcast reaches every partition's task and each partition sends one partial sum
-        # up the tree (an estimate: Spark's own framing and the tree's merges are not counted)
-        self.bytes_sent += estimated_bytes(payload) * self.num_partitions
-        if result is not None:
-            self.bytes_received += estimated_bytes(result) * self.num_partitions
-        if result is None:
-            raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
-        return result
+        return self._pass_result(result, fraction, *job_bytes(payload, result, self.num_partitions))
 
     def collect_blocks(self) -> list[list[Block]]:
         """All blocks, per partition (brings the data to the driver: for tests / small data)."""

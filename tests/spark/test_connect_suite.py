@@ -3,6 +3,7 @@ server from the pinned pyspark and its client: pyspark allows one kind of sessio
 and its recorded fits compared with the same fits on this classic session (to 1e-10)."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
+@functools.lru_cache(maxsize=1)
 def _cases():
     spec = importlib.util.spec_from_file_location("connect_cases", ROOT / "tests" / "connect" / "cases.py")
     module = importlib.util.module_from_spec(spec)
