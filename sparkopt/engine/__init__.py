@@ -5,7 +5,7 @@ Importing this package does not import pyspark (``ingest`` imports it when calle
 """
 from __future__ import annotations
 
-from .choose import ENGINES, engine_for, make_engine
+from .choose import ENGINES, engine_for, ingest_blocks, make_engine
 from .driver import DriverEngine, collect_to_driver, estimate_driver_bytes
 from .ingest import ingest
 from .local import LocalEngine
@@ -13,5 +13,5 @@ from .resident import ResidentEngine, SessionLost, TaskError
 from .stats import DataStats
 from .tree import TreeEngine
 
-__all__ = ["ingest", "make_engine", "engine_for", "ENGINES", "TreeEngine", "ResidentEngine", "LocalEngine",
+__all__ = ["ingest", "ingest_blocks", "make_engine", "engine_for", "ENGINES", "TreeEngine", "ResidentEngine", "LocalEngine",
            "DriverEngine", "collect_to_driver", "estimate_driver_bytes", "DataStats", "SessionLost", "TaskError"]

@@ -53,9 +53,16 @@ def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "lab
     """The selected columns of ``df`` ingested into a Spark cache, as the session allows: an
     ``RDD[Block]`` (:func:`~sparkopt.engine.ingest.ingest`) on a classic session, a
     :class:`~sparkopt.engine.frame.BlockFrame` (:func:`~sparkopt.engine.frame.ingest_frame`) on a
-    Spark Connect session. Options as :func:`ingest`'s (``transfer`` applies to the RDD path only)."""
+    Spark Connect session. Options as :func:`ingest`'s; on Connect ``transfer`` may only be
+    ``"auto"`` or ``"map_in_arrow"`` (the frame ingest is a ``mapInArrow`` job; the JVM's Arrow
+    batch RDD does not exist there)."""
     if is_connect(df.sparkSession):
-        options.pop("transfer", None)
+        transfer = options.pop("transfer", "auto")
+        if transfer == "arrow_batches":
+            raise InputError("transfer='arrow_batches' is not available on a Spark Connect session (it has no "
+                             "RDDs); use transfer='map_in_arrow' or 'auto'")
+        if transfer not in ("auto", "map_in_arrow"):
+            raise InputError(f"transfer must be 'auto', 'arrow_batches' or 'map_in_arrow', got {transfer!r}")
         return ingest_frame(df, features_col, label_col, weight_col, **options)
     return ingest(df, features_col, label_col, weight_col, **options)
 

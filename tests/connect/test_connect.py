@@ -83,6 +83,16 @@ def test_engine_resident_is_refused_before_any_job(a9a):
         LogisticRegression(engine="resident").fit(a9a)
 
 
+def test_rdd_only_transfer_is_refused_by_name(a9a):
+    from sparkopt.engine import ingest_blocks
+    from sparkopt.errors import InputError
+
+    with pytest.raises(InputError, match=r"transfer='arrow_batches'.*Spark Connect"):
+        ingest_blocks(a9a, transfer="arrow_batches")
+    with pytest.raises(InputError, match=r"transfer must be.*got 'bogus'"):
+        ingest_blocks(a9a, transfer="bogus")
+
+
 def test_auto_says_what_it_chose_and_why(a9a, caplog):
     from sparkopt.ml import LogisticRegression, clear_cache
 
