@@ -27,6 +27,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the mark
+def pytest_collection_modifyitems(config, items):
+    # tests/run.sh runs `-m shared_session` and `-m "not shared_session"` as two processes side by
+    # side: one local[2] session in the first, the unit tests and the tests that start Spark
+    # processes of their own (standalone cluster, Connect server, job subprocesses) in the second.
+    # The spark marker (module-wide in tests/spark) decides as well as the fixture list: some tests
+    # reach the session through other fixtures or request.getfixturevalue.
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) or (
+                item.get_closest_marker("spark") is not None and item.get_closest_marker("spark_subprocess") is None):
+            item.add_marker(pytest.mark.shared_session)
+
+
 def dataset(name: str) -> Path:
     """A real dataset from the repository's data/. A missing one fails the test: the files are
     part of the repository (data/README.md), so a test that cannot find one has not been run."""
@@ -39,8 +52,12 @@ def dataset(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(request):
     from pyspark.sql import SparkSession
+
+    if request.config.getoption("markexpr") == "not shared_session":
+        pytest.fail("a test outside the shared_session mark asked for the shared SparkSession: mark it spark "
+                    "(and not spark_subprocess) so tests/run.sh runs it in the session's process", pytrace=False)
 
     session = (
         SparkSession.builder.master("local[2]")

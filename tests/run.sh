@@ -9,4 +9,27 @@ if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command 
   (apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose) >/dev/null 2>&1 || echo "warning: could not install docker-compose" >&2
 fi
 cd "$ROOT"
-exec python -m pytest "$@"
+# With arguments (a selection), or SPARKOPT_TEST_SPLIT=0: one pytest process.
+if [ "$#" -gt 0 ] || [ "${SPARKOPT_TEST_SPLIT:-1}" = 0 ]; then
+  exec python -m pytest "$@"
+fi
+# The whole suite as two pytest processes side by side (tests/conftest.py sets the mark): the
+# tests of the one shared local[2] SparkSession in this one, streamed; beside it the unit tests and
+# the tests that start Spark processes of their own (standalone cluster, Connect server, job
+# subprocesses), logged and shown at the end. Each is waiting on Spark or sockets much of the time,
+# so together they take about the longer of the two. The run fails if either fails.
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/sparkopt-tests.XXXXXX")"
+other_log="$scratch/others.log"
+python -m pytest -m "not shared_session" -p no:cacheprovider --basetemp "$scratch/others" > "$other_log" 2>&1 &
+other=$!
+trap 'kill "$other" 2>/dev/null || true' INT TERM
+status=0
+python -m pytest -m shared_session --basetemp "$scratch/shared" || status=$?
+other_status=0
+wait "$other" || other_status=$?
+echo
+echo "================ tests outside the shared SparkSession (-m 'not shared_session') ================"
+cat "$other_log"
+rm -rf "$scratch"
+echo "shared-session tests: exit $status; the others: exit $other_status"
+[ "$status" = 0 ] && [ "$other_status" = 0 ]

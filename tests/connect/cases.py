@@ -1,10 +1,13 @@
 """The fits a Spark Connect session and a classic one must agree on: the same estimators on the same
 bundled data, each on the tree and the driver engine. ``fit_cases(spark)`` runs them on whichever
-session it is given and returns plain JSON-able results, so the Connect suite (its own process:
-pyspark allows one kind of session per process) writes them to a file and the classic suite compares
-them with its own (tests/spark/test_connect_suite.py)."""
+session it is given and returns plain JSON-able results. The Connect suite (its own process: pyspark
+allows one kind of session per process) writes them to files; ``python tests/connect/cases.py OUT``
+writes the same fits from a classic local[2] session of its own, and
+tests/spark/test_connect_suite.py compares the two."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,3 +80,23 @@ def fit_case(spark, name: str) -> dict:
     df.unpersist()
     clear_cache()
     return out
+
+
+def main(out: str) -> None:
+    """Every case on a classic local[2] session, one ``<case>.json`` per case in ``out``."""
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").appName("sparkopt-connect-reference")
+             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.sql.shuffle.partitions", "4")
+             .config("spark.pyspark.python", sys.executable).getOrCreate())
+    try:
+        for case in CASES:
+            (Path(out) / f"{case}.json").write_text(json.dumps(fit_case(spark, case)))
+    finally:
+        spark.stop()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main(sys.argv[1])

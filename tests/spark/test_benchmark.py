@@ -91,6 +91,7 @@ def test_generate_cli_rejects_bad_arguments(tmp_path):
     assert "--density must be in (0, 1]" in run.stderr and not (tmp_path / "x").exists()
 
 
+@pytest.mark.spark_subprocess
 def test_generate_under_spark_submit_runs_on_the_submitted_master(tmp_path):
     """spark-submit --master local[1] jobs/generate.py: the job runs on local[1] (not on a
     local[*] of its own), so its default partition count is local[1]'s one task slot."""
@@ -123,6 +124,7 @@ def _table(markdown: str, first_column: str) -> tuple[list[str], list[dict]]:
 
 
 @pytest.mark.slow
+@pytest.mark.spark_subprocess
 def test_benchmark_quick(tmp_path):
     dataset("a9a")                                           # a missing file fails here, clearly
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
