@@ -207,8 +207,10 @@ class HadoopStore:
             raise JobError(f"cannot {what} {path}: {_java_message(err)}") from None
 
     def status(self, path: str) -> Optional[str]:
+        if self._local:      # the driver's own disk: asked directly (Hadoop's local status forks `stat`)
+            return LocalStore().status(_local_path(path))
         try:
-            st = (self._fs.getFileLinkStatus if self._local else self._fs.getFileStatus)(self._path(path))
+            st = self._fs.getFileStatus(self._path(path))
         except Exception as err:
             if _java_class(err) == "java.io.FileNotFoundException":
                 return None

@@ -153,7 +153,9 @@ def spark_submit(cluster, *job_args, archive=None, timeout=600):
 def test_train_job_runs_from_a_packed_environment(packing, cluster, tmp_path):
     """The workers' Python cannot import sparkopt; train.py's executors run the packed one
     (--archives), read file:// inputs and write a file:// output, which the job reads back."""
-    assert subprocess.run([cluster.python, "-c", "import sparkopt"], capture_output=True).returncode != 0
+    # (from a directory of the workers', as their executors run: this checkout's would import ./sparkopt)
+    assert subprocess.run([cluster.python, "-c", "import sparkopt"], capture_output=True, env=cluster.env,
+                          cwd=cluster.worker_dirs[0]).returncode != 0
     proc, archive, started = packing
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
