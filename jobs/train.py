@@ -27,7 +27,7 @@ from pathlib import Path
 from _common import (JobError, add_dataset_arguments, add_spark_arguments, dataset_options, executor_environment,
                      job_session, read_dataset, report_failure)
 from _progress import JobProgress
-from _files import (OUTPUT_MARKER, Paths, discard, new_output, prepare_output, read_marker, replace_output,
+from _files import (OUTPUT_MARKER, LocalStore, Paths, discard, new_output, prepare_output, read_marker, replace_output,
                     require_input, scheme_of)
 
 MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
@@ -112,7 +112,7 @@ def make_estimator(args, features, label):
     if args.weight_col:
         common["weightCol"] = args.weight_col
     if args.checkpoint_dir:
-        common["checkpointDir"] = os.path.abspath(args.checkpoint_dir)
+        common["checkpointDir"] = str(LocalStore().resolve(args.checkpoint_dir))     # plain or file://
         common["checkpointInterval"] = args.checkpoint_interval
     if args.model == "logistic":
         return LogisticRegression(family="binomial", **common)
@@ -281,10 +281,10 @@ def check_paths(paths: Paths, args) -> None:
 
 
 def run(args) -> dict:
-    make_estimator(args, "features", "label")     # every param's rule first (no JVM needed for that)
     if args.checkpoint_dir and scheme_of(args.checkpoint_dir) not in (None, "file"):
         raise JobError(f"--checkpoint-dir {args.checkpoint_dir}: checkpoints are kept on the driver's disk "
                        f"(a plain or file:// path)")
+    make_estimator(args, "features", "label")     # every param's rule first (no JVM needed for that)
     tracking = mlflow_tracking(args) if args.mlflow else None     # mlflow missing: said before Spark starts
     check_paths(Paths(confs=args.confs), args)     # a refused path costs no Spark session where it can be told now
     with job_session("sparkopt-train", args.master, "local[*]", args.confs, remote=args.remote) as spark:

@@ -65,3 +65,12 @@ def test_the_mlflow_uri_defaults_to_a_local_file_store(tmp_path, monkeypatch):
     assert train.mlflow_tracking(args)["uri"] == "sqlite:///db.sqlite"
     args = train.parse_args(["--input", "x", "--output", "o", "--mlflow", "--mlflow-uri", "runs"])
     assert train.mlflow_tracking(args)["uri"] == (tmp_path / "runs").as_uri()
+
+
+def test_checkpoints_stay_on_the_drivers_disk(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = train.parse_args(["--input", "x", "--output", "o", "--checkpoint-dir", f"file://{tmp_path}/ckpt"])
+    assert train.make_estimator(args, "features", "label").getCheckpointDir() == str(tmp_path / "ckpt")
+    args = train.parse_args(["--input", "x", "--output", "o", "--checkpoint-dir", "hdfs://nn/ckpt"])
+    with pytest.raises(JobError, match="--checkpoint-dir hdfs://nn/ckpt: checkpoints are kept on the driver's disk"):
+        train.run(args)
