@@ -26,7 +26,9 @@ The rows of a view are named by plain values (the payload of a pass carries them
 engine's channel carries nothing else): ``None`` for every row, or ``(n_folds, seed, fold,
 held_out, from_column)``: the rows whose fold id is (``held_out``) or is not ``fold``, the id
 being :func:`fold_ids` of the seed and the block's position, or the block's own ``fold`` column
-(a DataFrame's ``foldCol``) when ``from_column``.
+(a DataFrame's ``foldCol``) when ``from_column``. A view may also keep a fixed Bernoulli
+``subsample = (fraction, seed)`` of those rows in every pass (successive halving's rows as the
+resource): the same seed keeps the same rows, and a larger fraction keeps a superset of them.
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ __all__ = ["Lockstep", "RowView", "fold_ids", "block_fold_ids", "FOLD_SALT"]
 
 #: keeps fold ids apart from the sampling seeds of the same block position
 FOLD_SALT = 0x5F01D
+#: keeps a view's fixed subsample apart from the passes' own sampling seeds
+SUBSAMPLE_SALT = 0x5AB5
 
 
 def fold_ids(seed: int, n_folds: int, index: tuple[int, int], n_rows: int) -> np.ndarray:
@@ -82,7 +86,7 @@ class _Batch:
     """The block function of a gathered pass: every request on its own rows of the block.
 
     ``fns`` are the distinct inner block functions; each payload entry is ``(function index,
-    rows, columns or None, payload, fraction, seed)``. Returns one result per entry (a tuple,
+    rows, subsample or None, columns or None, payload, fraction, seed)``. Returns one result per entry (a tuple,
     which the engines add element-wise)."""
 
     wants_index = True
@@ -94,9 +98,11 @@ class _Batch:
     def __call__(self, block: Block, payload, index):
         ids: dict = {}
         out = []
-        for fn_index, rows, columns, value, fraction, seed in payload:
+        for fn_index, rows, subsample, columns, value, fraction, seed in payload:
             sub = block if columns is None else SLICE_CACHE.get(block, columns)
             sub = _rows(sub, index, rows, ids)
+            if subsample is not None:
+                sub = sub.sample(subsample[0], np.random.default_rng([subsample[1], SUBSAMPLE_SALT, *index]))
             if fraction is not None:
                 sub = sub.sample(fraction, sample_rng(seed, *index))
             fn = self.fns[fn_index]
@@ -114,9 +120,9 @@ def _identity(fn) -> Any:
 
 
 def _gathered(engine, requests: list) -> list:
-    """One engine pass evaluating every request ``(fn, payload, rows, fraction, seed)``."""
+    """One engine pass evaluating every request ``(fn, payload, rows, subsample, fraction, seed)``."""
     fns, keys, entries = [], {}, []
-    for fn, value, rows, fraction, seed in requests:
+    for fn, value, rows, subsample, fraction, seed in requests:
         columns = None
         if isinstance(fn, _OnColumns):            # slice the cached block, then select rows
             fn, columns = fn.fn, fn.columns
@@ -124,21 +130,22 @@ def _gathered(engine, requests: list) -> list:
         if key not in keys:
             keys[key] = len(fns)
             fns.append(fn)
-        entries.append((keys[key], rows, columns, value, fraction, seed))
+        entries.append((keys[key], rows, subsample, columns, value, fraction, seed))
     result = engine.map_sum(_Batch(fns), tuple(entries))
     return list(result)
 
 
 class RowView(EngineView):
-    """``parent`` seen through some of its rows (``rows``, see the module docstring), with those
-    rows' statistics ``stats``. Inside a :meth:`Lockstep.run` program its passes are gathered
+    """``parent`` seen through some of its rows (``rows`` and ``subsample``, see the module
+    docstring), with those rows' statistics ``stats``. Inside a :meth:`Lockstep.run` program its passes are gathered
     with the other programs'; elsewhere each is a pass of its own. ``passes`` and
     ``evaluations`` count this view's own requests (what an engine holding only these rows would
     count); the parent's count the passes really made."""
 
-    def __init__(self, parent, stats: DataStats, rows: Optional[tuple], coordinator: Optional["Lockstep"] = None):
+    def __init__(self, parent, stats: DataStats, rows: Optional[tuple], coordinator: Optional["Lockstep"] = None,
+                 subsample: Optional[tuple[float, int]] = None):
         super().__init__(parent, stats)
-        self.rows, self.coordinator = rows, coordinator
+        self.rows, self.coordinator, self.subsample = rows, coordinator, subsample
         self._passes, self._evaluations = 0.0, 0
 
     @property
@@ -155,7 +162,7 @@ class RowView(EngineView):
 
     def map_sum(self, fn, payload, *, fraction=None, seed=None):
         fraction, seed = check_sampling(fraction, seed)
-        request = (fn, payload, self.rows, fraction, seed)
+        request = (fn, payload, self.rows, self.subsample, fraction, seed)
         coordinator = self.coordinator
         result = coordinator.ask(request) if coordinator is not None and coordinator.running() else \
             _gathered(self.parent, [request])[0]
@@ -190,8 +197,8 @@ class Lockstep:
         self._done: set[int] = set()
         self._abort = False
 
-    def view(self, stats: DataStats, rows: Optional[tuple]) -> RowView:
-        return RowView(self.engine, stats, rows, self)
+    def view(self, stats: DataStats, rows: Optional[tuple], subsample: Optional[tuple[float, int]] = None) -> RowView:
+        return RowView(self.engine, stats, rows, self, subsample)
 
     def running(self) -> bool:
         """Whether the calling thread is one of this run's programs."""
