@@ -160,14 +160,30 @@ def write_history(history, path: Path) -> None:
             writer.writerow([row.get(k) for k in keys])
 
 
-def plot_convergence(history, path: Path) -> bool:
-    """Objective gap (to the best value reached) and gradient norm against iteration and seconds."""
+def _pyplot(path: Path):
+    """matplotlib's pyplot (Agg), or None with a warning naming the plot that is skipped."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logging.getLogger("sparkopt").warning("matplotlib is not installed: convergence.png skipped")
+        logging.getLogger("sparkopt").warning("matplotlib is not installed: %s skipped", path.name)
+        return None
+    return plt
+
+
+def _save(plt, fig, title: str, path: Path) -> bool:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_convergence(history, path: Path) -> bool:
+    """Objective gap (to the best value reached) and gradient norm against iteration and seconds."""
+    plt = _pyplot(path)
+    if plt is None:
         return False
     import numpy as np
 
@@ -185,22 +201,14 @@ def plot_convergence(history, path: Path) -> bool:
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
-    fig.suptitle("sparkopt convergence")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, "sparkopt convergence", path)
 
 
 def plot_path(cv, path: Path) -> bool:
     """The path on all rows (every coefficient) and the held-out metric (mean +- std over the
     folds) against log10(regParam), the chosen and the one-standard-error regParam marked."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logging.getLogger("sparkopt").warning("matplotlib is not installed: path.png skipped")
+    plt = _pyplot(path)
+    if plt is None:
         return False
     import numpy as np
 
@@ -221,11 +229,7 @@ def plot_path(cv, path: Path) -> bool:
         ax.set_xlabel("log10(regParam)")
         ax.grid(True, alpha=0.3)
     axes[1].legend()
-    fig.suptitle("sparkopt regularization path")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, "sparkopt regularization path", path)
 
 
 def run(args) -> dict:

@@ -142,19 +142,14 @@ class RowView(EngineView):
     ``evaluations`` count this view's own requests (what an engine holding only these rows would
     count); the parent's count the passes really made."""
 
+    # this view's own counters (plain attributes in place of the parent's)
+    passes = 0.0
+    evaluations = 0
+
     def __init__(self, parent, stats: DataStats, rows: Optional[tuple], coordinator: Optional["Lockstep"] = None,
                  subsample: Optional[tuple[float, int]] = None):
         super().__init__(parent, stats)
         self.rows, self.coordinator, self.subsample = rows, coordinator, subsample
-        self._passes, self._evaluations = 0.0, 0
-
-    @property
-    def passes(self) -> float:
-        return self._passes
-
-    @property
-    def evaluations(self) -> int:
-        return self._evaluations
 
     def session(self):
         # the coordinator (or the caller) holds the engine's session
@@ -166,8 +161,8 @@ class RowView(EngineView):
         coordinator = self.coordinator
         result = coordinator.ask(request) if coordinator is not None and coordinator.running() else \
             _gathered(self.parent, [request])[0]
-        self._passes += 1.0 if fraction is None else float(fraction)
-        self._evaluations += 1
+        self.passes += 1.0 if fraction is None else float(fraction)
+        self.evaluations += 1
         if result is None:
             raise RuntimeError("map_sum: every partition is empty; there is no data to sum over")
         return result
