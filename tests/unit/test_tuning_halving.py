@@ -17,7 +17,8 @@ from sparkopt.tuning.cv import _merge_all, fold_statistics
 from sparkopt.tuning.halving import _schedule
 from sparkopt.tuning.lockstep import RowView, fold_ids
 
-from conftest import dataset
+from sparkopt.tuning import lockstep
+from conftest import dataset, max_rel_diff
 
 # a rung stops fits at its budget: their max-iterations warnings are the point, not news
 pytestmark = pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
@@ -58,12 +59,21 @@ def _log_loss(fit, X, y, w):
     return float(np.sum(w * (np.logaddexp(0, m) - y * m)) / w.sum())
 
 
-def test_iteration_rungs_keep_their_best_and_resumed_fits_equal_uninterrupted_ones(magic):
+def test_iteration_rungs_keep_their_best_and_resumed_fits_equal_uninterrupted_ones(magic, monkeypatch):
+    """Requests unfused (lockstep.FUSE off: each fit computes bit for bit what it computes alone),
+    so a resumed fit can be compared bit for bit with the uninterrupted one; fused, the same
+    search keeps the same configurations with fits equal to 1e-9."""
     X, y = magic
     w = np.random.default_rng(1).uniform(0.5, 2, len(y))
     engine = LocalEngine.from_arrays(X, y, w, num_partitions=2, block_rows=400)
-    result = successive_halving(engine, "logistic", CONFIGS, resource="iterations", max_iter=54, factor=3,
-                                metric_name="logLoss", tol=1e-12)
+    kw = dict(resource="iterations", max_iter=54, factor=3, metric_name="logLoss", tol=1e-12)
+    fused = successive_halving(engine, "logistic", CONFIGS, **kw)
+    monkeypatch.setattr(lockstep, "FUSE", False)
+    result = successive_halving(engine, "logistic", CONFIGS, **kw)
+    for a, b in zip(fused.rungs, result.rungs):
+        assert a.kept == b.kept
+        for fa, fb in zip(a.fits, b.fits):
+            assert max_rel_diff(fa.coef_vector, fb.coef_vector) < 1e-9
     assert [r.resource for r in result.rungs] == [6, 18, 54]
     assert [len(r.candidates) for r in result.rungs] == [9, 3, 1]
     held = fold_statistics(engine, 5, 0)
@@ -90,7 +100,8 @@ def test_iteration_rungs_keep_their_best_and_resumed_fits_equal_uninterrupted_on
         assert rung.passes < rung.fit_passes / 2
 
 
-def test_rows_as_the_resource_grow_a_nested_sample_and_survivors_start_where_they_were(magic):
+def test_rows_as_the_resource_grow_a_nested_sample_and_survivors_start_where_they_were(magic, monkeypatch):
+    monkeypatch.setattr(lockstep, "FUSE", False)        # each fit bit for bit as alone
     X, y = magic
     engine = LocalEngine.from_arrays(X, y, num_partitions=2, block_rows=500)
     configs = [dict(reg_param=r, elastic_net_param=a) for r in (1e-4, 1e-2, 1.0) for a in (0.0, 1.0)]
