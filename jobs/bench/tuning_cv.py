@@ -35,7 +35,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ("a9a-cv", "synthetic-cv", "crossvalidator", "sector-path")
