@@ -29,7 +29,7 @@ from .regression import LinearRegression, LinearRegressionModel
 
 __all__ = ["LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV", "LinearRegressionCVModel"]
 
-_CLASSIFICATION_METRICS = ("logLoss", "accuracy", "loss")
+_CLASSIFICATION_METRICS = ("logLoss", "accuracy", "areaUnderROC", "loss")
 _REGRESSION_METRICS = ("rmse", "mae", "r2", "loss")
 
 
@@ -197,7 +197,7 @@ class LogisticRegressionCVModel(_CVModelMixin, LogisticRegressionModel):
 @register_estimator
 class LogisticRegressionCV(_CVEstimatorMixin, LogisticRegression, _CVParams):
     """LogisticRegression whose regParam is chosen by k-fold cross-validation of a path (see the
-    module docstring); metricName: logLoss (default), accuracy, loss."""
+    module docstring); metricName: logLoss (default), accuracy, areaUnderROC (binary), loss."""
 
     _extra_validators = _cv_validators(_CLASSIFICATION_METRICS)
     _model_class = LogisticRegressionCVModel

@@ -22,7 +22,9 @@ its longest path instead of the sum of k + 1 paths; ``CVResult.passes`` is the f
 ``fit_passes`` the latter.
 
 Metrics (held-out, weighted): ``logLoss`` (mean log loss; the loss itself for logistic and
-multinomial), ``accuracy``, ``rmse``, ``mae``, ``r2``, and ``loss`` (the mean held-out loss of
+multinomial), ``accuracy``, ``areaUnderROC`` (binary; from the held-out weights of each class in
+2048 bins of sigmoid(margin), as MLlib's evaluator bins its curve: a pair of rows in one bin
+counts one half), ``rmse``, ``mae``, ``r2``, and ``loss`` (the mean held-out loss of
 the fitted objective's loss, for any loss). ``avgMetrics`` / ``stdMetrics`` are the mean and the
 (population) standard deviation over folds, as pyspark's CrossValidatorModel; the best regParam
 optimizes the mean, and ``one_std_err_reg_param`` is the largest regParam whose mean is within
@@ -51,9 +53,12 @@ __all__ = ["CVResult", "cross_validate", "fold_ids", "fold_statistics", "METRICS
 
 #: metric name -> the losses it applies to (None: any)
 METRICS = {"loss": None, "logLoss": ("logistic", "multinomial"), "accuracy": ("logistic", "multinomial"),
+           "areaUnderROC": ("logistic", "squared_hinge"),
            "rmse": ("squared_error", "huber", "poisson"), "mae": ("squared_error", "huber", "poisson"),
            "r2": ("squared_error", "huber", "poisson")}
-LARGER_IS_BETTER = ("accuracy", "r2")
+LARGER_IS_BETTER = ("accuracy", "r2", "areaUnderROC")
+#: bins of the held-out ROC curve (MLlib's BinaryClassificationEvaluator down-samples to 1000)
+ROC_BINS = 2048
 
 
 class _FoldStats:
@@ -125,6 +130,30 @@ def _heldout_sums(bo, block: Block, coefs: np.ndarray):
             sq[i] = float(w @ (y - prediction) ** 2)
             ab[i] = float(w @ np.abs(y - prediction))
     return loss, sq, ab, right, np.array([w.sum(), w @ y, w @ (y * y)])
+
+
+def _heldout_roc(bo, block: Block, coefs: np.ndarray) -> np.ndarray:
+    """(models, 2, ROC_BINS): the weight of the negative and of the positive rows in each bin of
+    sigmoid(margin) (a monotone map of the margin into [0, 1], cut into equal bins)."""
+    out = np.zeros((coefs.shape[0], 2, ROC_BINS))
+    positive = (block.y > 0.5).astype(np.int64)
+    for i in range(coefs.shape[0]):
+        u = 0.5 * (1.0 + np.tanh(0.5 * bo.margins(coefs[i], block.X)))       # sigmoid, no overflow
+        bins = np.minimum((u * ROC_BINS).astype(np.int64), ROC_BINS - 1)
+        np.add.at(out[i], (positive, bins), block.w)
+    return out
+
+
+def area_under_roc(histogram: np.ndarray) -> np.ndarray:
+    """Per model, the area under the ROC curve from :func:`_heldout_roc`'s weights: the weighted
+    share of (positive, negative) pairs ranked right, a pair in the same bin counting one half
+    (MLlib's binned curve, trapezoids between bins); nan without both classes."""
+    negative, positive = histogram[:, 0, :], histogram[:, 1, :]
+    below = np.cumsum(negative, axis=1) - negative
+    pairs = negative.sum(axis=1) * positive.sum(axis=1)
+    right = np.sum(positive * (below + 0.5 * negative), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, right / pairs, np.nan)
 
 
 def _metric(name: str, loss, sq, ab, right, totals) -> np.ndarray:
@@ -251,6 +280,8 @@ def cross_validate(
             views.extend((train, test))
             path = regularization_path(train, loss, **path_kw)
             coefs = np.array([p.fit.coef_vector for p in path.points])
+            if metric_name == "areaUnderROC":
+                return path, area_under_roc(test.map_sum(partial(_heldout_roc, bo), coefs))
             return path, _metric(metric_name, *test.map_sum(partial(_heldout_sums, bo), coefs))
 
         def full_program():
