@@ -158,11 +158,14 @@ def test_logistic_regression_cv_chooses_persists_and_pipelines(letter_df, tmp_pa
     loaded = LogisticRegressionCVModel.load(str(tmp_path / "cv"))
     assert loaded.bestRegParam == model.bestRegParam and loaded.avgMetrics == model.avgMetrics
     assert rel(loaded.coefficients.toArray(), model.coefficients.toArray()) == 0
-    pipeline = Pipeline(stages=[LogisticRegressionCV(labelCol="binary", numFolds=2, regParams=[0.1, 0.01])])
+    pipeline = Pipeline(stages=[LogisticRegressionCV(labelCol="binary", numFolds=2, regParams=[0.1, 0.01],
+                                                     metricName="areaUnderROC")])
     fitted = pipeline.fit(letter_df)
+    auc = fitted.stages[0]
+    assert auc.bestRegParam == auc.regParams[int(np.argmax(auc.avgMetrics))] and 0.5 < max(auc.avgMetrics) < 1
     fitted.write().overwrite().save(str(tmp_path / "pipe"))
     again = PipelineModel.load(str(tmp_path / "pipe"))
-    assert again.stages[0].regParams == [0.1, 0.01]
+    assert again.stages[0].regParams == [0.1, 0.01] and again.stages[0].metricName == "areaUnderROC"
     assert again.transform(letter_df).count() == letter_df.count()
 
 
