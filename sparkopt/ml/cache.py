@@ -27,13 +27,13 @@ class EngineCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col=None):
+    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col=None, fold_col=None):
         try:
             plan = df.semanticHash()
         except Exception:   # older Spark: fall back to object identity
             plan = ("id", id(df))
         return (plan, application_key(df.sparkSession), str(features_col), label_col,
-                weight_col, num_partitions, "driver" if on_driver else "spark", offset_col)
+                weight_col, num_partitions, "driver" if on_driver else "spark", offset_col, fold_col)
 
     @staticmethod
     def _fresh(cached, depth, engine):
@@ -44,12 +44,13 @@ class EngineCache:
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
             engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
-            offset_col: str | None = None) -> tuple[Any, float]:
+            offset_col: str | None = None, fold_col: str | None = None) -> tuple[Any, float]:
         """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
-        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol)."""
+        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol), with
+        `fold_col` as their fold ids (a cross-validation's foldCol)."""
         check_session_engine(df, engine)
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
-        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col)
+        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col, fold_col)
         with self._lock:
             for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
                 self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
@@ -60,10 +61,10 @@ class EngineCache:
         start = time.perf_counter()
         if on_driver:
             cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                       depth=depth, offset_col=offset_col)
+                                       depth=depth, offset_col=offset_col, fold_col=fold_col)
         else:
             cached = make_engine(*ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                                offset_col=offset_col), depth, "tree")
+                                                offset_col=offset_col, fold_col=fold_col), depth, "tree")
         seconds = time.perf_counter() - start
         with self._lock:
             self._entries[key] = (weakref.ref(df), cached)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -37,10 +37,11 @@ _PASS_KINDS = {"newton": "hessian", "newton-cg": "hessp", "lbfgs": "gradient", "
 DEFAULT_COSTS = {"gradient": 1.0, "hessian": 1.0, "hessp": 1.0, "overhead": 0.0}
 
 
-def estimated_cost(objective: Objective, method: str) -> float:
-    """Expected passes x (cost of one such pass + the per-pass overhead), in gradient passes."""
+def estimated_cost(objective: Objective, method: str, passes: Optional[float] = None) -> float:
+    """Expected passes (``passes``, default :data:`EXPECTED_PASSES`'s) x (cost of one such pass
+    + the per-pass overhead), in gradient passes."""
     costs = dict(DEFAULT_COSTS, **(objective.pass_costs() if isinstance(objective, PassCosts) else {}))
-    return EXPECTED_PASSES[method] * (costs[_PASS_KINDS[method]] + costs["overhead"])
+    return (EXPECTED_PASSES[method] if passes is None else passes) * (costs[_PASS_KINDS[method]] + costs["overhead"])
 
 
 class SolverOptionWarning(UserWarning):
