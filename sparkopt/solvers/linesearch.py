@@ -51,13 +51,21 @@ def strong_wolfe(
     c1: float = 1e-4,
     c2: float = 0.9,
     max_trials: int = 25,
+    slope: Optional[Callable[[object], float]] = None,
+    dphi0: Optional[float] = None,
 ) -> LineSearchResult:
     """Strong-Wolfe search along `direction` (Nocedal & Wright, Algorithms 3.5 and 3.6), with
     Hager & Zhang's approximate sufficient-decrease test where F's changes are rounding noise.
 
     evaluate(t) -> (f, g) at x + t * direction. Non-finite values are treated as "too far".
+    With ``slope`` (and ``dphi0``, the slope at t = 0) the gradients stay opaque: ``slope(g)`` is
+    the directional derivative ``g . direction`` and ``nan`` when g is not finite (vector-free
+    L-BFGS, whose gradients are handles to vectors held elsewhere); ``direction`` is then unused.
     """
-    dphi0 = float(g0 @ direction)
+    if slope is None:
+        def slope(g):
+            return float(g @ direction) if _finite(0.0, g) else float("nan")
+        dphi0 = float(g0 @ direction)
     if not dphi0 < 0:
         return LineSearchResult(False, 0.0, f0, g0)
     noise = rounding_error(f0)
@@ -75,10 +83,10 @@ def strong_wolfe(
     while trials < max_trials:
         f, g = evaluate(t)
         trials += 1
-        if not _finite(f, g):
+        dphi = slope(g) if _finite(f) else np.nan
+        if not _finite(f, dphi):
             lo, hi = prev, (t, np.inf, np.nan, None)
             break
-        dphi = float(g @ direction)
         point = (t, f, dphi, g)
         if not decreases_enough(t, f, dphi) or (trials > 1 and f >= prev[1] + noise):
             lo, hi = prev, point
@@ -102,10 +110,10 @@ def strong_wolfe(
             t = 0.5 * (a + b)
         f, g = evaluate(t)
         trials += 1
-        if not _finite(f, g):
+        dphi = slope(g) if _finite(f) else np.nan
+        if not _finite(f, dphi):
             hi = (t, np.inf, np.nan, None)
             continue
-        dphi = float(g @ direction)
         if not decreases_enough(t, f, dphi) or f >= fa + noise:
             hi = (t, f, dphi, g)
             continue
