@@ -156,7 +156,7 @@ class ShardSession:
     replies in rank order; :meth:`close` stops the tasks. ``size`` is the number of tasks (the
     number of shards), ``workers`` their partitions, rows and weights."""
 
-    def __init__(self, engine: Any, handler: Any, config: dict, timeout: float) -> None:
+    def __init__(self, engine: Any, handler: Any, config: dict, timeout: float, in_process: bool = False) -> None:
         self.size = 0
         self.workers: list = []
         self.peer_bytes: dict[int, tuple[int, int]] = {}
@@ -166,8 +166,8 @@ class ShardSession:
         self._ended = threading.Event()
         worker = shard_worker(handler)
         config = {"timeout": timeout, "handler": config, "encrypted": False}
-        if getattr(engine, "kind", "") == "local":
-            # in-process threads: the key never leaves the process
+        if in_process:
+            # the engine's workers are threads of this process (LocalEngine): the key never leaves it
             config.update(local_peer_key=secrets.token_bytes(32), local_session_id=secrets.token_bytes(16))
         self._thread = threading.Thread(target=self._run, args=(engine, worker, config), daemon=True,
                                         name="sparkopt-sharded-session")
@@ -240,5 +240,5 @@ class ShardedEngine(ResidentEngine):
 def open_local_shards(engine: Any, handler: Any, config: dict, timeout: float = 60.0) -> ShardSession:
     """A sharded session over a :class:`~sparkopt.engine.local.LocalEngine`: one thread per
     partition, the same mesh over loopback (tests and small problems without Spark)."""
-    return ShardSession(engine, handler, config, timeout)
+    return ShardSession(engine, handler, config, timeout, in_process=True)
 

@@ -107,9 +107,12 @@ class VectorFreeLBFGS:
         return f"{prefix}{self._counter}"
 
     # -- the objective's vectors
-    def _dots(self, pairs: list) -> dict:
-        values = self.obj.vec_run([("dots", pairs)])[0]
-        return {self._key(a, b): v for (a, b), v in zip(pairs, values)}
+    def _run(self, program: list) -> list:
+        """Run a program, preceded by the deletions queued since the last one (one round trip)."""
+        if self._doomed:
+            program = [("delete",) + tuple(self._doomed)] + list(program)
+            self._doomed = []
+        return self.obj.vec_run(program)
 
     @staticmethod
     def _key(a: str, b: str) -> tuple:
@@ -122,7 +125,7 @@ class VectorFreeLBFGS:
         keep = {self.x, self.g, self.pg, self.best[0], self.best[2]} | set(self.S) | set(self.Y)
         drop = [n for n in names if n is not None and n not in keep]
         if drop:
-            self.obj.vec_run([("delete",) + tuple(drop)])
+            self._doomed.extend(n for n in drop if n not in self._doomed)
             self.dots = {k: v for k, v in self.dots.items() if k[0] not in drop and k[1] not in drop}
 
     # -- evaluation at a point
@@ -132,27 +135,30 @@ class VectorFreeLBFGS:
         xt, gt = self._new("x"), self._new("g")
         if orthant is None:
             program = [("axpy", xt, x, t, d), ("loss_grad", xt, gt), ("dots", [(gt, d)]), ("norms", gt)]
-            f, (slope,), (l1n, inf, finite) = self.obj.vec_run(program)
+            f, (slope,), (l1n, inf, finite) = self._run(program)
             f = f if finite and np.isfinite(slope) else np.inf
             return _Trial(xt, gt, None, f, slope, inf, l1n)
         pgt, step = self._new("pg"), self._new("step")
         program = [("project", xt, x, t, d, orthant), ("sub", step, xt, x), ("dots", [(self.pg, step)]),
                    ("loss_grad", xt, gt), ("l1", xt), ("pseudo", pgt, gt, xt), ("norms", pgt), ("norms", gt),
                    ("delete", step)]
-        (predicted,), f, l1, (pl1, pinf, pfinite), (_, _, gfinite) = self.obj.vec_run(program)
+        (predicted,), f, l1, (pl1, pinf, pfinite), (_, _, gfinite) = self._run(program)
         total = f + l1 if pfinite and gfinite else np.inf
         return _Trial(xt, gt, pgt, total, predicted, pinf, pl1)
 
     # -- the two-loop direction
-    def _direction(self, grad: str) -> str:
-        """d = -H grad from the matrix of dot products, formed where the vectors are."""
+    def _direction(self, grad: str, then: tuple = ()) -> tuple[str, float]:
+        """d = -H grad from the matrix of dot products, formed where the vectors are, then the
+        ops ``then(d)`` and the slope grad . d, in one program: (d, slope)."""
         m = len(self.S)
         basis = list(self.S) + list(self.Y) + [grad]
         gram = np.array([[self._dot(a, b) for b in basis] for a in basis]) if m else np.ones((1, 1))
         delta = two_loop_coefficients(gram, m)
         d = self._new("d")
-        self.obj.vec_run([("combine", d, [(-c, name) for c, name in zip(delta, basis) if c != 0.0 or name == grad])])
-        return d
+        program = [("combine", d, [(-c, name) for c, name in zip(delta, basis) if c != 0.0 or name == grad])]
+        program += [op(d) for op in then] + [("dots", [(grad, d)])]
+        (slope,) = self._run(program)[-1]
+        return d, slope
 
     def _push(self, s: str, y: str) -> bool:
         """Keep (s, y) when s . y > 1e-10 y . y (the estimate stays positive definite)."""
@@ -166,8 +172,9 @@ class VectorFreeLBFGS:
         self._forget(s, y)
         return False
 
-    def _refresh_dots(self, new: list) -> None:
-        """Dot products of the ``new`` vectors with the pairs and the (pseudo-)gradient."""
+    def _refresh_dots(self, new: list, first: list = ()) -> None:
+        """Dot products of the ``new`` vectors with the pairs and the (pseudo-)gradient, after
+        the ops ``first`` (that form them), in one program."""
         grad = self.pg if self.l1 else self.g
         others = set(self.S) | set(self.Y) | {grad}
         pairs, seen = [], set()
@@ -177,15 +184,17 @@ class VectorFreeLBFGS:
                 if key not in seen and key not in self.dots:
                     seen.add(key)
                     pairs.append(key)
+        if not first and not pairs:
+            return
+        values = self._run(list(first) + ([("dots", pairs)] if pairs else []))
         if pairs:
-            self.dots.update(self._dots(pairs))
+            self.dots.update({key: v for key, v in zip(pairs, values[-1])})
 
     # -- one iteration
     def _step(self) -> Optional[tuple[Status, str]]:
         if self.l1:
             return self._step_owlqn()
-        d = self._direction(self.g)
-        (dphi0,) = self.obj.vec_run([("dots", [(self.g, d)])])[0]
+        d, dphi0 = self._direction(self.g)
         step0 = 1.0 if self.S else min(1.0, 1.0 / max(self.g_l1, 1e-300))
         ls = self._line_search(d, dphi0, step0)
         if not ls.ok and self.S:
@@ -193,8 +202,7 @@ class VectorFreeLBFGS:
             self.S, self.Y = [], []
             self._forget(d)
             d = self._new("d")
-            self.obj.vec_run([("combine", d, [(-1.0, self.g)])])
-            (dphi0,) = self.obj.vec_run([("dots", [(self.g, d)])])[0]
+            (dphi0,) = self._run([("combine", d, [(-1.0, self.g)]), ("dots", [(self.g, d)])])[-1]
             ls = self._line_search(d, dphi0, min(1.0, 1.0 / max(self.g_l1, 1e-300)))
         if not ls.ok:
             self._forget(d)
@@ -203,11 +211,10 @@ class VectorFreeLBFGS:
             return Status.NO_PROGRESS, f"strong-Wolfe line search failed after {ls.trials} trials"
         trial = ls.g
         s, y = self._new("s"), self._new("y")
-        self.obj.vec_run([("sub", s, trial.x, self.x), ("sub", y, trial.g, self.g)])
         old_x, old_g = self.x, self.g
         self.x, self.g, self.f, self.step_size = trial.x, trial.g, ls.f, ls.step
         self.opt_norm, self.g_l1 = trial.opt_norm, trial.l1_norm
-        self._refresh_dots([s, y, self.g])
+        self._refresh_dots([s, y, self.g], [("sub", s, trial.x, old_x), ("sub", y, trial.g, old_g)])
         self._push(s, y)
         self._forget(old_x, old_g, d)
         return None
@@ -227,12 +234,10 @@ class VectorFreeLBFGS:
 
     def _step_owlqn(self) -> Optional[tuple[Status, str]]:
         pg = self.pg
-        d = self._direction(pg)
-        (pg_d,) = self.obj.vec_run([("descent", d, pg), ("dots", [(pg, d)])])[0]
-        if not pg_d < 0:
-            self.obj.vec_run([("combine", d, [(-1.0, pg)])])
         orthant = self._new("o")
-        self.obj.vec_run([("orthant", orthant, self.x, pg)])
+        d, pg_d = self._direction(pg, (lambda d: ("descent", d, pg), lambda d: ("orthant", orthant, self.x, pg)))
+        if not pg_d < 0:
+            self._run([("combine", d, [(-1.0, pg)])])
         step0 = 1.0 if self.S else min(1.0, 1.0 / max(self.pg_l1, 1e-300))
         t, accepted, noise = step0, None, rounding_error(self.f)
         for _ in range(40):
@@ -258,11 +263,10 @@ class VectorFreeLBFGS:
                 return self._step_owlqn()
             return Status.NO_PROGRESS, "no sufficient decrease along the projected direction"
         s, y = self._new("s"), self._new("y")
-        self.obj.vec_run([("sub", s, accepted.x, self.x), ("sub", y, accepted.pg, pg)])
         old = (self.x, self.g, self.pg)
         self.x, self.g, self.pg, self.f, self.step_size = accepted.x, accepted.g, accepted.pg, accepted.f, t
         self.opt_norm, self.pg_l1 = accepted.opt_norm, accepted.l1_norm
-        self._refresh_dots([s, y, self.pg])
+        self._refresh_dots([s, y, self.pg], [("sub", s, accepted.x, old[0]), ("sub", y, accepted.pg, pg)])
         self._push(s, y)
         self._forget(*old, d)
         return None
@@ -281,6 +285,7 @@ class VectorFreeLBFGS:
         self.obj, self.l1 = objective, bool(objective.has_l1)
         self.name = "owlqn" if self.l1 else "lbfgs"
         self.S, self.Y, self.dots = [], [], {}
+        self._doomed: list[str] = []
         self.pg = None
         self.best = (None, np.inf, None, np.inf)        # x name, F, g name, optimality norm
         start = time.perf_counter()
@@ -358,13 +363,13 @@ class VectorFreeLBFGS:
         self.obj.vec_start(self.x)
         if self.l1:
             self.pg = self._new("pg")
-            f, l1, (pl1, pinf, _), (_, ginf, finite) = self.obj.vec_run(
+            f, l1, (pl1, pinf, _), (_, ginf, finite) = self._run(
                 [("loss_grad", self.x, self.g), ("l1", self.x), ("pseudo", self.pg, self.g, self.x),
                  ("norms", self.pg), ("norms", self.g)])
             self.f, self.opt_norm, self.pg_l1 = f + l1, pinf, pl1
             smooth = ginf
         else:
-            f, (gl1, ginf, finite) = self.obj.vec_run([("loss_grad", self.x, self.g), ("norms", self.g)])
+            f, (gl1, ginf, finite) = self._run([("loss_grad", self.x, self.g), ("norms", self.g)])
             self.f, self.opt_norm, self.g_l1 = f, ginf, gl1
             smooth = ginf
         if not finite:
@@ -430,6 +435,7 @@ class VectorFreeLBFGS:
         (its shards), the store the driver's scalars and the list of those vectors."""
         state = self._driver_state()
         names = sorted({n for n in (self.x, self.g, self.pg, self.best[0], self.best[2], *self.S, *self.Y) if n})
+        self._run([])                                  # the queued deletions first
         self.obj.vec_save(self.store, self.iteration, names, state)
         self.saved = self.iteration
 

@@ -1,0 +1,97 @@
+"""The sharded objective without Spark: its shard handler runs in one thread per partition of a
+LocalEngine, the tasks AllReduce over loopback channels exactly as resident tasks do, and the fit
+equals the unsharded one on real data for the smooth losses."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_svmlight_file
+
+from sparkopt.engine import LocalEngine
+from sparkopt.errors import InputError
+from sparkopt.fit import fit_linear_model
+from sparkopt.sharded_objective import fit_sharded
+from tests.conftest import dataset
+
+
+def _rel(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(b))), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def a9a():
+    X, y = load_svmlight_file(str(dataset("a9a.t")), n_features=123)
+    return LocalEngine.from_arrays(X, (y > 0).astype(float), num_partitions=3)
+
+
+@pytest.fixture(scope="module")
+def letter():
+    X, y = load_svmlight_file(str(dataset("letter.scale")), n_features=16)
+    return LocalEngine.from_arrays(X[:3000].toarray(), y[:3000] - 1, num_partitions=2)
+
+
+@pytest.fixture(scope="module")
+def abalone():
+    X, y = load_svmlight_file(str(dataset("angel_abalone_8d_train.libsvm")), n_features=8)
+    return LocalEngine.from_arrays(X.toarray(), y, num_partitions=4)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+
+
+def test_logistic_equals_the_unsharded_fit_on_three_shards(a9a):
+    """Both converged (a9a.t, 16281 rows): the same optimum to 1e-8."""
+    kwargs = dict(reg_param=1e-3, tol=1e-12, max_iter=400)
+    want = fit_linear_model(a9a, "logistic", solver="lbfgs", **kwargs)
+    got = fit_sharded(a9a, "logistic", **kwargs)
+    assert got.result.extra["shards"] == 3 and got.result.extra["vector_free"]
+    assert _rel(got.coefficients, want.coefficients) < 1e-8 and abs(got.intercept - want.intercept) < 1e-8
+    assert abs(got.objective - want.objective) <= 1e-12 * abs(want.objective)
+    assert got.result.status == want.result.status == 0
+    assert got.result.x.shape == got.result.jac.shape == want.result.x.shape
+
+
+def test_multinomial_with_l1_equals_owlqn(letter):
+    kwargs = dict(reg_param=1e-3, elastic_net_param=0.5, tol=1e-14, max_iter=60)
+    want = fit_linear_model(letter, "multinomial", solver="owlqn", **kwargs)
+    got = fit_sharded(letter, "multinomial", **kwargs)
+    assert got.result.solver == "owlqn"
+    assert _rel(got.coefficients, want.coefficients) < 1e-8 and _rel(got.intercept, want.intercept) < 1e-8
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "huber", "poisson"])
+def test_the_other_smooth_losses(abalone, loss):
+    kwargs = dict(reg_param=1e-2, tol=1e-14, max_iter=60)
+    want = fit_linear_model(abalone, loss, solver="lbfgs", **kwargs)
+    got = fit_sharded(abalone, loss, **kwargs)
+    assert _rel(got.coefficients, want.coefficients) < 1e-8
+    assert abs(got.objective - want.objective) <= 1e-12 * abs(want.objective)
+    if loss == "huber":
+        assert abs(got.scale - want.scale) < 1e-8 * want.scale
+
+
+def test_the_fit_dispatches_on_a_sharded_engine_kind(a9a, monkeypatch):
+    monkeypatch.setattr(a9a, "kind", "sharded", raising=False)
+    got = fit_linear_model(a9a, "logistic", reg_param=1e-2, max_iter=5, tol=1e-12)
+    assert got.result.extra["vector_free"] and got.result.nit == 5
+
+
+def test_checkpoint_resume_bit_for_bit(a9a, tmp_path):
+    kwargs = dict(reg_param=1e-3, tol=1e-12, checkpoint_interval=3)
+    whole = fit_sharded(a9a, "logistic", max_iter=10, checkpoint_dir=tmp_path / "whole", **kwargs)
+    fit_sharded(a9a, "logistic", max_iter=4, checkpoint_dir=tmp_path / "split", **kwargs)
+    assert (tmp_path / "split" / "ckpt-000002-shard-00002.npz").is_file()     # the third task's shard
+    resumed = fit_sharded(a9a, "logistic", max_iter=10, checkpoint_dir=tmp_path / "split", **kwargs)
+    assert np.array_equal(resumed.coef_vector, whole.coef_vector)
+    assert [r["objective"] for r in resumed.result.history] == [r["objective"] for r in whole.result.history]
+
+
+def test_bad_requests_name_the_param(a9a):
+    with pytest.raises(InputError, match="solver must be one of"):
+        fit_sharded(a9a, "logistic", solver="newton-cg")
+    with pytest.raises(InputError, match="'memory' only"):
+        fit_sharded(a9a, "logistic", solver_options={"step_size": 1.0})
+    with pytest.raises(InputError, match="not loss='hinge'"):
+        fit_sharded(a9a, "hinge")
+    with pytest.raises(InputError, match="regParam"):
+        fit_sharded(a9a, "logistic", reg_param=-1.0)
