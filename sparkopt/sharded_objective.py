@@ -100,13 +100,12 @@ class ShardHandler:
         range of its gradient into ``g``."""
         st = ctx.state
         bounds, lo, hi = st["bounds"], st["lo"], st["hi"]
-        z = ctx.mesh.all_gather(st["store"][x], bounds)
-        coef = self.coordinates.to_coef(z)
+        coef = self.coordinates.to_coef(ctx.mesh.all_gather(st["store"][x], bounds))
         feasible = bool(self.block_objective.feasible(coef))
         if feasible:
             out = ctx.fold(partial(_loss_grad, self.block_objective), coef)
             f_data, g_coef = (0.0, np.zeros_like(coef)) if out is None else out
-            del coef, z
+            del coef, out
             gz = self.coordinates.to_z_grad(g_coef) / self.weight_sum
             del g_coef
         else:
@@ -251,24 +250,40 @@ class ShardedLinearObjective:
         return dict(self._fingerprint)
 
 
-def recovery_directory(engine: Any, checkpoint_dir: Any) -> tuple[Optional[str], bool]:
-    """Where a sharded fit keeps the checkpoints a lost task resumes from: the fit's
-    ``checkpoint_dir``; else ``spark.sparkopt.sharded.recoveryDir`` (storage every task reaches);
-    else, when the tasks share the driver's filesystem (a local master, a LocalEngine), a
-    temporary directory removed after the fit (second value True); else None (a lost task
-    restarts the fit from its start)."""
+def recovery_directory(engine: Any, checkpoint_dir: Any) -> tuple[Optional[str], bool, Optional[int]]:
+    """Where a sharded fit keeps the checkpoints a lost task resumes from, whether it is a
+    temporary directory (removed after the fit), and how often they are written (None: the fit's
+    checkpointInterval): the fit's ``checkpoint_dir``; else ``spark.sparkopt.sharded.recoveryDir``
+    (storage every task reaches); else, when the tasks share the driver's filesystem (a local
+    master, a LocalEngine), a temporary directory; else None (a lost task restarts the fit from
+    its start). ``spark.sparkopt.sharded.recoveryInterval`` (default 1: every iteration; 0: no
+    recovery checkpoints) sets the interval of the last two."""
     if checkpoint_dir is not None:
-        return os.fspath(checkpoint_dir), False
-    conf = None
+        return os.fspath(checkpoint_dir), False, None
     rdd = getattr(engine, "_rdd", None)
+    configured, interval = None, 1
     if rdd is not None:
         conf = rdd.context.getConf()
         configured = conf.get("spark.sparkopt.sharded.recoveryDir", None)
+        raw = conf.get("spark.sparkopt.sharded.recoveryInterval", "1")
+        try:
+            interval = int(raw)
+        except ValueError:
+            interval = -1
+        if interval < 0:
+            from .errors import InputError
+
+            raise InputError(f"spark.sparkopt.sharded.recoveryInterval must be an integer >= 0, got {raw!r}")
+        if interval == 0:
+            return None, False, None
         if configured:
-            return configured, False
+            return configured, False, interval
         if not str(conf.get("spark.master", "")).startswith("local"):
-            return None, False
-    return tempfile.mkdtemp(prefix="sparkopt-sharded-"), True
+            logger.warning("sparkopt sharded fit: no recovery directory (set checkpointDir or "
+                           "spark.sparkopt.sharded.recoveryDir to storage every executor reaches): a lost task "
+                           "restarts the fit from its start")
+            return None, False, None
+    return tempfile.mkdtemp(prefix="sparkopt-sharded-"), True, interval
 
 
 def remove_directory(path: str) -> None:
@@ -299,14 +314,16 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
                 epsilon: float = 1.35, solver: str = "auto", max_iter: int = 100, tol: float = 1e-6,
                 callback: Any = None, solver_options: Optional[dict] = None, label_col: str = "label",
                 checkpoint_dir: Any = None, checkpoint_interval: int = 10, initial_coef: Any = None,
-                max_restarts: int = 3, recovery_interval: int = 1, gather: Optional[bool] = None, **unused: Any):
+                max_restarts: int = 3, gather: Optional[bool] = None):
     """fit_linear_model on a sharded engine: vector-free L-BFGS (OWL-QN under L1) with every
     model-sized vector in the tasks' shards; the same objective, coordinates and answer as the
     unsharded fit. A lost session (a task or executor gone) starts a new one and resumes from the
     last checkpoint: ``checkpoint_dir`` (every ``checkpoint_interval`` iterations) or else a
-    recovery directory (:func:`recovery_directory`, every ``recovery_interval`` iterations), at most
+    recovery directory (:func:`recovery_directory`; by default every iteration), at most
     ``max_restarts`` times. ``gather``: return the coefficients to the driver (default: when
-    there are at most :data:`GATHER_MAX_VALUES`); without, ``fit.result.x`` names the vector."""
+    there are at most :data:`GATHER_MAX_VALUES`); without, the LinearFit carries the run's record
+    only (``coefficients`` None: the shards end with the session; write them out with a
+    checkpointDir, whose shard files hold the final iterate)."""
     from .errors import InputError
     from .fit import (_package, check_labels, initial_entries, solver_coordinate_parts, validate_checkpoint,
                       validate_params)
@@ -341,9 +358,8 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
         engine, bo, coords, lam, elastic_net_param, l1_factor, base, initial_entries(bo, stats, loss, fit_intercept),
         digest_fingerprint(bo, coords, lam, elastic_net_param, base, float(engine.weight_sum), stats))
     vf = VectorFreeLBFGS(memory)
-    directory, temporary = recovery_directory(engine, checkpoint_dir)
-    interval = checkpoint_interval if checkpoint_dir is not None else int(check_param("checkpointInterval",
-                                                                                      recovery_interval))
+    directory, temporary, every = recovery_directory(engine, checkpoint_dir)
+    interval = checkpoint_interval if every is None else every
     store = None
     lost: list[str] = []
     try:
@@ -368,10 +384,17 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
                     logger.warning("sparkopt sharded fit: %s; a new session resumes from %s", exc,
                                    "the last checkpoint" if store is not None else "the start (no recovery directory)")
             result.extra.update(sessions=objective.sessions, restarts=len(lost), shards=objective.size,
+                                n_params=objective.n_params,
                                 bytes_between_tasks_per_pass=list(objective.pass_bytes))
             take = gather if gather is not None else objective.n_params <= GATHER_MAX_VALUES
             if not take:
-                return result, objective
+                # the shards end with the session: what the driver keeps is the run's record
+                from .fit import LinearFit
+
+                result.extra["coefficients"] = (f"not gathered: {objective.n_params} values are more than the "
+                                                f"driver takes (GATHER_MAX_VALUES = {GATHER_MAX_VALUES})")
+                return LinearFit(loss=loss, coefficients=None, intercept=None, objective=result.fun, result=result,
+                                 coef_vector=None, n_classes=classes)
             z = objective.vec_gather(result.x.name)
             result.jac = objective.vec_gather(result.jac.name)
             result.x = z
