@@ -93,7 +93,55 @@ class ShardHandler:
                 raise ValueError("a shard file holds other vectors or shapes than its manifest names")
             st["store"] = {n: np.array(a, copy=True) for n, a in arrays.items()}
             return None
+        if kind == "save_model":
+            _, directory, x, centre_features = command
+            return self._save_model(ctx, directory, x, bool(centre_features))
         raise ValueError(f"unknown sharded command {kind!r}")
+
+    def _save_model(self, ctx: Any, directory: str, x: str, centre_features: bool) -> dict:
+        """Write this task's range of the coefficients (coefficient layout, nonzeros only) as
+        ``part-RRRRR.parquet`` (columns ``output``, ``feature``, ``value``) in ``directory``; the
+        intercepts and the scale (summed over the tasks: an intercept's centring term spans every
+        shard) come back to the driver, the same on every task. Multinomial models are centred as
+        MLlib reports them (intercepts always; coefficients per feature without a penalty)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        st = ctx.state
+        c, bo = self.coordinates, self.block_objective
+        lo, hi = st["lo"], st["hi"]
+        z = st["store"][x]
+        na, K = len(c.active), c.n_outputs
+        qz = na + int(c.fit_intercept)
+        index = np.arange(lo, hi)
+        inside = index < K * qz
+        k, j, values = index[inside] // qz, index[inside] % qz, z[inside]
+        is_feature = j < na
+        output, feature = k[is_feature], c.active[j[is_feature]]
+        beta = values[is_feature] * c.inv_scale[j[is_feature]]
+        partial_c = np.zeros(K)
+        if c.fit_intercept:
+            np.add.at(partial_c, output, -c._shift()[j[is_feature]] * beta)
+            np.add.at(partial_c, k[~is_feature], c.value_scale * values[~is_feature])
+        sigma = 0.0
+        if c.scale_index is not None and lo <= c.n_z - 1 < hi:
+            sigma = c.value_scale * float(z[c.n_z - 1 - lo])
+        totals = ctx.mesh.allreduce_scalars(np.concatenate([partial_c, [sigma]]))
+        intercepts, sigma = totals[:K], float(totals[K])
+        if bo.loss == "multinomial":
+            if c.fit_intercept:
+                intercepts = intercepts - intercepts.mean()
+            if centre_features:
+                sums = np.zeros(c.n_features)
+                np.add.at(sums, feature, beta)
+                sums = ctx.mesh.allreduce(sums, shard_bounds(c.n_features, ctx.size))
+                beta = beta - sums[feature] / K
+        keep = beta != 0
+        table = pa.table({"output": pa.array(output[keep], pa.int32()), "feature": pa.array(feature[keep], pa.int32()),
+                          "value": pa.array(beta[keep], pa.float64())})
+        os.makedirs(directory, exist_ok=True)
+        pq.write_table(table, os.path.join(directory, f"part-{ctx.rank:05d}.parquet"))
+        return {"intercepts": intercepts, "scale": sigma, "rows": int(keep.sum())}
 
     def _loss_grad(self, ctx: Any, x: str, g: str) -> float:
         """F's smooth part at the named iterate (the same value on every task) and this task's
@@ -249,6 +297,13 @@ class ShardedLinearObjective:
     def fingerprint(self) -> dict:
         return dict(self._fingerprint)
 
+    def save_model(self, directory: str, x: str, centre_features: bool) -> dict:
+        """Every task writes its range of the coefficients to ``directory`` (storage every task
+        reaches); the intercepts and scale, which the driver keeps (K + 1 values)."""
+        replies = self._call(("save_model", os.fspath(directory), x, bool(centre_features)))
+        return {"intercepts": np.asarray(replies[0]["intercepts"], dtype=float), "scale": replies[0]["scale"],
+                "rows": int(sum(r["rows"] for r in replies)), "parts": len(replies)}
+
 
 def recovery_directory(engine: Any, checkpoint_dir: Any) -> tuple[Optional[str], bool, Optional[int]]:
     """Where a sharded fit keeps the checkpoints a lost task resumes from, whether it is a
@@ -314,7 +369,7 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
                 epsilon: float = 1.35, solver: str = "auto", max_iter: int = 100, tol: float = 1e-6,
                 callback: Any = None, solver_options: Optional[dict] = None, label_col: str = "label",
                 checkpoint_dir: Any = None, checkpoint_interval: int = 10, initial_coef: Any = None,
-                max_restarts: int = 3, gather: Optional[bool] = None):
+                max_restarts: int = 3, gather: Optional[bool] = None, model_dir: Any = None):
     """fit_linear_model on a sharded engine: vector-free L-BFGS (OWL-QN under L1) with every
     model-sized vector in the tasks' shards; the same objective, coordinates and answer as the
     unsharded fit. A lost session (a task or executor gone) starts a new one and resumes from the
@@ -323,7 +378,10 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
     ``max_restarts`` times. ``gather``: return the coefficients to the driver (default: when
     there are at most :data:`GATHER_MAX_VALUES`); without, the LinearFit carries the run's record
     only (``coefficients`` None: the shards end with the session; write them out with a
-    checkpointDir, whose shard files hold the final iterate)."""
+    checkpointDir, whose shard files hold the final iterate). ``model_dir``: the tasks also write
+    the coefficients there shard by shard (:func:`write_sharded_model`), the model
+    :class:`~sparkopt.sharded_model.ShardedLinearModel` reads and scores without collecting them;
+    ``fit.params["model_dir"]`` names it."""
     from .errors import InputError
     from .fit import (_package, check_labels, initial_entries, solver_coordinate_parts, validate_checkpoint,
                       validate_params)
@@ -386,6 +444,10 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
             result.extra.update(sessions=objective.sessions, restarts=len(lost), shards=objective.size,
                                 n_params=objective.n_params,
                                 bytes_between_tasks_per_pass=list(objective.pass_bytes))
+            saved = None
+            if model_dir is not None:
+                saved = write_sharded_model(objective, result, model_dir, loss=loss, classes=classes,
+                                            centre_features=reg_param == 0)
             take = gather if gather is not None else objective.n_params <= GATHER_MAX_VALUES
             if not take:
                 # the shards end with the session: what the driver keeps is the run's record
@@ -393,8 +455,12 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
 
                 result.extra["coefficients"] = (f"not gathered: {objective.n_params} values are more than the "
                                                 f"driver takes (GATHER_MAX_VALUES = {GATHER_MAX_VALUES})")
-                return LinearFit(loss=loss, coefficients=None, intercept=None, objective=result.fun, result=result,
-                                 coef_vector=None, n_classes=classes)
+                fit = LinearFit(loss=loss, coefficients=None, intercept=None, objective=result.fun, result=result,
+                                coef_vector=None, n_classes=classes)
+                if saved is not None:
+                    fit.intercept = saved["intercepts"] if loss == "multinomial" else float(saved["intercepts"][0])
+                    fit.params["model_dir"] = os.fspath(model_dir)
+                return fit
             z = objective.vec_gather(result.x.name)
             result.jac = objective.vec_gather(result.jac.name)
             result.x = z
@@ -405,4 +471,29 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
         if temporary:
             remove_directory(directory)
     coef = coords.to_coef(z)
-    return _package(loss, bo, objective, result, coef, classes, reg_param)
+    fit = _package(loss, bo, objective, result, coef, classes, reg_param)
+    if model_dir is not None:
+        fit.params["model_dir"] = os.fspath(model_dir)
+    return fit
+
+
+def write_sharded_model(objective: ShardedLinearObjective, result: Any, model_dir: Any, *, loss: str, classes: int,
+                        centre_features: bool) -> dict:
+    """Write a sharded fit's answer as a model directory without the driver holding it:
+    ``coefficients/part-RRRRR.parquet`` from each task (``output``, ``feature``, ``value``; zeros
+    left out) and ``model.json`` from the driver (loss, sizes, intercepts, scale)."""
+    import json
+
+    bo = objective.block_objective
+    directory = os.fspath(model_dir)
+    os.makedirs(directory, exist_ok=True)
+    saved = objective.save_model(os.path.join(directory, "coefficients"), result.x.name, centre_features)
+    meta = {"format": "sparkopt-sharded-model", "version": 1, "loss": loss, "n_features": int(bo.n_features),
+            "n_outputs": int(objective.coordinates.n_outputs), "n_classes": int(classes),
+            "fit_intercept": bool(bo.fit_intercept), "intercepts": [float(v) for v in saved["intercepts"]],
+            "scale": float(saved["scale"]) if bo.scale_index is not None else None,
+            "parts": saved["parts"], "nonzeros": saved["rows"], "objective": float(result.fun),
+            "iterations": int(result.nit), "status": result.status.name}
+    with open(os.path.join(directory, "model.json"), "w") as fh:
+        json.dump(meta, fh, indent=1)
+    return saved

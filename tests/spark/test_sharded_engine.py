@@ -176,3 +176,29 @@ def test_what_the_sharded_engine_refuses(a9a):
         fit_linear_model(sharded, "logistic", initial_coef=np.zeros(124))
     with pytest.raises(InputError, match="bounds"):
         fit_linear_model(sharded, "logistic", bounds=(np.zeros(124), np.ones(124)))
+
+
+def test_a_model_saved_shard_by_shard_scores_without_collecting(letter, spark, tmp_path):
+    """transform joins the rows' features with the coefficient table: the same margins and
+    predictions as the gathered fit's coefficients applied on the driver."""
+    from pyspark.ml.functions import vector_to_array
+
+    from sparkopt.sharded_model import ShardedLinearModel
+
+    tree, sharded = letter
+    fit = fit_linear_model(sharded, "multinomial", reg_param=1e-2, max_iter=20, tol=1e-12)
+    from sparkopt.sharded_objective import fit_sharded
+
+    saved = fit_sharded(sharded, "multinomial", reg_param=1e-2, max_iter=20, tol=1e-12, gather=False,
+                        model_dir=str(tmp_path / "model"))
+    assert saved.coefficients is None and np.allclose(saved.intercept, fit.intercept, atol=1e-12)
+    model = ShardedLinearModel.load(tmp_path / "model")
+    df = letter_head(spark, 2)
+    scored = model.transform(df).select(vector_to_array("features").alias("x"), "rawPrediction", "prediction")
+    rows = scored.collect()
+    assert len(rows) == 3000
+    X = np.array([r["x"] for r in rows])
+    margins = X @ fit.coefficients.T + fit.intercept
+    np.testing.assert_allclose(np.array([r["rawPrediction"] for r in rows]), margins, rtol=0, atol=1e-10)
+    assert np.array_equal(np.array([r["prediction"] for r in rows]), np.argmax(margins, axis=1).astype(float))
+    df.unpersist()

@@ -95,3 +95,39 @@ def test_bad_requests_name_the_param(a9a):
         fit_sharded(a9a, "hinge")
     with pytest.raises(InputError, match="regParam"):
         fit_sharded(a9a, "logistic", reg_param=-1.0)
+
+
+@pytest.mark.parametrize("loss,reg", [("multinomial", 1e-3), ("multinomial", 0.0), ("logistic", 1e-3)])
+def test_the_model_written_shard_by_shard_is_the_fit(letter, a9a, tmp_path, loss, reg):
+    """Each task writes its range of the coefficients (Parquet); together with the driver's
+    intercepts they are the gathered fit's coefficients, centred as MLlib reports them."""
+    import pyarrow.parquet as pq
+
+    from sparkopt.sharded_model import ShardedLinearModel, _score
+
+    engine = letter if loss == "multinomial" else a9a
+    fit = fit_sharded(engine, loss, reg_param=reg, max_iter=30, tol=1e-12, model_dir=tmp_path / "m")
+    parts = sorted((tmp_path / "m" / "coefficients").glob("part-*.parquet"))
+    assert len(parts) == fit.result.extra["shards"]
+    K = 26 if loss == "multinomial" else 1
+    coefficients = np.zeros((K, engine.stats.n_features))
+    for p in parts:
+        t = pq.read_table(str(p)).to_pydict()
+        for k, j, v in zip(t["output"], t["feature"], t["value"]):
+            assert coefficients[k, j] == 0
+            coefficients[k, j] = v
+    np.testing.assert_allclose(coefficients, np.reshape(fit.coefficients, (K, -1)), rtol=0, atol=1e-12)
+    model = ShardedLinearModel.load(tmp_path / "m")
+    np.testing.assert_allclose(model.intercepts, np.atleast_1d(fit.intercept), rtol=0, atol=1e-12)
+    assert fit.params["model_dir"] == str(tmp_path / "m")
+    # one row's score from (output, margin) pairs
+    x = np.zeros(engine.stats.n_features)
+    x[:3] = [0.5, -1.0, 2.0]
+    pairs = [(k, float(coefficients[k] @ x)) for k in range(K)]
+    raw, prob, prediction = _score(loss, list(model.intercepts), None, pairs)
+    margins = coefficients @ x + model.intercepts
+    if loss == "multinomial":
+        np.testing.assert_allclose(raw, margins, rtol=1e-12)
+        assert prediction == np.argmax(margins) and abs(sum(prob) - 1) < 1e-12
+    else:
+        assert raw[1] == pytest.approx(margins[0]) and prediction == float(margins[0] > 0)
