@@ -422,50 +422,52 @@ def fit_sharded(engine: Any, loss: str, *, reg_param: float = 0.0, elastic_net_p
     lost: list[str] = []
     try:
         with engine.session():
-            if directory is not None:
-                fp = vector_free_fingerprint(objective, vf, {
-                    "loss": loss, "regParam": float(reg_param), "elasticNetParam": float(elastic_net_param),
-                    "fitIntercept": bool(fit_intercept), "standardization": bool(standardization),
-                    "numClasses": int(classes), "numFeatures": int(stats.n_features), "numRows": int(stats.n_rows)})
-                store = CheckpointStore(directory, fp).acquire()
-            while True:
-                try:
-                    result = VectorFreeLBFGS(memory).run(objective, tol=tol, max_iter=max_iter, callback=callback,
-                                                         store=store, checkpoint_interval=interval)
-                    break
-                except SessionLost as exc:
-                    lost.append(str(exc))
-                    objective.restart()
-                    if len(lost) > max_restarts:
-                        raise SessionLost(f"sharded fit gave up after {len(lost)} lost sessions: "
-                                          + " | ".join(lost)) from exc
-                    logger.warning("sparkopt sharded fit: %s; a new session resumes from %s", exc,
-                                   "the last checkpoint" if store is not None else "the start (no recovery directory)")
-            result.extra.update(sessions=objective.sessions, restarts=len(lost), shards=objective.size,
-                                n_params=objective.n_params,
-                                bytes_between_tasks_per_pass=list(objective.pass_bytes))
-            saved = None
-            if model_dir is not None:
-                saved = write_sharded_model(objective, result, model_dir, loss=loss, classes=classes,
-                                            centre_features=reg_param == 0)
-            take = gather if gather is not None else objective.n_params <= GATHER_MAX_VALUES
-            if not take:
-                # the shards end with the session: what the driver keeps is the run's record
-                from .fit import LinearFit
+            try:
+                if directory is not None:
+                    fp = vector_free_fingerprint(objective, vf, {
+                        "loss": loss, "regParam": float(reg_param), "elasticNetParam": float(elastic_net_param),
+                        "fitIntercept": bool(fit_intercept), "standardization": bool(standardization),
+                        "numClasses": int(classes), "numFeatures": int(stats.n_features), "numRows": int(stats.n_rows)})
+                    store = CheckpointStore(directory, fp).acquire()
+                while True:
+                    try:
+                        result = VectorFreeLBFGS(memory).run(objective, tol=tol, max_iter=max_iter, callback=callback,
+                                                             store=store, checkpoint_interval=interval)
+                        break
+                    except SessionLost as exc:
+                        lost.append(str(exc))
+                        objective.restart()
+                        if len(lost) > max_restarts:
+                            raise SessionLost(f"sharded fit gave up after {len(lost)} lost sessions: "
+                                              + " | ".join(lost)) from exc
+                        logger.warning("sparkopt sharded fit: %s; a new session resumes from %s", exc,
+                                       "the last checkpoint" if store is not None else "the start (no recovery directory)")
+                result.extra.update(sessions=objective.sessions, restarts=len(lost), shards=objective.size,
+                                    n_params=objective.n_params,
+                                    bytes_between_tasks_per_pass=list(objective.pass_bytes))
+                saved = None
+                if model_dir is not None:
+                    saved = write_sharded_model(objective, result, model_dir, loss=loss, classes=classes,
+                                                centre_features=reg_param == 0)
+                take = gather if gather is not None else objective.n_params <= GATHER_MAX_VALUES
+                if not take:
+                    # the shards end with the session: what the driver keeps is the run's record
+                    from .fit import LinearFit
 
-                result.extra["coefficients"] = (f"not gathered: {objective.n_params} values are more than the "
-                                                f"driver takes (GATHER_MAX_VALUES = {GATHER_MAX_VALUES})")
-                fit = LinearFit(loss=loss, coefficients=None, intercept=None, objective=result.fun, result=result,
-                                coef_vector=None, n_classes=classes)
-                if saved is not None:
-                    fit.intercept = saved["intercepts"] if loss == "multinomial" else float(saved["intercepts"][0])
-                    fit.params["model_dir"] = os.fspath(model_dir)
-                return fit
-            z = objective.vec_gather(result.x.name)
-            result.jac = objective.vec_gather(result.jac.name)
-            result.x = z
+                    result.extra["coefficients"] = (f"not gathered: {objective.n_params} values are more than the "
+                                                    f"driver takes (GATHER_MAX_VALUES = {GATHER_MAX_VALUES})")
+                    fit = LinearFit(loss=loss, coefficients=None, intercept=None, objective=result.fun, result=result,
+                                    coef_vector=None, n_classes=classes)
+                    if saved is not None:
+                        fit.intercept = saved["intercepts"] if loss == "multinomial" else float(saved["intercepts"][0])
+                        fit.params["model_dir"] = os.fspath(model_dir)
+                    return fit
+                z = objective.vec_gather(result.x.name)
+                result.jac = objective.vec_gather(result.jac.name)
+                result.x = z
+            finally:
+                objective.close()      # inside: the session holds the engine until it ends
     finally:
-        objective.close()
         if store is not None:
             store.release()
         if temporary:

@@ -181,6 +181,12 @@ class ShardSession:
         try:
             engine.run_workers(worker, config, _Bridge(self))
             self._replies.put(SessionLost("the sharded session ended"))
+        except (TaskError, MeshError) as exc:
+            # a task that lost a peer reports it (the peer's own death may reach the driver later):
+            # the session is lost, not the command
+            lost = isinstance(exc, MeshError) or "MeshError" in str(exc)
+            self._replies.put(SessionLost(f"a sharded task lost its peers: {str(exc).splitlines()[0]}")
+                              if lost else exc)
         except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
             self._replies.put(exc)
         finally:

@@ -202,3 +202,26 @@ def test_a_model_saved_shard_by_shard_scores_without_collecting(letter, spark, t
     np.testing.assert_allclose(np.array([r["rawPrediction"] for r in rows]), margins, rtol=0, atol=1e-10)
     assert np.array_equal(np.array([r["prediction"] for r in rows]), np.argmax(margins, axis=1).astype(float))
     df.unpersist()
+
+
+def test_estimator_and_auto_choose_the_sharded_engine(a9a, spark):
+    from pyspark.sql import functions as F
+
+    from sparkopt.ml import LogisticRegression, clear_cache
+
+    tree, _ = a9a
+    df = (spark.read.format("libsvm").option("numFeatures", 123).load(str(dataset("a9a.t")))
+          .withColumn("label", (F.col("label") > 0).cast("double")).repartition(2))
+    try:
+        sharded = LogisticRegression(regParam=1e-2, engine="sharded", tol=1e-10).fit(df)
+        resident = LogisticRegression(regParam=1e-2, engine="resident", tol=1e-10, solver="lbfgs").fit(df)
+        assert rel(sharded.coefficients.toArray(), resident.coefficients.toArray()) < 1e-7
+        assert sharded.summary.totalIterations > 0
+    finally:
+        clear_cache()
+    # auto: a model beyond the budget is sharded (no job runs to decide)
+    from sparkopt.engine.choose import SHARDED_MODEL_BUDGET_MB
+
+    big = make_engine(tree._rdd, tree.stats, engine="auto", model_values=SHARDED_MODEL_BUDGET_MB * 2**17 + 1)
+    small = make_engine(tree._rdd, tree.stats, engine="auto", model_values=124)
+    assert big.kind == "sharded" and small.kind == "resident"

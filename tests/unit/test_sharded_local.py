@@ -131,3 +131,39 @@ def test_the_model_written_shard_by_shard_is_the_fit(letter, a9a, tmp_path, loss
         assert prediction == np.argmax(margins) and abs(sum(prob) - 1) < 1e-12
     else:
         assert raw[1] == pytest.approx(margins[0]) and prediction == float(margins[0] > 0)
+
+
+class _Flaky:
+    """A shard handler whose command 'bad' raises in every task, 'peer' loses the mesh."""
+
+    def setup(self, ctx, config):
+        ctx.state["calls"] = 0
+
+    def handle(self, ctx, command):
+        ctx.state["calls"] += 1
+        if command == "bad":
+            raise ValueError(f"no good on rank {ctx.rank}")
+        if command == "peer":
+            from sparkopt.engine.allreduce import MeshError
+
+            raise MeshError("rank 1 is gone")
+        return ctx.rank, ctx.state["calls"], float(ctx.mesh.allreduce_scalars([ctx.rank + 1.0])[0])
+
+
+def test_a_failed_command_keeps_the_session_a_lost_peer_loses_it(a9a):
+    from sparkopt.engine import SessionLost, TaskError
+    from sparkopt.engine.sharded import open_local_shards
+
+    session = open_local_shards(a9a, _Flaky(), {})
+    try:
+        assert session.size == 3
+        assert session.call("ok") == [(r, 1, 6.0) for r in range(3)]
+        with pytest.raises(TaskError, match="ValueError: no good on rank 0"):
+            session.call("bad")
+        assert session.call("ok") == [(r, 3, 6.0) for r in range(3)]      # the shards' state survived
+        with pytest.raises(SessionLost, match="lost its peers"):
+            session.call("peer")
+        with pytest.raises(SessionLost, match="closed"):
+            session.call("ok")
+    finally:
+        session.close()
