@@ -154,11 +154,12 @@ class ShardHandler:
             out = ctx.fold(partial(_loss_grad, self.block_objective), coef)
             f_data, g_coef = (0.0, np.zeros_like(coef)) if out is None else out
             del coef, out
-            gz = self.coordinates.to_z_grad(g_coef) / self.weight_sum
+            gz = self.coordinates.to_z_grad(g_coef)
             del g_coef
+            gz /= self.weight_sum
         else:
             f_data, gz = np.inf, np.full(self.coordinates.n_z, np.nan)
-        mine = ctx.mesh.reduce_scatter(gz, bounds)
+        mine = ctx.mesh.reduce_scatter(gz, bounds, overwrite=True)
         del gz
         penalty = st["penalty"]
         xs = st["store"][x]

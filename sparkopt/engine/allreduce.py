@@ -106,14 +106,18 @@ class Mesh:
         return received
 
     # -- collectives
-    def reduce_scatter(self, vector: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+    def reduce_scatter(self, vector: np.ndarray, bounds: list[tuple[int, int]], overwrite: bool = False) -> np.ndarray:
         """The sum over all ranks of ``vector`` restricted to this rank's range ``bounds[rank]``
-        (every rank passes a vector of the same length and the same bounds)."""
+        (every rank passes a vector of the same length and the same bounds). ``overwrite``: sums
+        are formed in ``vector`` itself (a float64 temporary of the caller's) instead of a copy."""
         n, r = self.size, self.rank
         if n == 1:
             lo, hi = bounds[0]
             return np.array(vector[lo:hi], dtype=float, copy=True)
-        chunks = [np.array(vector[lo:hi], dtype=float, copy=True) for lo, hi in bounds]
+        if overwrite and isinstance(vector, np.ndarray) and vector.dtype == np.float64:
+            chunks = [vector[lo:hi] for lo, hi in bounds]
+        else:
+            chunks = [np.array(vector[lo:hi], dtype=float, copy=True) for lo, hi in bounds]
         nxt, prv = (r + 1) % n, (r - 1) % n
         for k in range(n - 1):
             out = (r - k - 1) % n
@@ -123,7 +127,7 @@ class Mesh:
                 raise MeshError(f"rank {prv} sent a chunk of shape {getattr(received, 'shape', None)}, "
                                 f"expected {chunks[inc].shape}")
             chunks[inc] += received
-        return chunks[r]
+        return chunks[r].copy() if overwrite else chunks[r]
 
     def all_gather(self, shard: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
         """The whole vector from every rank's shard (rank r passes its ``bounds[r]`` part)."""

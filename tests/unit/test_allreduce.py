@@ -67,9 +67,11 @@ def test_allreduce_equals_a_plain_sum(size, encrypted):
         expected = np.sum(vectors, axis=0)
         scale = np.abs(vectors).sum(axis=0)
         reduced = _collective(meshes, lambda m: m.reduce_scatter(vectors[m.rank], bounds))
+        in_place = _collective(meshes, lambda m: m.reduce_scatter(vectors[m.rank].copy(), bounds, overwrite=True))
         for r, part in enumerate(reduced):
             lo, hi = bounds[r]
             assert np.all(np.abs(part - expected[lo:hi]) <= 1e-12 * scale[lo:hi])
+            assert np.array_equal(in_place[r], part) and in_place[r].base is None     # not a view of the whole
         full = _collective(meshes, lambda m: m.allreduce(vectors[m.rank], bounds))
         for r in range(size):
             assert np.all(np.abs(full[r] - expected) <= 1e-12 * scale)
