@@ -160,6 +160,11 @@ class VectorFreeLBFGS:
         (slope,) = self._run(program)[-1]
         return d, slope
 
+    def _clear_memory(self) -> None:
+        """Drop every correction pair (a stale curvature estimate): steepest descent next."""
+        pairs, self.S, self.Y = self.S + self.Y, [], []
+        self._forget(*pairs)
+
     def _push(self, s: str, y: str) -> bool:
         """Keep (s, y) when s . y > 1e-10 y . y (the estimate stays positive definite)."""
         if self._dot(s, y) > 1e-10 * self._dot(y, y):
@@ -198,8 +203,7 @@ class VectorFreeLBFGS:
         step0 = 1.0 if self.S else min(1.0, 1.0 / max(self.g_l1, 1e-300))
         ls = self._line_search(d, dphi0, step0)
         if not ls.ok and self.S:
-            self._forget(*self.S, *self.Y)
-            self.S, self.Y = [], []
+            self._clear_memory()
             self._forget(d)
             d = self._new("d")
             (dphi0,) = self._run([("combine", d, [(-1.0, self.g)]), ("dots", [(self.g, d)])])[-1]
@@ -258,8 +262,7 @@ class VectorFreeLBFGS:
         if accepted is None:
             self._forget(d)
             if self.S:
-                self._forget(*self.S, *self.Y)
-                self.S, self.Y = [], []
+                self._clear_memory()
                 return self._step_owlqn()
             return Status.NO_PROGRESS, "no sufficient decrease along the projected direction"
         s, y = self._new("s"), self._new("y")

@@ -195,3 +195,18 @@ def test_a_corrupt_shard_falls_back_to_the_previous_checkpoint(tmp_path):
         res = VectorFreeLBFGS().run(ShardedArrays(objective, 2, start=z0), tol=1e-12, max_iter=4, warn=False,
                                     store=CheckpointStore(tmp_path, fp))
     assert res.nit == 4 and res.history[-1]["iteration"] == 4
+
+
+def test_vectors_no_longer_needed_are_deleted():
+    """The shards hold the state's vectors only: x, g, the best pair, the m pairs (and, under L1,
+    the pseudo-gradient), whatever the run's length."""
+    for alpha in (0.0, 1.0):
+        objective, z0 = _problem("a9a", alpha)
+        vectors = ShardedArrays(objective, 2, start=z0)
+        solver = VectorFreeLBFGS(memory=4)
+        solver.run(vectors, tol=1e-12, max_iter=25, warn=False)
+        solver._run([])                     # the queued deletions
+        live = set(vectors.shards[0])
+        expected = {solver.x, solver.g, solver.best[0], solver.best[2], *solver.S, *solver.Y} | (
+            {solver.pg} if alpha else set())
+        assert live == expected and len(solver.S) == 4
