@@ -244,7 +244,8 @@ def fit_linear_model(
                            fit_intercept=fit_intercept, standardization=standardization, n_classes=n_classes,
                            epsilon=epsilon, solver=solver, max_iter=max_iter, tol=tol, callback=callback,
                            solver_options=solver_options, label_col=label_col, checkpoint_dir=checkpoint_dir,
-                           checkpoint_interval=checkpoint_interval, initial_coef=initial_coef)
+                           checkpoint_interval=checkpoint_interval, initial_coef=initial_coef,
+                           gather=True)     # a LinearFit's callers (the estimators) need the model
     validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon)
     validate_checkpoint(checkpoint_dir, checkpoint_interval)
     objective, block_objective, classes = build_objective(
