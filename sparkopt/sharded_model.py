@@ -97,7 +97,7 @@ class ShardedLinearModel:
         rows = df.withColumn(_ROW, F.monotonically_increasing_id())   # df read twice: same ids if df is deterministic
         entry = T.ArrayType(T.StructType([T.StructField("feature", T.IntegerType()),
                                           T.StructField("x", T.DoubleType())]))
-        entries = (rows.select(_ROW, F.explode(F.udf(_entries, entry)(F.col(features_col))).alias("e"))
+        entries = (rows.select(_ROW, F.explode(F.udf(lambda v: _entries(v), entry)(F.col(features_col))).alias("e"))
                    .select(_ROW, F.col("e.feature").alias("feature"), F.col("e.x").alias("x")))
         coefficients = self.coefficient_table(spark)
         margins = (entries.join(coefficients, "feature")

@@ -15,7 +15,7 @@ from sparkopt.solvers.vectors import shard_bounds
 
 from conftest import dataset, letter_head, max_rel_diff as rel
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -61,8 +61,10 @@ def test_sharded_logistic_equals_the_unsharded_fit(a9a):
 
 
 def test_sharded_multinomial_elastic_net_equals_the_unsharded_fit(letter):
+    """100 OWL-QN iterations each (both stop at max_iter; the vector-free iterates are the
+    ordinary ones), 442 coordinates in two shards."""
     tree, sharded = letter
-    kwargs = dict(reg_param=1e-3, elastic_net_param=0.3, tol=1e-10, max_iter=300)
+    kwargs = dict(reg_param=1e-3, elastic_net_param=0.3, tol=1e-14, max_iter=100)
     want = fit_linear_model(tree, "multinomial", solver="owlqn", **kwargs)
     got = fit_linear_model(sharded, "multinomial", **kwargs)
     assert got.result.solver == "owlqn" and got.result.status == want.result.status
@@ -146,7 +148,6 @@ class _CrashingObjective:
         return self.inner.loss_grad(coef, block)
 
 
-@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
 def test_a_lost_task_restarts_the_session_and_resumes(a9a, tmp_path, monkeypatch):
     import sparkopt.objectives as objectives
 
