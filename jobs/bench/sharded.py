@@ -82,7 +82,10 @@ def _sparkopt(args) -> dict:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # recovery checkpoints off: they would write every shard each iteration (a tested feature,
     # not what this measures)
-    spark = _session(args.driver_memory, {"spark.sparkopt.sharded.recoveryInterval": "0"})
+    # a cap on each Python worker's address space: past it a MemoryError ends this fit, not the
+    # machine's other processes
+    spark = _session(args.driver_memory, {"spark.sparkopt.sharded.recoveryInterval": "0",
+                                          "spark.executor.pyspark.memory": args.worker_memory})
     out: dict = {"what": "sparkopt engine='sharded'", "driver_memory": args.driver_memory}
     try:
         df = _frame(spark, args.rows, args.classes, args.nnz, args.seed)
@@ -165,6 +168,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--driver-memory", default="1g")
     p.add_argument("--mllib-driver-memory", default="1g")
+    p.add_argument("--worker-memory", default="8g", help="cap of each sparkopt Python worker (spark.executor.pyspark.memory)")
     p.add_argument("--skip-mllib", action="store_true")
     p.add_argument("--part", choices=("sparkopt", "mllib"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)

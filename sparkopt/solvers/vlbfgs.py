@@ -134,10 +134,12 @@ class VectorFreeLBFGS:
         OWL-QN), with the trial's slope along d (L-BFGS) or the predicted decrease (OWL-QN)."""
         xt, gt = self._new("x"), self._new("g")
         if orthant is None:
-            program = [("axpy", xt, x, t, d), ("loss_grad", xt, gt), ("dots", [(gt, d)]), ("norms", gt)]
+            # the trial point is not kept: x + t d is formed again, with the same bits, if accepted
+            program = [("axpy", xt, x, t, d), ("loss_grad", xt, gt), ("dots", [(gt, d)]), ("norms", gt),
+                       ("delete", xt)]
             f, (slope,), (l1n, inf, finite) = self._run(program)
             f = f if finite and np.isfinite(slope) else np.inf
-            return _Trial(xt, gt, None, f, slope, inf, l1n)
+            return _Trial(None, gt, None, f, slope, inf, l1n)
         pgt, step = self._new("pg"), self._new("step")
         program = [("project", xt, x, t, d, orthant), ("sub", step, xt, x), ("dots", [(self.pg, step)]),
                    ("loss_grad", xt, gt), ("l1", xt), ("pseudo", pgt, gt, xt), ("norms", pgt), ("norms", gt),
@@ -214,26 +216,36 @@ class VectorFreeLBFGS:
                 return Status.PRECISION_LIMIT, "L-BFGS step, F changes below its rounding error"
             return Status.NO_PROGRESS, f"strong-Wolfe line search failed after {ls.trials} trials"
         trial = ls.g
-        s, y = self._new("s"), self._new("y")
+        s, y, x_new = self._new("s"), self._new("y"), self._new("x")
         old_x, old_g = self.x, self.g
-        self.x, self.g, self.f, self.step_size = trial.x, trial.g, ls.f, ls.step
+        self.x, self.g, self.f, self.step_size = x_new, trial.g, ls.f, ls.step
         self.opt_norm, self.g_l1 = trial.opt_norm, trial.l1_norm
-        self._refresh_dots([s, y, self.g], [("sub", s, trial.x, old_x), ("sub", y, trial.g, old_g)])
+        self._refresh_dots([s, y, self.g], [("axpy", x_new, old_x, ls.step, d), ("sub", s, x_new, old_x),
+                                            ("sub", y, trial.g, old_g)])
         self._push(s, y)
         self._forget(old_x, old_g, d)
         return None
 
     def _line_search(self, d: str, dphi0: float, step0: float):
-        trials: list[_Trial] = []
+        """strong_wolfe on trials held by name; a trial the search can no longer return is
+        deleted at once (at most the bracket's two ends and the current trial are held)."""
+        alive: list[_Trial] = []
 
         def evaluate(t):
             trial = self._evaluate(self.x, d, t, None)
-            trials.append(trial)
+            alive.append(trial)
             return trial.f, trial
 
-        ls = strong_wolfe(evaluate, None, self.f, None, step0, slope=lambda trial: trial.slope, dphi0=dphi0)
+        def holding(held: list) -> None:
+            keep = {id(h) for h in held}
+            for trial in [tr for tr in alive if id(tr) not in keep]:
+                alive.remove(trial)
+                self._forget(trial.g)
+
+        ls = strong_wolfe(evaluate, None, self.f, None, step0, slope=lambda trial: trial.slope, dphi0=dphi0,
+                          holding=holding)
         kept = ls.g if ls.ok else None
-        self._forget(*[n for tr in trials if tr is not kept for n in (tr.x, tr.g)])
+        self._forget(*[tr.g for tr in alive if tr is not kept])
         return ls
 
     def _step_owlqn(self) -> Optional[tuple[Status, str]]:

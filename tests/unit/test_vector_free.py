@@ -203,8 +203,20 @@ def test_vectors_no_longer_needed_are_deleted():
     for alpha in (0.0, 1.0):
         objective, z0 = _problem("a9a", alpha)
         vectors = ShardedArrays(objective, 2, start=z0)
+        peak = [0]
+        run = vectors.vec_run
+
+        def counted(program):
+            out = run(program)
+            peak[0] = max(peak[0], len(vectors.shards[0]))
+            return out
+
+        vectors.vec_run = counted
         solver = VectorFreeLBFGS(memory=4)
         solver.run(vectors, tol=1e-12, max_iter=25, warn=False)
+        # the pairs, x, g (pg), the direction, the orthant, at most 3 trials of the line search,
+        # the new pair and the new iterate before the old ones go
+        assert peak[0] <= 2 * 4 + 11, peak[0]
         solver._run([])                     # the queued deletions
         live = set(vectors.shards[0])
         expected = {solver.x, solver.g, solver.best[0], solver.best[2], *solver.S, *solver.Y} | (
