@@ -167,3 +167,20 @@ def test_a_failed_command_keeps_the_session_a_lost_peer_loses_it(a9a):
             session.call("ok")
     finally:
         session.close()
+
+
+def test_train_accepts_the_sharded_engine_and_the_model_loader_checks_its_directory(tmp_path):
+    import train
+
+    from sparkopt.engine import ENGINES
+    from sparkopt.sharded_model import ShardedLinearModel
+
+    args = train.parse_args(["--input", "x", "--output", "y", "--engine", "sharded"])
+    assert args.engine == "sharded" and "sharded" in ENGINES
+    with pytest.raises(SystemExit):
+        train.parse_args(["--input", "x", "--output", "y", "--engine", "shardd"])
+    with pytest.raises(InputError, match="not a sparkopt sharded model directory"):
+        ShardedLinearModel.load(tmp_path)
+    (tmp_path / "model.json").write_text('{"format": "other"}')
+    with pytest.raises(InputError, match="format 'other'"):
+        ShardedLinearModel.load(tmp_path)
