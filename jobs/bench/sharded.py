@@ -145,7 +145,8 @@ def _mllib(args) -> dict:
 
 def _run_part(part: str, args) -> dict:
     command = [sys.executable, "-m", "bench.sharded", "--part", part] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("part", "skip_mllib") and v is not None]
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+        if k not in ("part", "skip_mllib", "skip_sparkopt") and v is not None]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'jobs'}", PYSPARK_PYTHON=sys.executable)
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
     lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
@@ -170,12 +171,14 @@ def main(argv=None) -> None:
     p.add_argument("--mllib-driver-memory", default="1g")
     p.add_argument("--worker-memory", default="8g", help="cap of each sparkopt Python worker (spark.executor.pyspark.memory)")
     p.add_argument("--skip-mllib", action="store_true")
+    p.add_argument("--skip-sparkopt", action="store_true")
     p.add_argument("--part", choices=("sparkopt", "mllib"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.part:
         print(json.dumps(_sparkopt(args) if args.part == "sparkopt" else _mllib(args), default=float))
         return
-    results = [_run_part("sparkopt", args)] + ([] if args.skip_mllib else [_run_part("mllib", args)])
+    results = (([] if args.skip_sparkopt else [_run_part("sparkopt", args)])
+               + ([] if args.skip_mllib else [_run_part("mllib", args)]))
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, {os.cpu_count()} cores "
           f"(shared, loaded machine), local[2]; {args.rows} rows x d = 2^20 x K = {args.classes} "
           f"({D * args.classes:,} coefficients), {args.nnz} features a row, {args.iterations} iterations, m = {args.memory}")
