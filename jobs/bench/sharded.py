@@ -129,9 +129,9 @@ def _mllib(args) -> dict:
                                            tol=1e-12, standardization=True).fit(df)
                 out["outcome"] = f"fitted, {model.summary.totalIterations} iterations"
             except Exception as exc:  # noqa: BLE001 - the point of the comparison
-                text = str(exc)
-                cause = next((line for line in text.splitlines() if "OutOfMemory" in line or "Error" in line),
-                             text.splitlines()[0] if text else type(exc).__name__)
+                lines = str(exc).splitlines() or [type(exc).__name__]
+                cause = next((line for line in lines if "OutOfMemoryError" in line),
+                             next((line for line in lines if "Exception:" in line or "Error:" in line), lines[0]))
                 out["outcome"] = f"failed: {cause.strip()[:200]}"
             out["seconds"] = time.perf_counter() - started
         out["peaks"] = vars(peaks.result)
