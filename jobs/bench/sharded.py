@@ -129,10 +129,13 @@ def _mllib(args) -> dict:
                                            tol=1e-12, standardization=True).fit(df)
                 out["outcome"] = f"fitted, {model.summary.totalIterations} iterations"
             except Exception as exc:  # noqa: BLE001 - the point of the comparison
-                lines = str(exc).splitlines() or [type(exc).__name__]
-                cause = next((line for line in lines if "OutOfMemoryError" in line),
-                             next((line for line in lines if "Exception:" in line or "Error:" in line), lines[0]))
-                out["outcome"] = f"failed: {cause.strip()[:200]}"
+                import re
+
+                text = str(exc)
+                # the JVM's own error (java.lang.OutOfMemoryError: ...) if the message names one
+                found = re.search(r"java\.lang\.\w+(?:Error|Exception)(?:: [^\n]*)?", text)
+                cause = found.group(0) if found else (text.splitlines() or [type(exc).__name__])[0]
+                out["outcome"] = f"failed: {cause.strip()[:300]}"
             out["seconds"] = time.perf_counter() - started
         out["peaks"] = vars(peaks.result)
     finally:
