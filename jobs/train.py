@@ -71,10 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="local-sgd: beta >= 1; 1 averages the shard models, the number of shards adds their deltas")
     p.add_argument("--num-partitions", type=int, default=None, help="repartition the input first")
     p.add_argument("--aggregation-depth", type=int, default=2, help="treeAggregate depth")
-    p.add_argument("--engine", choices=("auto", "tree", "resident", "driver"), default="auto",
+    p.add_argument("--engine", choices=("auto", "tree", "resident", "driver", "sharded"), default="auto",
                    help="driver: the data are collected into this process once, no Spark job per pass; resident: "
-                        "data stay in the executors' Python workers for the fit; tree: one job per pass; auto: "
-                        "driver within --max-driver-size-mb, else resident when every partition runs at once")
+                        "data stay in the executors' Python workers for the fit; tree: one job per pass; sharded: "
+                        "resident, and the model's vectors too, in shards (vector-free L-BFGS / OWL-QN: models "
+                        "larger than the driver); auto: driver within --max-driver-size-mb, else resident when "
+                        "every partition runs at once (sharded when the model takes more than 256 MB)")
     p.add_argument("--max-driver-size-mb", type=float, default=256.0,
                    help="--engine auto fits on the driver when the data are estimated at most this many MB as "
                         "float64 rows (0: never)")

@@ -36,15 +36,18 @@ class EngineCache:
                 weight_col, num_partitions, "driver" if on_driver else "spark", offset_col, fold_col)
 
     @staticmethod
-    def _fresh(cached, depth, engine):
-        """A new engine (own counters) over a cache entry's data."""
+    def _fresh(cached, depth, engine, model_values=None):
+        """A new engine (own counters) over a cache entry's data (``model_values(stats)``: the
+        model's size, which ``auto`` compares with the sharding budget)."""
         if isinstance(cached, DriverEngine):
             return DriverEngine(cached.collect_blocks(), cached.stats, depth)
-        return make_engine(cached.blocks, cached.stats, depth, engine)
+        size = 0 if model_values is None else int(model_values(cached.stats))
+        return make_engine(cached.blocks, cached.stats, depth, engine, model_values=size)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
             engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
-            offset_col: str | None = None, fold_col: str | None = None) -> tuple[Any, float]:
+            offset_col: str | None = None, fold_col: str | None = None,
+            model_values: Any = None) -> tuple[Any, float]:
         """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
         with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol), with
         `fold_col` as their fold ids (a cross-validation's foldCol)."""
@@ -57,7 +60,7 @@ class EngineCache:
             hit = self._entries.get(key)
             if hit is not None and hit[0]().sameSemantics(df):
                 self._entries.move_to_end(key)
-                return self._fresh(hit[1], depth, engine), 0.0
+                return self._fresh(hit[1], depth, engine, model_values), 0.0
         start = time.perf_counter()
         if on_driver:
             cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
@@ -71,7 +74,7 @@ class EngineCache:
             while len(self._entries) > self.capacity:
                 _, (_, old) = self._entries.popitem(last=False)
                 old.unpersist()
-        return self._fresh(cached, depth, engine), seconds
+        return self._fresh(cached, depth, engine, model_values), seconds
 
     def clear(self) -> None:
         with self._lock:
