@@ -17,8 +17,10 @@ executors' Python workers. Steps:
 3. sparkopt's own dependencies, as its metadata lists them, *except pyspark*: Spark puts its own
    pyspark (``$SPARK_HOME/python/lib/pyspark.zip``) on the executors' path, and pyspark's 300+ MB
    would only make the archive bigger;
-4. ``venv-pack`` into OUTPUT; the format follows the extension (``.tar.gz`` / ``.tgz`` compressed,
-   for a real network; ``.tar`` uncompressed, faster to make and unpack; ``.zip``).
+4. ``venv-pack`` into OUTPUT, a ``.tar.gz`` / ``.tgz``: the only archives Spark unpacks with the
+   system's ``tar`` (symlinks and permissions kept). It unpacks a ``.tar`` in Java, which refuses
+   the environment's ``bin/python`` link to the interpreter ("would create entry outside of") and
+   drops permissions; its unzip restores no symlinks; other names it copies without unpacking.
 
 Nothing is byte-compiled (``--no-compile``): the archive is smaller and Python compiles what the
 workers import. Needs ``venv-pack`` (``pip install 'sparkopt[pack]'``). Exit 0 and one line
@@ -42,19 +44,22 @@ from _common import JobError, report_failure
 ROOT = Path(__file__).resolve().parents[1]
 #: what the executors never need from the archive: Spark ships its own pyspark to them
 NOT_SHIPPED = ("pyspark",)
-FORMATS = {".tar.gz": "tar.gz", ".tgz": "tgz", ".tar": "tar", ".zip": "zip", ".tar.bz2": "tar.bz2"}
+FORMATS = {".tar.gz": "tar.gz", ".tgz": "tgz"}
+#: archives Spark unpacks, but not into an environment that runs
+UNUSABLE = {".tar": "Spark unpacks a .tar in Java, which refuses the link bin/python and drops permissions",
+            ".zip": "Spark's unzip restores no symlinks, and bin/python is one"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="pack_env.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output", required=True, help="the archive to write: .tar.gz, .tgz, .tar or .zip")
+    p.add_argument("--output", required=True, help="the archive to write: .tar.gz or .tgz")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter of the environment (it must exist at the same path on the executors)")
     p.add_argument("--python-prefix", default=None,
                    help="where that interpreter's prefix is on the executors, when not where it is here")
     p.add_argument("--sparkopt", default=str(ROOT), help="what to install as sparkopt: a directory, a wheel, a spec")
-    p.add_argument("--compress-level", type=int, default=4, help="gzip level of a .tar.gz / .tgz (0-9)")
+    p.add_argument("--compress-level", type=int, default=4, help="gzip level (0-9; 1 packs fastest)")
     p.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
     return p.parse_args(argv)
 
@@ -63,6 +68,9 @@ def archive_format(output: str) -> str:
     for suffix, fmt in FORMATS.items():
         if output.lower().endswith(suffix):
             return fmt
+    for suffix, why in UNUSABLE.items():
+        if output.lower().endswith(suffix):
+            raise JobError(f"--output {output}: name a .tar.gz or .tgz ({why})")
     raise JobError(f"--output {output}: name an archive Spark unpacks (one of {', '.join(FORMATS)})")
 
 

@@ -109,9 +109,10 @@ BARE_PYTHON = getattr(sys, "_base_executable", None) or sys.executable
 def packing(tmp_path_factory):
     """jobs/pack_env.py packing the executors' environment, started first so that it runs while
     the cluster starts; the test waits for it (once per run: module scope)."""
-    archive = tmp_path_factory.mktemp("env") / "sparkopt-env.tar"    # uncompressed: nothing to ship over a network
+    archive = tmp_path_factory.mktemp("env") / "sparkopt-env.tar.gz"   # a .tar Spark would unpack in Java: refused
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "pack_env.py"), "--output", str(archive)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "pack_env.py"), "--output", str(archive),
+                             "--compress-level", "1"],                # little to gain on loopback
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         yield proc, archive, started
@@ -150,6 +151,12 @@ def spark_submit(cluster, *job_args, archive=None, timeout=600):
     return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+def failure(stderr: str) -> str:
+    """What a failed spark-submit said first (its ERROR lines and exceptions), then its end."""
+    first = [line for line in stderr.splitlines() if " ERROR " in line or "Exception:" in line or "Error:" in line]
+    return "\n".join(first[:20]) + "\n...\n" + stderr[-1500:]
+
+
 def test_train_job_runs_from_a_packed_environment(packing, cluster, tmp_path):
     """The workers' Python cannot import sparkopt; train.py's executors run the packed one
     (--archives), read file:// inputs and write a file:// output, which the job reads back."""
@@ -165,7 +172,7 @@ def test_train_job_runs_from_a_packed_environment(packing, cluster, tmp_path):
     run = spark_submit(cluster, "--input", f"file://{ROOT / 'data' / 'a9a'}", "--test-input",
                        f"file://{ROOT / 'data' / 'a9a.t'}", "--model", "logistic", "--reg-param", "1e-4",
                        "--num-partitions", "4", "--output", f"file://{out}", archive=archive)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, failure(run.stderr)
     assert f"wrote file:{out}" in run.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["converged"] and metrics["num_rows"] == 32561 and metrics["num_features"] == 123

@@ -30,21 +30,28 @@ def test_requires_reads_the_unconditional_requirements(tmp_path):
         pack_env._requires(tmp_path, "other")
 
 
-@pytest.mark.parametrize("name, fmt", [("env.tar.gz", "tar.gz"), ("a/ENV.TGZ", "tgz"), ("env.tar", "tar"),
-                                       ("env.zip", "zip")])
+@pytest.mark.parametrize("name, fmt", [("env.tar.gz", "tar.gz"), ("a/ENV.TGZ", "tgz")])
 def test_archive_format_follows_the_extension(name, fmt):
     assert pack_env.archive_format(name) == fmt
+
+
+@pytest.mark.parametrize("name, reason", [("env.tar", "Spark unpacks a .tar in Java"),
+                                          ("env.zip", "unzip restores no symlinks"),
+                                          ("env.tar.bz2", "name an archive Spark unpacks")])
+def test_archives_spark_cannot_unpack_into_a_runnable_environment_are_refused(name, reason):
+    with pytest.raises(JobError, match=f"--output {name}: .*{reason}"):
+        pack_env.archive_format(name)
 
 
 def test_pack_refuses_what_spark_cannot_unpack_and_an_existing_output(tmp_path, monkeypatch):
     with pytest.raises(JobError, match="env.rar: name an archive Spark unpacks"):
         pack_env.pack(str(tmp_path / "env.rar"))
-    (tmp_path / "env.tar").write_bytes(b"")
+    (tmp_path / "env.tar.gz").write_bytes(b"")
     with pytest.raises(JobError, match="exists"):
-        pack_env.pack(str(tmp_path / "env.tar"))
+        pack_env.pack(str(tmp_path / "env.tar.gz"))
     monkeypatch.setitem(sys.modules, "venv_pack", None)
     with pytest.raises(JobError, match=r"needs venv-pack: pip install 'sparkopt\[pack\]'"):
-        pack_env.pack(str(tmp_path / "new.tar"))
+        pack_env.pack(str(tmp_path / "new.tgz"))
 
 
 def test_train_refuses_mlflow_when_it_is_not_installed(tmp_path, monkeypatch):
