@@ -1,6 +1,6 @@
 """What the jobs share: the Spark session, the one-line failure report and exit status, reading a
-dataset given on the command line, output directories (marked, replaced safely), and shipping job
-code to the executors.
+dataset given on the command line, and shipping job code to the executors. Paths, file systems and
+output directories are _files.py's.
 
 The jobs run as ``python jobs/x.py`` or ``spark-submit jobs/x.py``; either way ``jobs/`` is on
 ``sys.path`` and ``import _common`` finds this module.
@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
-import shutil
 import sys
 import time
-import uuid
-from pathlib import Path
 from types import ModuleType
 from typing import Optional, Sequence
 
@@ -224,6 +219,48 @@ def ship_by_value(module: ModuleType) -> None:
         cloudpickle.register_pickle_by_value(module)
 
 
+#: what the executors' Python workers import to run a fit (sparkopt's runtime dependencies but
+#: pyspark, which Spark puts on their path itself)
+EXECUTOR_MODULES = ("sparkopt", "numpy", "scipy", "pyarrow")
+
+
+def executor_environment(spark, tasks: Optional[int] = None) -> list[dict]:
+    """What the executors' Python workers run, from one small job of ``tasks`` tasks (default:
+    the default parallelism, at most 64) on a classic session: each distinct interpreter seen,
+    with its prefix, version and the file sparkopt was imported from. JobError when a worker
+    cannot import sparkopt or one of EXECUTOR_MODULES, naming the module and the interpreter: the
+    executors need the environment shipped to them (README: spark-submit, shipping the
+    environment)."""
+    def probe(_):            # nested: pickled by value (jobs/ is not on the executors' path)
+        import importlib
+        import sys as worker_sys
+
+        row = {"python": worker_sys.executable, "prefix": worker_sys.prefix,
+               "version": ".".join(map(str, worker_sys.version_info[:3])), "sparkopt": None, "missing": None}
+        for name in EXECUTOR_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except Exception as err:    # ImportError, or a broken build: either way, named
+                row["missing"] = f"{name} ({type(err).__name__}: {err})"
+                break
+            if name == "sparkopt":
+                row["sparkopt"] = module.__file__
+        return row
+
+    sc = spark.sparkContext
+    n = tasks or max(1, min(sc.defaultParallelism, 64))
+    seen: dict[tuple, dict] = {}
+    for row in sc.parallelize(range(n), n).map(probe).collect():
+        seen.setdefault((row["python"], row["sparkopt"], row["missing"]), row)
+    rows = sorted(seen.values(), key=lambda r: (r["python"], str(r["sparkopt"])))
+    for row in rows:
+        if row["missing"]:
+            raise JobError(f"the executors' Python ({row['python']}) cannot import {row['missing']}: ship "
+                           f"sparkopt and its dependencies to them (a packed environment with --archives, "
+                           f"README: spark-submit)")
+    return [{k: v for k, v in row.items() if k != "missing"} for row in rows]
+
+
 # ==================================================================== failures
 def first_line(err: BaseException) -> str:
     """The first line of ``err``'s message ('' when it has none)."""
@@ -263,44 +300,57 @@ def dataset_options(args: argparse.Namespace) -> dict:
                 feature_cols=args.feature_cols)
 
 
-def infer_format(path: str, given: Optional[str]) -> str:
-    """``given`` when set, else the format the path's name (or a directory's Parquet parts) implies."""
+def infer_format(path: str, given: Optional[str], store=None, location=None) -> str:
+    """``given`` when set, else the format the path's name (or a directory's Parquet parts) implies.
+    ``store`` / ``location``: the file system and resolved path to look into (default: the local
+    disk for a plain path)."""
     if given:
         return given
     lower = path.lower().rstrip("/")
-    if lower.endswith(".parquet") or (os.path.isdir(path) and any(Path(path).glob("*.parquet"))):
+    if lower.endswith(".parquet"):
         return "parquet"
     if lower.endswith(".csv") or lower.endswith(".csv.gz"):
         return "csv"
+    if store is None and "://" not in path:
+        from _files import LocalStore
+
+        store = LocalStore()
+    if store is not None:
+        location = location if location is not None else store.resolve(path)
+        if store.status(location) == "dir" and any(n.endswith(".parquet") for n in store.names(location)):
+            return "parquet"
     return "libsvm"
 
 
 def read_dataset(spark, path: str, *, fmt: Optional[str] = None, label_col: str = "label",
                  features_col: str = "features", feature_cols: Optional[str] = None,
                  weight_col: Optional[str] = None, num_features: Optional[int] = None,
-                 binary_labels: bool = False, num_partitions: Optional[int] = None):
+                 binary_labels: bool = False, num_partitions: Optional[int] = None, store=None):
     """(DataFrame, features column, label column) of a LIBSVM file, a Parquet directory or a CSV
-    file; ``feature_cols`` (comma-separated) are assembled into a vector column 'features'. With
-    ``binary_labels``, LIBSVM labels are mapped to 0/1 (positive -> 1). Raises JobError naming what
-    is missing or unreadable."""
+    file at ``path`` (plain or a URI) on ``store`` (_files.py; default: the session's file system
+    for the path); ``feature_cols`` (comma-separated) are assembled into a vector column
+    'features'. With ``binary_labels``, LIBSVM labels are mapped to 0/1 (positive -> 1). Raises
+    JobError naming what is missing or unreadable."""
     from pyspark.ml.feature import VectorAssembler
     from pyspark.sql import functions as F
 
-    if not os.path.exists(path) and "://" not in path:
-        raise JobError(f"input not found: {path}")
-    if os.path.isfile(path) and not os.access(path, os.R_OK):
-        raise JobError(f"input not readable: {path}")
-    fmt = infer_format(path, fmt)
+    from _files import Paths, require_input
+
+    if store is None:
+        store = Paths(spark).store(path, "input")
+    location = require_input(store, path)
+    where = store.spark_path(location) if store is not None else path
+    fmt = infer_format(path, fmt, store, location) if store is not None else infer_format(path, fmt)
     try:
         if fmt == "libsvm":
             reader = spark.read.format("libsvm")
             if num_features:
                 reader = reader.option("numFeatures", int(num_features))
-            df = reader.load(path)
+            df = reader.load(where)
             features, label = "features", "label"
         else:
-            df = (spark.read.option("header", True).option("inferSchema", True).csv(path) if fmt == "csv"
-                  else spark.read.parquet(path))
+            df = (spark.read.option("header", True).option("inferSchema", True).csv(where) if fmt == "csv"
+                  else spark.read.parquet(where))
             label = label_col
             if feature_cols:
                 cols = [c.strip() for c in feature_cols.split(",") if c.strip()]
@@ -324,133 +374,3 @@ def read_dataset(spark, path: str, *, fmt: Optional[str] = None, label_col: str 
     if num_partitions:
         df = df.repartition(num_partitions)
     return df, features, label
-
-
-# ==================================================================== output directories
-#: every output a job writes carries this file (JSON); only a directory with it is ever replaced.
-#: The leading "_" keeps Spark's readers from taking it for data (as _SUCCESS).
-OUTPUT_MARKER = "_SPARKOPT_OUTPUT"
-_PENDING_MARKER = OUTPUT_MARKER + ".pending"
-OUTPUT_FORMAT = "sparkopt-output"
-_MAX_MARKER_BYTES = 2**20
-
-
-def _read_marker(path: Path) -> Optional[dict]:
-    """The marker file's JSON when `path` is a regular file holding sparkopt's marker, else None."""
-    try:
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > _MAX_MARKER_BYTES:
-            return None
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("format") == OUTPUT_FORMAT else None
-
-
-def is_sparkopt_output(directory: Path) -> bool:
-    """True when `directory` is a real directory (not a symlink) carrying a complete output's marker."""
-    return directory.is_dir() and not directory.is_symlink() and _read_marker(directory / OUTPUT_MARKER) is not None
-
-
-def _leftovers(output: Path) -> dict[str, list[Path]]:
-    """This output's staging ('new') and moved-aside ('old') siblings that a killed run left,
-    recognised by name and by a marker inside (a directory merely named like one is not ours)."""
-    pattern = re.compile(r"^\." + re.escape(output.name) + r"\.sparkopt-(new|old)-[0-9a-f]{12}$")
-    found: dict[str, list[Path]] = {"new": [], "old": []}
-    try:
-        siblings = list(output.parent.iterdir())
-    except OSError:
-        return found
-    for sibling in siblings:
-        match = pattern.match(sibling.name)
-        if not match or sibling.is_symlink() or not sibling.is_dir():
-            continue
-        complete = _read_marker(sibling / OUTPUT_MARKER) is not None
-        staged = match.group(1) == "new" and (sibling / _PENDING_MARKER).is_file()
-        # an empty directory moved aside (empty targets are accepted) holds nothing to lose
-        if complete or staged or (match.group(1) == "old" and not any(sibling.iterdir())):
-            found[match.group(1)].append(sibling)
-    return found
-
-
-def _newest(directories: list[Path]) -> Path:
-    return max(directories, key=lambda d: (_read_marker(d / OUTPUT_MARKER) or {}).get("created", 0.0))
-
-
-def check_output_target(output) -> Path:
-    """The absolute path of `output` once it is safe to replace: absent, an empty directory, or a
-    sparkopt output (it carries OUTPUT_MARKER). Refuses (JobError naming the path) the working
-    directory or one of its parents (`--output .`), a symbolic link, a file, and any non-empty
-    directory without the marker. Then recovers what a killed run left beside it: with the output
-    path missing, the newest complete staged or moved-aside output is put back in place; every
-    other leftover of this output is deleted."""
-    target = Path(os.path.abspath(os.fspath(output) or "."))
-    cwd = Path.cwd().resolve()
-    resolved = target.resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise JobError(f"--output {target} is the working directory or one of its parents; "
-                       f"refusing to replace it: name a new directory")
-    if target.is_symlink():
-        raise JobError(f"--output {target} is a symbolic link; refusing to replace it: name a directory")
-    if target.exists():
-        if not target.is_dir():
-            raise JobError(f"--output {target} exists and is not a directory; refusing to replace it")
-        if not is_sparkopt_output(target) and any(target.iterdir()):
-            raise JobError(f"--output {target} is not a sparkopt output (no {OUTPUT_MARKER} file) and is not empty; "
-                           f"refusing to replace it: name another directory or remove it yourself")
-    left = _leftovers(target)
-    if not target.exists():
-        complete_new = [d for d in left["new"] if is_sparkopt_output(d)]
-        restore = _newest(complete_new) if complete_new else (_newest(left["old"]) if left["old"] else None)
-        if restore is not None:
-            os.replace(restore, target)
-    for directory in left["new"] + left["old"]:
-        if directory.exists():
-            shutil.rmtree(directory)
-    return target
-
-
-def new_output(output, job: str, metadata: Optional[dict] = None) -> Path:
-    """A fresh staging directory beside `output` (same parent, so the swap is a rename) for a run
-    of `job` to write into; `metadata` goes into the marker. Checks and recovers the target first
-    (check_output_target). Finish with replace_output; until then the staging is unfinished."""
-    target = check_output_target(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.sparkopt-new-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    marker = {"format": OUTPUT_FORMAT, "version": 1, "job": job, "created": time.time(), **(metadata or {})}
-    (staging / _PENDING_MARKER).write_text(json.dumps(marker, indent=2, default=str))
-    return staging
-
-
-def replace_output(staging: Path, output) -> Path:
-    """Put the finished `staging` (from new_output) in place of `output`: mark it complete, move
-    the old output aside, rename the new one in, delete the old one. A failure before the new one
-    is in moves the old one back; a kill leaves a complete output, old or new, at the path or
-    beside it, which the next check_output_target puts back and cleans up."""
-    target = Path(os.path.abspath(os.fspath(output)))
-    pending = staging / _PENDING_MARKER
-    marker = json.loads(pending.read_text())
-    with open(staging / OUTPUT_MARKER, "w") as fh:
-        json.dump({**marker, "completed": time.time()}, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    pending.unlink()
-    aside = None
-    if target.exists() or target.is_symlink():
-        if target.is_symlink() or not (is_sparkopt_output(target) or (target.is_dir() and not any(target.iterdir()))):
-            raise JobError(f"--output {target} is not a sparkopt output (no {OUTPUT_MARKER} file); "
-                           f"refusing to replace it")
-        aside = target.parent / f".{target.name}.sparkopt-old-{uuid.uuid4().hex[:12]}"
-        os.replace(target, aside)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if aside is not None and not target.exists():
-            os.replace(aside, target)
-        raise
-    from sparkopt.solvers.checkpoint import fsync_directory
-
-    fsync_directory(target.parent)
-    if aside is not None:
-        shutil.rmtree(aside)
-    return target

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from _common import JobError, add_spark_arguments, job_session, report_failure, ship_by_value
+from _files import HadoopStore, discard
 
 TASKS = ("logistic", "linear", "poisson", "multinomial")
 CHUNK_ROWS = 4096            # rows drawn from one generator (and emitted as one Arrow batch)
@@ -232,38 +233,6 @@ def partition_sizes(n: int, num_partitions: int) -> list[int]:
 
 
 # ==================================================================== writing
-class _FileSystem:
-    """Hadoop FileSystem calls through py4j, so local paths, HDFS and object stores all work."""
-
-    def __init__(self, spark, path: str):
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
-        self.fs = self.path(path).getFileSystem(self._conf)
-
-    def path(self, p: str):
-        return self._jvm.org.apache.hadoop.fs.Path(p)
-
-    def exists(self, p: str) -> bool:
-        return self.fs.exists(self.path(p))
-
-    def delete(self, p: str) -> None:
-        self.fs.delete(self.path(p), True)
-
-    def rename(self, src: str, dst: str) -> None:
-        if not self.fs.rename(self.path(src), self.path(dst)):
-            raise JobError(f"could not rename {src} to {dst}")
-
-    def write_text(self, p: str, text: str) -> None:
-        out = self.fs.create(self.path(p), True)
-        try:
-            out.write(bytearray(text.encode("utf-8")))
-        finally:
-            out.close()
-
-    def qualify(self, p: str) -> str:
-        return self.fs.makeQualified(self.path(p)).toString()
-
-
 def metadata(spec: Spec, master: str) -> dict:
     """The record written next to the data: the spec, the ground truth and the Spark master the
     rows were generated on."""
@@ -276,21 +245,19 @@ def write_dataset(spark, spec: Spec, output: str, overwrite: bool = False) -> st
     """Generate ``spec``'s rows and write them to ``output`` (Parquet) through a temporary sibling
     path renamed into place; returns the qualified output path."""
     check_spec(spec)
-    fs = _FileSystem(spark, output)
-    target = fs.qualify(output)
-    if fs.exists(target) and not overwrite:
+    fs = HadoopStore.of_session(spark, output, "--output")
+    target = fs.resolve(output)
+    if fs.status(target) is not None and not overwrite:
         raise JobError(f"output {output} exists (pass --overwrite to replace it)")
-    parent, name = target.rstrip("/").rsplit("/", 1)
-    staging = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging = fs.child(fs.parent(target), f".{fs.name(target)}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         synthetic_frame(spark, spec).write.parquet(staging)
-        fs.write_text(f"{staging}/{METADATA_FILE}", json.dumps(metadata(spec, spark.sparkContext.master)))
-        if fs.exists(target):
+        fs.write(fs.child(staging, METADATA_FILE), json.dumps(metadata(spec, spark.sparkContext.master)).encode())
+        if fs.status(target) is not None:
             fs.delete(target)
         fs.rename(staging, target)
     finally:
-        if fs.exists(staging):
-            fs.delete(staging)
+        discard(staging, fs)
     return target
 
 

@@ -15,17 +15,22 @@ Exit status 0 on success; 2 with a one-line reason on stderr otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
+import math
 import os
-import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from _common import (JobError, add_dataset_arguments, check_output_target, dataset_options, new_output, read_dataset,
-                     replace_output, report_failure, add_spark_arguments, job_session)
+from _common import (JobError, add_dataset_arguments, add_spark_arguments, dataset_options, executor_environment,
+                     job_session, read_dataset, report_failure)
+from _progress import JobProgress
+from _files import (OUTPUT_MARKER, LocalStore, Paths, discard, new_output, prepare_output, read_marker, replace_output,
+                    require_input, scheme_of)
 
 MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
 BINARY_MODELS = ("logistic", "svm")
@@ -88,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "command after a crash resumes the fit from the newest checkpoint")
     p.add_argument("--checkpoint-interval", type=int, default=10,
                    help="iterations between checkpoints (with --checkpoint-dir)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log params, per-iteration and final metrics and the model to MLflow (pip install "
+                        "'sparkopt[mlflow]')")
+    p.add_argument("--mlflow-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a file store in ./mlruns)")
+    p.add_argument("--mlflow-experiment", default="sparkopt", help="MLflow experiment name")
     add_spark_arguments(p, "local[*]")
     p.add_argument("--quiet", action="store_true", help="no per-iteration log")
     return p.parse_args(argv)
@@ -110,7 +121,7 @@ def make_estimator(args, features, label):
     if args.weight_col:
         common["weightCol"] = args.weight_col
     if args.checkpoint_dir:
-        common["checkpointDir"] = os.path.abspath(args.checkpoint_dir)
+        common["checkpointDir"] = str(LocalStore().resolve(args.checkpoint_dir))     # plain or file://
         common["checkpointInterval"] = args.checkpoint_interval
     if args.cv is not None:
         if args.model not in CV_MODELS:
@@ -234,21 +245,111 @@ def plot_path(cv, path: Path) -> bool:
     return _save(plt, fig, "sparkopt regularization path", path)
 
 
-def run(args) -> dict:
-    output = Path(os.path.abspath(args.output))
-    parent = output.parent
+# ==================================================================== MLflow (optional)
+#: per-iteration series logged to MLflow, from the fit's history rows
+MLFLOW_SERIES = ("objective", "grad_norm", "step_size", "passes", "seconds")
+_NOT_PARAMS = ("mlflow", "mlflow_uri", "mlflow_experiment", "confs", "quiet")
+
+
+def mlflow_tracking(args) -> dict:
+    """Where --mlflow logs: the tracking URI (a plain path becomes a file store there) and the
+    experiment. JobError when mlflow is not installed (checked before Spark starts)."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise JobError(f"cannot create output directory {parent}: {err.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise JobError(f"output directory {parent} is not writable")
-    check_output_target(output)        # before any Spark work: a refused --output costs nothing
-    make_estimator(args, "features", "label")     # every param's rule too (no JVM needed for that)
-    for path in filter(None, (args.input, args.test_input)):
-        if "://" not in path and not os.path.exists(path):
-            raise JobError(f"input not found: {path}")
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise JobError("--mlflow needs MLflow: pip install 'sparkopt[mlflow]' (or mlflow / mlflow-skinny)") from None
+    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+    if scheme_of(uri) is None:
+        uri = Path(os.path.abspath(uri)).as_uri()
+    return {"uri": uri, "experiment": args.mlflow_experiment}
+
+
+@contextlib.contextmanager
+def _file_store_allowed(uri: str):
+    """MLflow 3 keeps its file store (file:// tracking URIs) in maintenance mode and refuses it
+    unless MLFLOW_ALLOW_FILE_STORE is set: set it while --mlflow logs to one, as asked."""
+    if not uri.startswith("file:") or "MLFLOW_ALLOW_FILE_STORE" in os.environ:
+        yield
+        return
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def log_to_mlflow(tracking: dict, args, metrics: dict, history: list, artifacts: Path, output: str) -> str:
+    """One MLflow run: the job's arguments as params, MLFLOW_SERIES per iteration (step =
+    iteration), the final metrics (objective, iterations, passes, seconds, train_* / test_*), the
+    files in ``artifacts`` (model/, metrics.json, history.csv, convergence.png); the run's id."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    with _file_store_allowed(tracking["uri"]):
+        client = MlflowClient(tracking_uri=tracking["uri"])
+        experiment = client.get_experiment_by_name(tracking["experiment"])
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else client.create_experiment(tracking["experiment"]))
+        run = client.create_run(experiment_id, run_name=f"train.py {args.model}",
+                                tags={"sparkopt.output": output, "sparkopt.input": args.input,
+                                      "sparkopt.solver": metrics["solver"]})
+        run_id = run.info.run_id
+        try:
+            params = [Param(k, str(v)[:6000]) for k, v in sorted(vars(args).items())
+                      if v is not None and k not in _NOT_PARAMS]
+            params += [Param(f"conf.{k}", v) for k, v in args.confs]
+            start_ms = int(time.time() * 1000 - metrics["fit_seconds"] * 1000)
+            series = [Metric(key, float(row[key]), start_ms + int(1000 * float(row.get("seconds") or 0)),
+                             int(row["iteration"]))
+                      for row in history for key in MLFLOW_SERIES if _finite(row.get(key))]
+            final = {k: metrics[k] for k in ("objective", "iterations", "passes", "fit_seconds", "ingest_seconds")
+                     if _finite(metrics.get(k))}
+            if "cv" in metrics:
+                final["cv_best_reg_param"] = metrics["cv"]["best_reg_param"]
+            for split in ("train", "test"):
+                final.update({f"{split}_{k}": v for k, v in metrics.get(split, {}).items() if _finite(v)})
+            now = int(time.time() * 1000)
+            finals = [Metric(f"final_{k}", float(v), now, 0) for k, v in final.items()]
+            for i in range(0, len(params), 100):          # MLflow's batch limits
+                client.log_batch(run_id, params=params[i:i + 100])
+            everything = series + finals
+            for i in range(0, len(everything), 1000):
+                client.log_batch(run_id, metrics=everything[i:i + 1000])
+            client.log_artifacts(run_id, str(artifacts))
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+# ==================================================================== the job
+def check_paths(paths: Paths, args) -> None:
+    """Every path's file system, the inputs present, the output replaceable and its parent created
+    (JobError naming the path otherwise), as far as ``paths`` can tell: before the session for
+    local paths (and under spark-submit for all), then again on the session's file systems."""
+    for flag, text in (("--input", args.input), ("--test-input", args.test_input)):
+        if text:
+            require_input(paths.store(text, flag), text, "input")
+    store = paths.store(args.output, "--output", output=True)
+    if store is not None:
+        prepare_output(args.output, store)
+
+
+def run(args) -> dict:
+    if args.checkpoint_dir and scheme_of(args.checkpoint_dir) not in (None, "file"):
+        raise JobError(f"--checkpoint-dir {args.checkpoint_dir}: checkpoints are kept on the driver's disk "
+                       f"(a plain or file:// path)")
+    make_estimator(args, "features", "label")     # every param's rule first (no JVM needed for that)
+    tracking = mlflow_tracking(args) if args.mlflow else None     # mlflow missing: said before Spark starts
+    check_paths(Paths(confs=args.confs), args)     # a refused path costs no Spark session where it can be told now
     with job_session("sparkopt-train", args.master, "local[*]", args.confs, remote=args.remote) as spark:
+        paths = Paths(spark)
+        check_paths(paths, args)                  # on the session's file systems, before any Spark work
         handler = None
         if not args.quiet:
             handler = logging.StreamHandler(sys.stdout)
@@ -258,7 +359,7 @@ def run(args) -> dict:
             previous_level = log.level
             log.setLevel(logging.INFO)
         try:
-            return _train(spark, args, output)
+            return _train(spark, args, paths, tracking)
         finally:
             from sparkopt.ml import clear_cache
             clear_cache()
@@ -267,19 +368,38 @@ def run(args) -> dict:
                 log.setLevel(previous_level)
 
 
-def _train(spark, args, output: Path) -> dict:
+def _read_back(model, model_path: str, store, staging, written: dict) -> None:
+    """The model and the files just written, read back from the output's file system: JobError
+    when what is there is not what was written (it landed elsewhere, or not at all)."""
+    import numpy as np
+
+    loaded = type(model).load(model_path)
+    if not np.array_equal(loaded._state["coef_vector"], model._state["coef_vector"]):
+        raise JobError(f"the model read back from {model_path} differs from the model fitted")
+    for name, data in written.items():
+        back = store.read(store.child(staging, name), len(data))
+        if back != data:
+            raise JobError(f"{store.child(staging, name)} read back differs from what was written")
+
+
+def _train(spark, args, paths: Paths, tracking) -> dict:
+    from sparkopt.engine.session import is_connect
+
+    store = paths.store(args.output, "--output", output=True)
     staging = None
     try:
         reading = dict(dataset_options(args), weight_col=args.weight_col, num_partitions=args.num_partitions,
                        binary_labels=args.model in BINARY_MODELS)
-        df, features, label = read_dataset(spark, args.input, num_features=args.num_features, **reading)
+        progress = JobProgress("train.py", spark, enabled=not args.quiet)
+        with progress.phase("read"):      # a LIBSVM file without --num-features is scanned for its width
+            df, features, label = read_dataset(spark, args.input, num_features=args.num_features,
+                                               store=paths.store(args.input, "--input"), **reading)
         estimator = make_estimator(args, features, label)
         started = time.perf_counter()
-        model = estimator.fit(df)
+        with progress.phase("ingest", ends_at_first_iteration=True):    # then the per-iteration log
+            model = estimator.fit(df)
         fit_seconds = time.perf_counter() - started
         summary = model.summary
-        staging = new_output(output, "train.py", {"input": args.input, "model": args.model})
-        model.write().overwrite().save(str(staging / "model"))
         metrics = {
             "objective": summary.objective, "iterations": summary.totalIterations,
             "passes": summary.totalPasses, "fit_seconds": fit_seconds, "ingest_seconds": summary.ingestSeconds,
@@ -296,28 +416,49 @@ def _train(spark, args, output: Path) -> dict:
             metrics["intercept"] = model.intercept
         if args.model == "huber":
             metrics["scale"] = model.scale
-        metrics["train"] = evaluate(model, df, args, label)
-        if args.test_input:
-            test_df, _, _ = read_dataset(spark, args.test_input, num_features=model.numFeatures, **reading)
-            metrics["test"] = evaluate(model, test_df, args, label)
+        with progress.phase("evaluate"):
+            metrics["train"] = evaluate(model, df, args, label)
+            if args.test_input:
+                test_df, _, _ = read_dataset(spark, args.test_input, num_features=model.numFeatures,
+                                             store=paths.store(args.test_input, "--test-input"), **reading)
+                metrics["test"] = evaluate(model, test_df, args, label)
+        if not is_connect(spark):
+            metrics["executors"] = executor_environment(spark)
         history = model._fit.result.history
-        write_history(history, staging / "history.csv")
-        plot_convergence(history, staging / "convergence.png")
-        if args.cv is not None:
-            cv = model.cvResult
-            metrics.update(reg_param=model.bestRegParam, cv={
-                "num_folds": args.cv, "metric": cv.metric_name, "best_reg_param": cv.best_reg_param,
-                "one_std_err_reg_param": cv.one_std_err_reg_param, "reg_params": cv.reg_params.tolist(),
-                "avg_metrics": cv.avg_metrics.tolist(), "std_metrics": cv.std_metrics.tolist(),
-                "passes": cv.passes, "fit_passes": cv.fit_passes})
-            plot_path(cv, staging / "path.png")
-        with open(staging / "metrics.json", "w") as fh:
-            json.dump(metrics, fh, indent=2)
-        replace_output(staging, output)
+        staging = new_output(args.output, "train.py", {"input": args.input, "model": args.model}, store)
+        model_path = store.spark_path(store.child(staging, "model"))
+        with tempfile.TemporaryDirectory(prefix="sparkopt-train-") as scratch:
+            scratch = Path(scratch)
+            with progress.phase("write"):
+                model.write().overwrite().save(model_path)
+                write_history(history, scratch / "history.csv")
+                plot_convergence(history, scratch / "convergence.png")
+                if args.cv is not None:
+                    cv = model.cvResult
+                    metrics.update(reg_param=model.bestRegParam, cv={
+                        "num_folds": args.cv, "metric": cv.metric_name, "best_reg_param": cv.best_reg_param,
+                        "one_std_err_reg_param": cv.one_std_err_reg_param, "reg_params": cv.reg_params.tolist(),
+                        "avg_metrics": cv.avg_metrics.tolist(), "std_metrics": cv.std_metrics.tolist(),
+                        "passes": cv.passes, "fit_passes": cv.fit_passes})
+                    plot_path(cv, scratch / "path.png")
+                (scratch / "metrics.json").write_text(json.dumps(metrics, indent=2))
+                written = {f.name: f.read_bytes() for f in sorted(scratch.iterdir())}
+                for name, data in written.items():
+                    store.write(store.child(staging, name), data)
+                _read_back(model, model_path, store, staging, written)
+                target = replace_output(staging, args.output, store)
+                staging = None
+                if read_marker(target, store) is None:
+                    raise JobError(f"the output {target} has no {OUTPUT_MARKER} after the swap")
+            if tracking is not None:
+                with progress.phase("mlflow"):
+                    store.download(store.child(target, "model"), scratch / "model")
+                    metrics["mlflow_run_id"] = log_to_mlflow(tracking, args, metrics, history, scratch,
+                                                             store.spark_path(target))
+        metrics["output"] = str(store.spark_path(target))
         return metrics
     finally:
-        if staging is not None and staging.exists():      # unfinished: never swapped in
-            shutil.rmtree(staging, ignore_errors=True)
+        discard(staging, store)      # unfinished: never swapped in
 
 
 def main(argv=None) -> int:
@@ -328,7 +469,7 @@ def main(argv=None) -> int:
         return report_failure("train.py", err)
     print(f"objective {metrics['objective']:.12g}  iterations {metrics['iterations']}  passes {metrics['passes']:g}  "
           f"solver {metrics['solver']}  converged {metrics['converged']}  fit {metrics['fit_seconds']:.2f}s")
-    print(f"wrote {os.path.abspath(args.output)}")
+    print(f"wrote {metrics['output']}")
     return 0
 
 

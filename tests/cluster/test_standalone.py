@@ -1,5 +1,6 @@
 """A real Spark standalone cluster on 127.0.0.1 (one master, two one-core workers), the same
-topology as docker-compose.yml, with jobs/train.py sent by spark-submit."""
+topology as docker-compose.yml, with jobs/train.py sent by spark-submit: its executors run the
+environment jobs/pack_env.py packed, shipped with --archives (their own Python has no sparkopt)."""
 from __future__ import annotations
 
 import json
@@ -47,12 +48,14 @@ class StandaloneCluster:
     """Master + workers from pyspark's bundled spark-class, each in its own process group so that
     stop() kills the launcher and the JVM it starts."""
 
-    def __init__(self, workdir: Path, n_workers: int = 2):
+    def __init__(self, workdir: Path, n_workers: int = 2, python: str = sys.executable):
+        """``python``: the workers' PYSPARK_PYTHON (the driver's own by default)."""
         self.workdir = workdir
+        self.python = python
         self.port, self.ui_port = free_port(), free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
         self.env = dict(os.environ, SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1",
-                        SPARK_NO_DAEMONIZE="1", PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+                        SPARK_NO_DAEMONIZE="1", PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=sys.executable,
                         SPARK_LOG_DIR=str(workdir / "logs"), OMP_NUM_THREADS="1")
         self.processes: list[subprocess.Popen] = []
         self.worker_dirs = [workdir / f"worker{i}" for i in range(n_workers)]
@@ -98,9 +101,36 @@ class StandaloneCluster:
                 proc.wait(timeout=10)
 
 
+#: a Python without sparkopt (nor numpy): the interpreter the driver's venv was made from
+BARE_PYTHON = getattr(sys, "_base_executable", None) or sys.executable
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = StandaloneCluster(tmp_path_factory.mktemp("standalone"))
+def packing(tmp_path_factory):
+    """jobs/pack_env.py packing the executors' environment, started first so that it runs while
+    the cluster starts; the test waits for it (once per run: module scope)."""
+    archive = tmp_path_factory.mktemp("env") / "sparkopt-env.tar.gz"   # a .tar Spark would unpack in Java: refused
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "pack_env.py"), "--output", str(archive),
+                             "--compress-level", "1"],                # little to gain on loopback
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        yield proc, archive, started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(packing, tmp_path_factory):
+    """Workers whose Python (PYSPARK_PYTHON) lacks sparkopt, with nothing of the driver's venv on
+    their PATH or PYTHONPATH."""
+    workdir = tmp_path_factory.mktemp("standalone")
+    c = StandaloneCluster(workdir, python=BARE_PYTHON)
+    venv_bin = str(Path(sys.executable).parent)
+    c.env["PATH"] = os.pathsep.join(p for p in c.env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    c.env.pop("PYTHONPATH", None)
     try:
         yield c.start()
     finally:
@@ -108,24 +138,59 @@ def cluster(tmp_path_factory):
     assert all(p.poll() is not None for p in c.processes)
 
 
-def spark_submit(cluster, *job_args, timeout=600):
+def spark_submit(cluster, *job_args, archive=None, timeout=600):
+    """spark-submit jobs/train.py to ``cluster``; with ``archive``, the executors run its Python
+    (--archives ARCHIVE#environment, spark.pyspark.python=./environment/bin/python) and the
+    driver this one."""
+    python = ["--archives", f"{archive}#environment", "--conf", "spark.pyspark.python=./environment/bin/python",
+              "--conf", f"spark.pyspark.driver.python={sys.executable}"] if archive else \
+        ["--conf", f"spark.pyspark.python={sys.executable}"]
     cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
            "--conf", "spark.executor.memory=512m", "--conf", "spark.executor.cores=1",
-           "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}",
-           str(ROOT / "jobs" / "train.py"), *job_args]
+           "--conf", "spark.ui.enabled=false", *python, str(ROOT / "jobs" / "train.py"), *job_args]
     return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_train_job_on_standalone_cluster(cluster, tmp_path):
+def failure(stderr: str) -> str:
+    """What a failed spark-submit said first (its ERROR lines and exceptions), then its end."""
+    first = [line for line in stderr.splitlines() if " ERROR " in line or "Exception:" in line or "Error:" in line]
+    return "\n".join(first[:20]) + "\n...\n" + stderr[-1500:]
+
+
+def test_train_job_runs_from_a_packed_environment(packing, cluster, tmp_path):
+    """The workers' Python cannot import sparkopt; train.py's executors run the packed one
+    (--archives), read file:// inputs and write a file:// output, which the job reads back."""
+    # (from a directory of the workers', as their executors run: this checkout's would import ./sparkopt)
+    assert subprocess.run([cluster.python, "-c", "import sparkopt"], capture_output=True, env=cluster.env,
+                          cwd=cluster.worker_dirs[0]).returncode != 0
+    proc, archive, started = packing
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    print(f"packed {archive.stat().st_size / 2**20:.0f} MiB in {time.perf_counter() - started:.0f} s: {output.strip()}")
+
     out = tmp_path / "out"
-    proc = spark_submit(cluster, "--input", str(ROOT / "data" / "a9a"), "--test-input", str(ROOT / "data" / "a9a.t"),
-                        "--model", "logistic", "--reg-param", "1e-4", "--num-partitions", "4", "--output", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = spark_submit(cluster, "--input", f"file://{ROOT / 'data' / 'a9a'}", "--test-input",
+                       f"file://{ROOT / 'data' / 'a9a.t'}", "--model", "logistic", "--reg-param", "1e-4",
+                       "--num-partitions", "4", "--output", f"file://{out}", archive=archive)
+    assert run.returncode == 0, failure(run.stderr)
+    assert f"wrote file:{out}" in run.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["converged"] and metrics["num_rows"] == 32561 and metrics["num_features"] == 123
     assert 0.89 < metrics["test"]["auc"] < 0.92
-    for name in ("model", "history.csv", "convergence.png"):
+    for name in ("model", "history.csv", "convergence.png", "_SPARKOPT_OUTPUT"):
         assert (out / name).exists()
+    # the executors ran the archive's Python, unpacked in their own working directories, and
+    # imported sparkopt from it (not from this checkout)
+    assert metrics["executors"]
+    for executor in metrics["executors"]:
+        env = executor["python"][:-len("/bin/python")]
+        assert executor["python"].endswith("environment/bin/python"), executor
+        assert any(executor["python"].startswith(str(w)) for w in cluster.worker_dirs), executor
+        assert executor["sparkopt"].startswith(env + "/lib/") and not executor["sparkopt"].startswith(str(ROOT))
+    # the model as saved: the coefficients of metrics.json (train.py loaded it back before exit 0)
+    [part] = (out / "model" / "metadata").glob("part-*")
+    saved = json.loads(part.read_text())["sparkoptModel"]["coef_vector"]
+    assert saved == metrics["coefficients"] + [metrics["intercept"]]
     # both workers launched an executor for the app and ran tasks on it
     for wdir in cluster.worker_dirs:
         stderr_logs = list(wdir.glob("app-*/*/stderr"))

@@ -216,3 +216,83 @@ def test_train_resumes_from_checkpoint_dir(trained, tmp_path, run_main):
     np.testing.assert_allclose(got["coefficients"], ref["coefficients"], rtol=1e-10, atol=1e-13)
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "history.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(ref["iterations"] + 1))    # the full history
+
+
+def test_train_and_predict_on_uris_and_another_file_system_with_progress_and_mlflow(trained, tmp_path, spark,
+                                                                                      run_main, monkeypatch):
+    """train.py reads a file:// input and writes through viewfs:// (Hadoop's mount-table file
+    system, mounted over tmp_path/mnt), reads its model back and logs the run to MLflow's local
+    file store; predict.py reads that model by its viewfs:// URI and writes file://. Both show
+    their phases on stderr: the ingest's rows are a9a.t's."""
+    from mlflow.tracking import MlflowClient
+
+    from test_job_paths import mount
+
+    (tmp_path / "mnt").mkdir()
+    prefix = mount(spark, tmp_path / "mnt")
+    test_data = ROOT / "data" / "a9a.t"
+    proc = run_main("train.py", "--input", f"file://{test_data}", "--model", "logistic", "--solver", "newton",
+                    "--reg-param", "1e-4", "--output", f"{prefix}/model-run", "--mlflow",
+                    "--mlflow-uri", tmp_path / "mlruns", "--mlflow-experiment", "paths")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {prefix}/model-run" in proc.stdout
+    out = tmp_path / "mnt" / "model-run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "_SPARKOPT_OUTPUT").read_text())["input"] == f"file://{test_data}"
+    assert metrics["converged"] and metrics["num_rows"] == 16281
+    assert [e["python"] for e in metrics["executors"]] == [sys.executable]
+    model = LogisticRegressionModel.load(f"{prefix}/model-run/model")
+    np.testing.assert_array_equal(model.coefficients.toArray(), metrics["coefficients"])
+    assert sorted(p.name for p in (tmp_path / "mnt").iterdir()) == ["model-run"]      # nothing staged left
+    # progress: one summary line per phase, the ingest's rows those of the input
+    phases = summaries(proc.stderr, "train.py")
+    assert list(phases) == ["read", "ingest", "evaluate", "write", "mlflow"]
+    assert "16,281 rows read" in phases["ingest"]
+
+    # the MLflow run, read back with MLflow's client
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("paths")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["sparkopt.output"] == f"{prefix}/model-run"
+    assert run.data.params["model"] == "logistic" and run.data.params["reg_param"] == "0.0001"
+    history = client.get_metric_history(run.info.run_id, "objective")
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
+        [(int(r["iteration"]), float(r["objective"])) for r in rows]
+    assert run.data.metrics["final_objective"] == metrics["objective"]
+    assert run.data.metrics["final_train_auc"] == metrics["train"]["auc"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "metrics.json", "history.csv", "convergence.png"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/metadata"}
+
+    # predict.py: the model by its viewfs:// URI, the scores to a file:// URI
+    scores = tmp_path / "scores"
+    proc = run_main("predict.py", "--model", f"{prefix}/model-run/model", "--input", test_data,
+                    "--output", f"file://{scores}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote 16281 rows to file:{scores}" in proc.stdout
+    assert json.loads((scores / "_SPARKOPT_OUTPUT").read_text())["rows"] == 16281
+    assert spark.read.parquet(str(scores)).count() == 16281
+    assert list(summaries(proc.stderr, "predict.py")) == ["read", "score"]
+
+
+def summaries(stderr: str, prog: str) -> dict:
+    """Each phase's last progress line (off a terminal a long phase writes a line every 10 s), in order."""
+    phases = {}
+    for line in stderr.splitlines():
+        if line.startswith(f"{prog}: "):
+            phases[line.split()[1]] = line
+    return phases
+
+
+def test_paths_on_a_file_system_the_driver_lacks_are_refused_before_any_spark_work(tmp_path, run_main):
+    for args, named in ((["--input", "nosuch://host/a9a", "--output", tmp_path / "o"], "--input nosuch://host/a9a"),
+                        (["--input", ROOT / "data" / "a9a.t", "--output", "s3a://bucket/o"], "--output s3a://bucket/o")):
+        proc = run_main("train.py", *args)
+        assert proc.returncode == 2
+        last = proc.stderr.strip().splitlines()[-1]
+        assert named in last and "no Hadoop file system" in last, proc.stderr[-2000:]
+        assert "train.py: read" not in proc.stderr          # no phase started
+    assert not list(tmp_path.iterdir())
+
