@@ -14,7 +14,7 @@ import time
 from typing import Optional
 
 import numpy as np
-from pyspark.ml import Estimator, Model
+from pyspark.ml import PredictionModel, Predictor
 from pyspark.ml.util import MLReadable, MLWritable
 
 from ..engine import TreeEngine
@@ -34,9 +34,14 @@ from .scoring import transform_in_arrow
 from .summary import RegressionSummary, RegressionTrainingSummary, TrainingSummary
 
 
-class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
+class SparkoptEstimator(Predictor, SparkoptParams, MLWritable, MLReadable):
     """Fit = ingest (cached) + fit_linear_model + model. Subclasses define `_loss(stats)` and
-    name the model they fit in `_model_class`; the base builds it."""
+    name the model they fit in `_model_class`; the base builds it.
+
+    A pyspark.ml `Predictor` (pure Python in pyspark 4: Params and abstract methods, no JVM);
+    each estimator also derives from the base its MLlib namesake has (`ProbabilisticClassifier`,
+    `Classifier`, `Regressor`), listed after sparkopt's own param mixins so their validated
+    setters and MLlib-consistent threshold rules win."""
 
     _model_class: type["SparkoptModel"]
 
@@ -277,9 +282,12 @@ class _FitMultipleIterator:
         return self._fit_next()
 
 
-class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
-    """Holds the coefficient vector in the objective's layout; scoring is numpy in mapInArrow.
-    `_summary_classes()` are the summaries `evaluate` and its fit report."""
+class SparkoptModel(PredictionModel, SparkoptParams, MLWritable, MLReadable):
+    """Holds the coefficient vector in the objective's layout; scoring is numpy in one Arrow UDF
+    over the features column (`scoring.transform_in_arrow`). `_summary_classes()` are the
+    summaries `evaluate` and its fit report. A pyspark.ml `PredictionModel`; each model also
+    derives from its MLlib namesake's base (`ProbabilisticClassificationModel`,
+    `ClassificationModel`, `RegressionModel`). `repr` is MLlib's `toString`."""
 
     def _summary_classes(self) -> tuple[type, type[TrainingSummary]]:
         """(what evaluate(df) returns, what the training summary is)."""
@@ -299,6 +307,16 @@ class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
     @property
     def numFeatures(self) -> int:
         return int(self._state["numFeatures"])
+
+    def _repr_sizes(self) -> str:
+        return f"numFeatures={self.numFeatures}"
+
+    def __repr__(self) -> str:
+        """MLlib's toString, e.g. ``LinearRegressionModel: uid=..., numFeatures=8`` (the uid alone,
+        as any pyspark.ml object's, before the model has coefficients)."""
+        if not self._state:
+            return super().__repr__()
+        return f"{type(self).__name__}: uid={self.uid}, {self._repr_sizes()}"
 
     @property
     def hasSummary(self) -> bool:
@@ -332,6 +350,11 @@ class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
         """[(column name, 'vector' | 'double')] this model appends."""
         raise NotImplementedError
 
+    def _output_metadata(self) -> dict[str, dict]:
+        """{output column: schema metadata}, as MLlib's transform writes it (a regression's
+        prediction: a numeric attribute without name, ``{"ml_attr": {}}``)."""
+        return {self.getPredictionCol(): {"ml_attr": {}}}
+
     def _score(self, X) -> dict[str, np.ndarray]:   # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -339,7 +362,7 @@ class SparkoptModel(Model, SparkoptParams, MLWritable, MLReadable):
         # ship a bare copy (params + coefficients): the model itself refers to its training
         # DataFrame through the summary, which must not be pickled into the tasks
         return transform_in_arrow(dataset, self.getFeaturesCol(), self.numFeatures, self._output_columns(),
-                                  self._bare_copy()._score)
+                                  self._bare_copy()._score, metadata=self._output_metadata())
 
     def _bare_copy(self):
         bare = type(self)()

@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.regression import Regressor
 
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 from ..errors import InputError
@@ -144,18 +145,24 @@ class GeneralizedLinearRegressionModel(_RegressionModel, _GeneralizedLinearRegre
             out[self.getLinkPredictionCol()] = eta
         return out
 
+    def _output_metadata(self):
+        """MLlib's: linkPrediction and prediction numeric attributes without name."""
+        return {name: {"ml_attr": {}} for name, _ in self._output_columns() if name}
+
     def _transform(self, dataset):
         return transform_in_arrow(dataset, self.getFeaturesCol(), self.numFeatures, self._output_columns(),
-                                  self._bare_copy()._score, offset_col=self._offset_col())
+                                  self._bare_copy()._score, offset_col=self._offset_col(),
+                                  metadata=self._output_metadata())
 
-    def __repr__(self) -> str:
+    def _repr_sizes(self) -> str:
+        """MLlib's toString prints the family and link params as set (its link unset raises
+        there; here it is the family's canonical link, the one the model uses)."""
         link = self.getLink() if self.isDefined(self.link) else self._glm_loss().link.name
-        return (f"GeneralizedLinearRegressionModel: uid={self.uid}, family={self.getFamily()}, link={link}, "
-                f"numFeatures={self.numFeatures}")
+        return f"family={self.getFamily()}, link={link}, numFeatures={self.numFeatures}"
 
 
 @register_estimator
-class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressionParams):
+class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressionParams, Regressor):
     """MLlib's GeneralizedLinearRegression: families gaussian, binomial, poisson, gamma and tweedie
     (``variancePower``, power link ``linkPower``), MLlib's family/link pairs, ``offsetCol`` (added
     to the linear predictor with coefficient 1), ``weightCol``, ``linkPredictionCol``.
@@ -476,3 +483,70 @@ class GeneralizedLinearRegressionTrainingSummary(GeneralizedLinearRegressionSumm
         if self._model._family_name() in ("binomial", "poisson"):
             return [float(v) for v in 2.0 * norm.sf(t)]
         return [float(v) for v in 2.0 * student_t.sf(t, self.degreesOfFreedom)]
+
+    def __repr__(self) -> str:
+        """MLlib's R-style table (its toString): coefficients with standard errors, t and p values
+        (intercept first), the dispersion, null and residual deviance, and the AIC except for
+        tweedie. Numbers rounded half-up to 4 decimals as MLlib's BigDecimal(x).setScale(4)
+        (NaN and infinities, where MLlib's toString fails, as NaN / Infinity), cells longer
+        than 20 characters cut to 17 and '...'. As MLlib's, the null deviance line names
+        degreesOfFreedom (R prints the null model's). Without standard errors (MLlib throws):
+        the class name and the reason."""
+        if self._glm_fit.diag_inv is None:
+            return (f"<{type(self).__name__}: no coefficient statistics for this model (the last "
+                    f"least-squares solve had constant features or was singular)>")
+        m = self._model
+        coef = self._coef()
+        names = _feature_names(self._dataset, m.getFeaturesCol(), m.numFeatures)
+        stats = list(zip(names + (["(Intercept)"] if m.getFitIntercept() else []), coef,
+                         self.coefficientStandardErrors, self.tValues, self.pValues))
+        if m.getFitIntercept():
+            stats = stats[-1:] + stats[:-1]
+        header = ["Feature", "Estimate", "Std Error", "T Value", "P Value"]
+        rows = [[_cut(cell if isinstance(cell, str) else _round4(cell)) for cell in row] for row in stats]
+        widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+        lines = ["Coefficients:"] + [" ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in [header] + rows]
+        glm = m._glm_loss()
+        null = f"Null deviance: {_round4(self.nullDeviance)} on {self.degreesOfFreedom} degrees of freedom"
+        residual = (f"Residual deviance: {_round4(self.deviance)} on {self.residualDegreeOfFreedom} degrees of "
+                    f"freedom")
+        width = max(len(null), len(residual))
+        lines += ["", f"(Dispersion parameter for {glm.family.name} family taken to be {_round4(self.dispersion)})",
+                  null.rjust(width), residual.rjust(width)]
+        if glm.family.name != "tweedie":
+            lines.append(f"AIC: {_round4(self.aic)}")
+        return "\n".join(lines)
+
+
+def _round4(x: float) -> str:
+    """MLlib's BigDecimal(x).setScale(4, HALF_UP).toString: x's shortest decimal rounded half up."""
+    import decimal
+
+    if not np.isfinite(x):
+        return "NaN" if np.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    with decimal.localcontext() as context:
+        context.prec = 400
+        value = decimal.Decimal(repr(float(x))).quantize(decimal.Decimal("0.0001"), rounding=decimal.ROUND_HALF_UP)
+    if value == 0:
+        value = abs(value)        # Java's BigDecimal has no negative zero
+    return format(value, "f")
+
+
+def _cut(cell: str) -> str:
+    return cell[:17] + "..." if len(cell) > 20 else cell
+
+
+def _feature_names(dataset, features_col: str, n: int) -> list[str]:
+    """MLlib's featureNames: the names in the features column's ml_attr attributes (e.g. from
+    VectorAssembler), else features_0, features_1, ... (also for an attribute without a name)."""
+    names = [f"{features_col}_{i}" for i in range(n)]
+    try:
+        attrs = dataset.schema[features_col].metadata.get("ml_attr", {}).get("attrs", {})
+    except (KeyError, AttributeError):
+        return names
+    for group in attrs.values() if isinstance(attrs, dict) else ():
+        for attr in group if isinstance(group, list) else ():
+            idx, name = attr.get("idx"), attr.get("name")
+            if isinstance(idx, int) and 0 <= idx < n and isinstance(name, str):
+                names[idx] = name
+    return names
