@@ -2,7 +2,6 @@
 offsets, IRLS and R-style summary (deviance, AIC, dispersion, standard errors)."""
 from __future__ import annotations
 
-import threading
 import time
 from functools import cached_property
 
@@ -19,7 +18,7 @@ from ..objectives.glm import SummarySums, family_aic, residuals, summary_sums
 from ..objectives.losses import GLMLoss, check_labels, glm_loss, glm_loss_name
 from ..rules import RULES, Rule, canonical_solver
 from .cache import ENGINE_CACHE
-from .estimator import SparkoptEstimator, _FitMultipleIterator
+from .estimator import SparkoptEstimator, exclusive_engine
 from .params import add_setters
 from .persistence import register_estimator, register_model
 from .regression import _RegressionModel
@@ -241,11 +240,12 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
                      stats.n_label_non_integer, stats.n_rows, self.getLabelCol())
         started = time.perf_counter()
         solver = canonical_solver(self.getSolver())
-        if solver == "irls" or (solver == "auto" and stats.n_features <= IRLS_MAX_FEATURES):
-            fit = fit_glm(engine, glm, fit_intercept=self.getFitIntercept(), reg_param=self.getRegParam(),
-                          max_iter=self.getMaxIter(), tol=self.getTol())
-        else:
-            fit = self._fit_by_minimize(engine, glm, solver)
+        with exclusive_engine(engine):
+            if solver == "irls" or (solver == "auto" and stats.n_features <= IRLS_MAX_FEATURES):
+                fit = fit_glm(engine, glm, fit_intercept=self.getFitIntercept(), reg_param=self.getRegParam(),
+                              max_iter=self.getMaxIter(), tol=self.getTol())
+            else:
+                fit = self._fit_by_minimize(engine, glm, solver)
         model = GeneralizedLinearRegressionModel()
         model._state = {"loss": "glm", "numFeatures": stats.n_features, "numClasses": 1,
                         "fitIntercept": bool(self.getFitIntercept()), "coef_vector": fit.coef, "objective": None,
@@ -274,26 +274,15 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
         return GLMFit(coef, diag_inv, int(result.nit), bool(result.success), float(result.passes) + 1.0,
                       list(result.history), solver=result.solver)
 
+    #: a grid's maps are fitted one by one, cold, as MLlib's IRLS (each on the shared ingest)
+    _grid_warm_starts = False
+
     def fitMultiple(self, dataset, paramMaps):
         """One fit per param map (MLlib-faithful IRLS, no warm starts), on one ingest of the data
-        (the ingest cache) when the maps share the data columns."""
-        estimators = [self.copy(pm) for pm in paramMaps]
-        for est in estimators:
-            est._check_params()
-        lock = threading.Lock()
-        state = {"next": 0}
-
-        def fit_next():
-            with lock:
-                if state["next"] >= len(estimators):
-                    raise StopIteration("No models remaining.")
-                index = state["next"]
-                state["next"] += 1
-                est = estimators[index]
-                engine, seconds = est._engine_for(dataset)
-                return index, est._fit_on_engine(engine, seconds, dataset)
-
-        return _FitMultipleIterator(fit_next)
+        (the ingest cache) when the maps share the data columns; concurrent as the base's."""
+        for pm in paramMaps:
+            self.copy(pm)._check_params()
+        return super().fitMultiple(dataset, paramMaps)
 
 
 add_setters(GeneralizedLinearRegression, "family", "link", "variancePower", "linkPower", "linkPredictionCol",
