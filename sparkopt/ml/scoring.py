@@ -34,7 +34,6 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
-    from pyspark.sql.functions import ArrowUDFType
 
     from ..engine.ingest import _convert_vectors
 
@@ -89,11 +88,15 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
     inputs = [F.col(_quoted(features_col))]
     if offset_col is not None:
         inputs.append(F.col(_quoted(offset_col)))
-        udf = F.arrow_udf(lambda features, offset: scorer(features, offset), T.StructType(fields),
-                          ArrowUDFType.SCALAR)
+
+        def run(features, offset):
+            return scorer(features, offset)
     else:
-        udf = F.arrow_udf(lambda features: scorer(features), T.StructType(fields), ArrowUDFType.SCALAR)
-    scores = udf(*inputs)
+        def run(features):
+            return scorer(features)
+    # a scalar Arrow UDF, told by its type hints (pa.Array, ... -> pa.Array) as pyspark 4 prefers
+    run.__annotations__ = {**{name: pa.Array for name in run.__code__.co_varnames[:len(inputs)]}, "return": pa.Array}
+    scores = F.arrow_udf(run, T.StructType(fields))(*inputs)
     # one UDF call per row: its struct in a scratch column, each output read from a field of it
     scratch = "__sparkopt_scores"
     while scratch in dataset.columns:
