@@ -19,11 +19,15 @@ class EngineCache:
     """Ingested data reused across fits of the same DataFrame (a regularization path, a grid
     search): keyed by the DataFrame's semantic plan hash, the columns and where the data are held
     (Spark cache or driver), bounded LRU; evicted entries are released (Spark blocks unpersisted,
-    driver blocks dropped). `sparkopt.ml.clear_cache()` releases everything."""
+    driver blocks dropped). `sparkopt.ml.clear_cache()` releases everything. Thread-safe, and
+    one ingest per key: threads asking for data another thread is ingesting wait for it.
+    Every `get` returns an engine of its own (own counters) over the shared data, so concurrent
+    fits never share an engine object."""
 
     def __init__(self, capacity: int = 2):
         self.capacity = capacity
         self._entries: "OrderedDict[tuple, tuple[Any, Any]]" = OrderedDict()
+        self._ingesting: dict[tuple, threading.Event] = {}     # key -> set when its ingest ends
         self._lock = threading.Lock()
 
     @staticmethod
@@ -54,26 +58,40 @@ class EngineCache:
         check_session_engine(df, engine)
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
         key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col, fold_col)
-        with self._lock:
-            for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
-                self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
-            hit = self._entries.get(key)
-            if hit is not None and hit[0]().sameSemantics(df):
-                self._entries.move_to_end(key)
-                return self._fresh(hit[1], depth, engine, model_values), 0.0
-        start = time.perf_counter()
-        if on_driver:
-            cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                       depth=depth, offset_col=offset_col, fold_col=fold_col)
-        else:
-            cached = make_engine(*ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                                offset_col=offset_col, fold_col=fold_col), depth, "tree")
-        seconds = time.perf_counter() - start
-        with self._lock:
-            self._entries[key] = (weakref.ref(df), cached)
-            while len(self._entries) > self.capacity:
-                _, (_, old) = self._entries.popitem(last=False)
-                old.unpersist()
+        while True:
+            with self._lock:
+                for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
+                    self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
+                hit = self._entries.get(key)
+                if hit is not None and hit[0]() is not None and hit[0]().sameSemantics(df):
+                    self._entries.move_to_end(key)
+                    return self._fresh(hit[1], depth, engine, model_values), 0.0
+                running = self._ingesting.get(key)
+                if running is None:
+                    self._ingesting[key] = threading.Event()
+                    break
+            # another thread is ingesting these data (concurrent fits of one grid): wait for it,
+            # then take its entry (or, if its ingest failed, ingest here)
+            running.wait()
+        try:
+            start = time.perf_counter()
+            if on_driver:
+                cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                           depth=depth, offset_col=offset_col, fold_col=fold_col)
+            else:
+                cached = make_engine(*ingest_blocks(df, features_col, label_col, weight_col,
+                                                    num_partitions=num_partitions, offset_col=offset_col,
+                                                    fold_col=fold_col),
+                                     depth, "tree")
+            seconds = time.perf_counter() - start
+            with self._lock:
+                self._entries[key] = (weakref.ref(df), cached)
+                while len(self._entries) > self.capacity:
+                    _, (_, old) = self._entries.popitem(last=False)
+                    old.unpersist()
+        finally:
+            with self._lock:
+                self._ingesting.pop(key).set()
         return self._fresh(cached, depth, engine, model_values), seconds
 
     def clear(self) -> None:

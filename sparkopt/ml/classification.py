@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 from pyspark import keyword_only
+from pyspark.ml.classification import (Classifier, ClassificationModel, ProbabilisticClassificationModel,
+                                       ProbabilisticClassifier, _ProbabilisticClassifierParams)
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasProbabilityCol, HasRawPredictionCol, HasThreshold
+from pyspark.ml.param.shared import HasThreshold
 from scipy.special import expit, softmax
 
 from ..errors import InputError
@@ -20,11 +22,22 @@ def _margins(X, coef_matrix, intercepts):
     return np.asarray(X @ coef_matrix.T) + intercepts
 
 
-class _ClassifierModel(SparkoptModel, HasRawPredictionCol):
+class _ClassifierModel(SparkoptModel, ClassificationModel):
 
     @property
     def numClasses(self) -> int:
         return int(self._state["numClasses"])
+
+    def _repr_sizes(self) -> str:
+        return f"numClasses={self.numClasses}, numFeatures={self.numFeatures}"
+
+    def _output_metadata(self):
+        """MLlib's: rawPrediction and probability (the vector outputs) an attribute group of
+        numClasses attributes, prediction a nominal attribute with numClasses values."""
+        k = self.numClasses
+        meta = {name: {"ml_attr": {"num_attrs": k}} for name, kind in self._output_columns() if kind == "vector"}
+        meta[self.getPredictionCol()] = {"ml_attr": {"type": "nominal", "num_vals": k}}
+        return meta
 
     def _coef_matrix(self):
         d, fi = self.numFeatures, int(bool(self._state["fitIntercept"]))
@@ -66,7 +79,7 @@ class _ClassifierModel(SparkoptModel, HasRawPredictionCol):
         return M
 
 
-class _LogisticRegressionParams(HasProbabilityCol, HasThreshold):
+class _LogisticRegressionParams(_ProbabilisticClassifierParams, HasThreshold):
     """The params LogisticRegression and its model share, with MLlib's names and meanings:
     family, threshold / thresholds (kept consistent as MLlib's: setting one clears the other)
     and the bounds on coefficients and intercepts."""
@@ -153,7 +166,7 @@ class _LogisticRegressionParams(HasProbabilityCol, HasThreshold):
 
 
 @register_model("logistic", "multinomial")
-class LogisticRegressionModel(_ClassifierModel, _LogisticRegressionParams):
+class LogisticRegressionModel(_ClassifierModel, _LogisticRegressionParams, ProbabilisticClassificationModel):
     """Fitted logistic regression: binomial (coefficients, intercept) or multinomial
     (coefficientMatrix (K, d), interceptVector (K,)). transform adds rawPrediction, probability
     (vectors) and prediction (double), like pyspark.ml's. With thresholds set, a multinomial
@@ -205,7 +218,7 @@ class LogisticRegressionModel(_ClassifierModel, _LogisticRegressionParams):
 
 
 @register_estimator
-class LogisticRegression(SparkoptEstimator, _LogisticRegressionParams, HasRawPredictionCol):
+class LogisticRegression(SparkoptEstimator, _LogisticRegressionParams, ProbabilisticClassifier):
     """Logistic regression with MLlib's objective:
     (1/sum w) sum w_i log-loss + regParam * (alpha |beta|_1 + (1-alpha)/2 |beta|_2^2), intercept
     unpenalized; family auto (binomial for labels {0, 1}, multinomial for more classes)."""
@@ -306,7 +319,7 @@ class LinearSVCModel(_ClassifierModel, _LinearSVCParams):
 
 
 @register_estimator
-class LinearSVC(SparkoptEstimator, HasRawPredictionCol, _LinearSVCParams):
+class LinearSVC(SparkoptEstimator, _LinearSVCParams, Classifier):
     """Linear SVM with MLlib's objective: (1/sum w) sum w_i max(0, 1 - (2y_i - 1) m_i) + regParam/2 |beta|^2
     (elasticNetParam adds L1); loss='squared_hinge' squares the hinge (smooth, Newton-capable)."""
 

@@ -2,13 +2,13 @@
 offsets, IRLS and R-style summary (deviance, AIC, dispersion, standard errors)."""
 from __future__ import annotations
 
-import threading
 import time
 from functools import cached_property
 
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.regression import Regressor
 
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 from ..errors import InputError
@@ -18,7 +18,7 @@ from ..objectives.glm import SummarySums, family_aic, residuals, summary_sums
 from ..objectives.losses import GLMLoss, check_labels, glm_loss, glm_loss_name
 from ..rules import RULES, Rule, canonical_solver
 from .cache import ENGINE_CACHE
-from .estimator import SparkoptEstimator, _FitMultipleIterator
+from .estimator import SparkoptEstimator, exclusive_engine
 from .params import add_setters
 from .persistence import register_estimator, register_model
 from .regression import _RegressionModel
@@ -144,18 +144,24 @@ class GeneralizedLinearRegressionModel(_RegressionModel, _GeneralizedLinearRegre
             out[self.getLinkPredictionCol()] = eta
         return out
 
+    def _output_metadata(self):
+        """MLlib's: linkPrediction and prediction numeric attributes without name."""
+        return {name: {"ml_attr": {}} for name, _ in self._output_columns() if name}
+
     def _transform(self, dataset):
         return transform_in_arrow(dataset, self.getFeaturesCol(), self.numFeatures, self._output_columns(),
-                                  self._bare_copy()._score, offset_col=self._offset_col())
+                                  self._bare_copy()._score, offset_col=self._offset_col(),
+                                  metadata=self._output_metadata())
 
-    def __repr__(self) -> str:
+    def _repr_sizes(self) -> str:
+        """MLlib's toString prints the family and link params as set (its link unset raises
+        there; here it is the family's canonical link, the one the model uses)."""
         link = self.getLink() if self.isDefined(self.link) else self._glm_loss().link.name
-        return (f"GeneralizedLinearRegressionModel: uid={self.uid}, family={self.getFamily()}, link={link}, "
-                f"numFeatures={self.numFeatures}")
+        return f"family={self.getFamily()}, link={link}, numFeatures={self.numFeatures}"
 
 
 @register_estimator
-class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressionParams):
+class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressionParams, Regressor):
     """MLlib's GeneralizedLinearRegression: families gaussian, binomial, poisson, gamma and tweedie
     (``variancePower``, power link ``linkPower``), MLlib's family/link pairs, ``offsetCol`` (added
     to the linear predictor with coefficient 1), ``weightCol``, ``linkPredictionCol``.
@@ -234,11 +240,12 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
                      stats.n_label_non_integer, stats.n_rows, self.getLabelCol())
         started = time.perf_counter()
         solver = canonical_solver(self.getSolver())
-        if solver == "irls" or (solver == "auto" and stats.n_features <= IRLS_MAX_FEATURES):
-            fit = fit_glm(engine, glm, fit_intercept=self.getFitIntercept(), reg_param=self.getRegParam(),
-                          max_iter=self.getMaxIter(), tol=self.getTol())
-        else:
-            fit = self._fit_by_minimize(engine, glm, solver)
+        with exclusive_engine(engine):
+            if solver == "irls" or (solver == "auto" and stats.n_features <= IRLS_MAX_FEATURES):
+                fit = fit_glm(engine, glm, fit_intercept=self.getFitIntercept(), reg_param=self.getRegParam(),
+                              max_iter=self.getMaxIter(), tol=self.getTol())
+            else:
+                fit = self._fit_by_minimize(engine, glm, solver)
         model = GeneralizedLinearRegressionModel()
         model._state = {"loss": "glm", "numFeatures": stats.n_features, "numClasses": 1,
                         "fitIntercept": bool(self.getFitIntercept()), "coef_vector": fit.coef, "objective": None,
@@ -267,26 +274,15 @@ class GeneralizedLinearRegression(SparkoptEstimator, _GeneralizedLinearRegressio
         return GLMFit(coef, diag_inv, int(result.nit), bool(result.success), float(result.passes) + 1.0,
                       list(result.history), solver=result.solver)
 
+    #: a grid's maps are fitted one by one, cold, as MLlib's IRLS (each on the shared ingest)
+    _grid_warm_starts = False
+
     def fitMultiple(self, dataset, paramMaps):
         """One fit per param map (MLlib-faithful IRLS, no warm starts), on one ingest of the data
-        (the ingest cache) when the maps share the data columns."""
-        estimators = [self.copy(pm) for pm in paramMaps]
-        for est in estimators:
-            est._check_params()
-        lock = threading.Lock()
-        state = {"next": 0}
-
-        def fit_next():
-            with lock:
-                if state["next"] >= len(estimators):
-                    raise StopIteration("No models remaining.")
-                index = state["next"]
-                state["next"] += 1
-                est = estimators[index]
-                engine, seconds = est._engine_for(dataset)
-                return index, est._fit_on_engine(engine, seconds, dataset)
-
-        return _FitMultipleIterator(fit_next)
+        (the ingest cache) when the maps share the data columns; concurrent as the base's."""
+        for pm in paramMaps:
+            self.copy(pm)._check_params()
+        return super().fitMultiple(dataset, paramMaps)
 
 
 add_setters(GeneralizedLinearRegression, "family", "link", "variancePower", "linkPower", "linkPredictionCol",
@@ -476,3 +472,70 @@ class GeneralizedLinearRegressionTrainingSummary(GeneralizedLinearRegressionSumm
         if self._model._family_name() in ("binomial", "poisson"):
             return [float(v) for v in 2.0 * norm.sf(t)]
         return [float(v) for v in 2.0 * student_t.sf(t, self.degreesOfFreedom)]
+
+    def __repr__(self) -> str:
+        """MLlib's R-style table (its toString): coefficients with standard errors, t and p values
+        (intercept first), the dispersion, null and residual deviance, and the AIC except for
+        tweedie. Numbers rounded half-up to 4 decimals as MLlib's BigDecimal(x).setScale(4)
+        (NaN and infinities, where MLlib's toString fails, as NaN / Infinity), cells longer
+        than 20 characters cut to 17 and '...'. As MLlib's, the null deviance line names
+        degreesOfFreedom (R prints the null model's). Without standard errors (MLlib throws):
+        the class name and the reason."""
+        if self._glm_fit.diag_inv is None:
+            return (f"<{type(self).__name__}: no coefficient statistics for this model (the last "
+                    f"least-squares solve had constant features or was singular)>")
+        m = self._model
+        coef = self._coef()
+        names = _feature_names(self._dataset, m.getFeaturesCol(), m.numFeatures)
+        stats = list(zip(names + (["(Intercept)"] if m.getFitIntercept() else []), coef,
+                         self.coefficientStandardErrors, self.tValues, self.pValues))
+        if m.getFitIntercept():
+            stats = stats[-1:] + stats[:-1]
+        header = ["Feature", "Estimate", "Std Error", "T Value", "P Value"]
+        rows = [[_cut(cell if isinstance(cell, str) else _round4(cell)) for cell in row] for row in stats]
+        widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+        lines = ["Coefficients:"] + [" ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in [header] + rows]
+        glm = m._glm_loss()
+        null = f"Null deviance: {_round4(self.nullDeviance)} on {self.degreesOfFreedom} degrees of freedom"
+        residual = (f"Residual deviance: {_round4(self.deviance)} on {self.residualDegreeOfFreedom} degrees of "
+                    f"freedom")
+        width = max(len(null), len(residual))
+        lines += ["", f"(Dispersion parameter for {glm.family.name} family taken to be {_round4(self.dispersion)})",
+                  null.rjust(width), residual.rjust(width)]
+        if glm.family.name != "tweedie":
+            lines.append(f"AIC: {_round4(self.aic)}")
+        return "\n".join(lines)
+
+
+def _round4(x: float) -> str:
+    """MLlib's BigDecimal(x).setScale(4, HALF_UP).toString: x's shortest decimal rounded half up."""
+    import decimal
+
+    if not np.isfinite(x):
+        return "NaN" if np.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    with decimal.localcontext() as context:
+        context.prec = 400
+        value = decimal.Decimal(repr(float(x))).quantize(decimal.Decimal("0.0001"), rounding=decimal.ROUND_HALF_UP)
+    if value == 0:
+        value = abs(value)        # Java's BigDecimal has no negative zero
+    return format(value, "f")
+
+
+def _cut(cell: str) -> str:
+    return cell[:17] + "..." if len(cell) > 20 else cell
+
+
+def _feature_names(dataset, features_col: str, n: int) -> list[str]:
+    """MLlib's featureNames: the names in the features column's ml_attr attributes (e.g. from
+    VectorAssembler), else features_0, features_1, ... (also for an attribute without a name)."""
+    names = [f"{features_col}_{i}" for i in range(n)]
+    try:
+        attrs = dataset.schema[features_col].metadata.get("ml_attr", {}).get("attrs", {})
+    except (KeyError, AttributeError):
+        return names
+    for group in attrs.values() if isinstance(attrs, dict) else ():
+        for attr in group if isinstance(group, list) else ():
+            idx, name = attr.get("idx"), attr.get("name")
+            if isinstance(idx, int) and 0 <= idx < n and isinstance(name, str):
+                names[idx] = name
+    return names

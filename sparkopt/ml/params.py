@@ -7,17 +7,15 @@ import os
 from typing import Any, Optional
 
 import numpy as np
+from pyspark.ml.base import _PredictorParams
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
     HasCheckpointInterval,
     HasElasticNetParam,
-    HasFeaturesCol,
     HasFitIntercept,
-    HasLabelCol,
     HasMaxBlockSizeInMB,
     HasMaxIter,
-    HasPredictionCol,
     HasRegParam,
     HasSeed,
     HasStandardization,
@@ -69,10 +67,13 @@ def validate_param(name: str, value: Any, extra: Optional[dict] = None) -> None:
         raise InputError(f"param {name} must be {rule.text}, got {value!r}")
 
 
-class SparkoptParams(HasFeaturesCol, HasLabelCol, HasWeightCol, HasPredictionCol, HasMaxIter, HasTol, HasRegParam,
-                     HasElasticNetParam, HasFitIntercept, HasStandardization, HasAggregationDepth, HasSeed,
-                     HasStepSize, HasCheckpointInterval, HasMaxBlockSizeInMB):
-    """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit."""
+class SparkoptParams(_PredictorParams, HasWeightCol, HasMaxIter, HasTol, HasRegParam, HasElasticNetParam,
+                     HasFitIntercept, HasStandardization, HasAggregationDepth, HasSeed, HasStepSize,
+                     HasCheckpointInterval, HasMaxBlockSizeInMB):
+    """pyspark.ml's shared params plus sparkopt's solver params, validated when set and at fit.
+    Its first base is pyspark's _PredictorParams (labelCol, featuresCol, predictionCol), as in
+    every MLlib predictor's params, so the estimators and models can derive from pyspark's
+    Predictor / PredictionModel bases with a consistent method resolution order."""
 
     solver = Param(Params._dummy(), "solver",
                    "auto, newton, newton-cg, lbfgs (or MLlib's spelling l-bfgs), owlqn, gd, sgd, local-sgd, async-sgd "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.regression import RegressionModel, Regressor
 
 from .estimator import SparkoptEstimator, SparkoptModel
 from .persistence import register_estimator, register_model
@@ -14,7 +15,7 @@ from . import summary as summaries
 _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
 
 
-class _RegressionModel(SparkoptModel):
+class _RegressionModel(SparkoptModel, RegressionModel):
 
     @property
     def coefficients(self):
@@ -73,7 +74,7 @@ class LinearRegressionModel(_RegressionModel, _LinearRegressionParams):
 
 
 @register_estimator
-class LinearRegression(SparkoptEstimator, _LinearRegressionParams):
+class LinearRegression(SparkoptEstimator, _LinearRegressionParams, Regressor):
     """Linear regression with MLlib's objective. loss='squaredError':
     (1/sum w) sum w_i (y_i - m_i)^2 / 2 + (regParam / sd(y)) * (alpha |beta|_1 + (1-alpha)/2 |beta|^2);
     loss='huber': MLlib's robust regression with jointly estimated scale sigma (L2 only)."""
@@ -115,7 +116,7 @@ class PoissonRegressionModel(_RegressionModel, _PoissonRegressionParams):
 
 
 @register_estimator
-class PoissonRegression(SparkoptEstimator, _PoissonRegressionParams):
+class PoissonRegression(SparkoptEstimator, _PoissonRegressionParams, Regressor):
     """Poisson regression, log link: (1/sum w) sum w_i (exp(m_i) - y_i m_i) + regParam * penalty
     (half the mean deviance up to a constant; scikit-learn's PoissonRegressor convention). At
     regParam = 0 it equals MLlib's GeneralizedLinearRegression(family='poisson')."""

@@ -11,6 +11,7 @@ bestRegParam and oneStdErrRegParam (glmnet's lambda.1se); all of it is saved and
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -178,12 +179,14 @@ class _CVEstimatorMixin:
 
         estimators = [self.copy(pm) for pm in paramMaps]
         state = {"next": 0}
+        lock = threading.Lock()
 
         def fit_next():
-            if state["next"] >= len(estimators):
-                raise StopIteration("No models remaining.")
-            index = state["next"]
-            state["next"] += 1
+            with lock:     # CrossValidator's threads call next() at once: one index each
+                if state["next"] >= len(estimators):
+                    raise StopIteration("No models remaining.")
+                index = state["next"]
+                state["next"] += 1
             return index, estimators[index].fit(dataset)
 
         return _FitMultipleIterator(fit_next)

@@ -64,6 +64,20 @@ def same_coefficients(ours, theirs):
     close(ours.intercept, theirs.intercept)
 
 
+def same_table(ours: str, theirs: str):
+    """The training summary's repr is MLlib's R-style table: the same lines, words and layout,
+    the numbers (4 decimals) equal up to the fits' 1e-6 agreement and rounding of the last digit."""
+    assert [len(line.split()) for line in ours.splitlines()] == [len(line.split()) for line in theirs.splitlines()]
+    for a, b in zip(ours.split(), theirs.split()):
+        try:
+            x, y = float(a.rstrip(")")), float(b.rstrip(")"))
+        except ValueError:
+            assert a == b
+            continue
+        assert abs(x - y) <= 1.5e-4 + 1e-6 * abs(y), (a, b)
+        assert len(a.split(".")[-1]) == len(b.split(".")[-1])         # 4 decimals (or none: a count)
+
+
 def same_summary(ours, theirs, aic=True, inference=True):
     a, b = ours.summary, theirs.summary
     assert a.numIterations == b.numIterations
@@ -78,6 +92,7 @@ def same_summary(ours, theirs, aic=True, inference=True):
     if inference:
         close(a.coefficientStandardErrors, b.coefficientStandardErrors)
         close(a.tValues, b.tValues)
+        same_table(repr(a), repr(b))
         close(a.pValues, b.pValues, atol=1e-9)
 
 

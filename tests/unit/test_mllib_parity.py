@@ -1,7 +1,9 @@
 """sparkopt.ml against pyspark.ml, member by member: every public member of MLlib's estimators,
-models and summaries must exist on sparkopt's counterpart, be of the same kind (a Param, a
-property, a method) and, for a method, accept MLlib's argument names. A member sparkopt lacks on
-purpose is named in ALLOWED_MISSING with the reason; nothing else may be missing.
+models and summaries (and of pyspark.ml's base classes they derive from) must exist on sparkopt's
+counterpart, be of the same kind (a Param, a property, a method) and, for a method, accept MLlib's
+argument names. A member sparkopt lacks on purpose is named in ALLOWED_MISSING with the reason;
+nothing else may be missing. sparkopt's classes derive from the same pure-Python pyspark.ml bases
+as MLlib's (Predictor, ProbabilisticClassificationModel, ...), and from none of its JVM wrappers.
 
 Introspection of the classes only (no SparkSession): pyspark's summaries are JavaWrapper classes
 whose members are plain Python properties and methods. The values (metrics, param defaults) need
@@ -12,9 +14,11 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from pyspark.ml import Estimator, Model, PredictionModel, Predictor, Transformer
 from pyspark.ml import classification as mlc
 from pyspark.ml import regression as mlr
 from pyspark.ml.param import Param
+from pyspark.ml.util import MLReadable, MLWritable
 
 import sparkopt.ml as so
 from sparkopt.ml import summary as sos
@@ -40,7 +44,40 @@ PAIRS = [
     (mlr.GeneralizedLinearRegressionModel, so.GeneralizedLinearRegressionModel),
     (mlr.GeneralizedLinearRegressionSummary, so.GeneralizedLinearRegressionSummary),
     (mlr.GeneralizedLinearRegressionTrainingSummary, so.GeneralizedLinearRegressionTrainingSummary),
+    # the cross-validating estimators and their models are MLlib's LogisticRegression /
+    # LinearRegression (and models) plus their own params
+    (mlc.LogisticRegression, so.LogisticRegressionCV),
+    (mlc.LogisticRegressionModel, so.LogisticRegressionCVModel),
+    (mlr.LinearRegression, so.LinearRegressionCV),
+    (mlr.LinearRegressionModel, so.LinearRegressionCVModel),
+    # pyspark.ml's abstract bases, against the sparkopt classes that derive from them
+    (Predictor, so.LinearRegression),
+    (PredictionModel, so.LinearRegressionModel),
+    (mlc.Classifier, so.LinearSVC),
+    (mlc.ClassificationModel, so.LinearSVCModel),
+    (mlc.ProbabilisticClassifier, so.LogisticRegression),
+    (mlc.ProbabilisticClassificationModel, so.LogisticRegressionModel),
+    (mlr.Regressor, so.PoissonRegression),
+    (mlr.RegressionModel, so.PoissonRegressionModel),
 ]
+
+#: pyspark.ml's pure-Python bases (Params and abstract methods, no JVM) an MLlib estimator or
+#: model derives from; `isinstance` checks in other tools use these
+PYTHON_BASES = (Estimator, Model, Transformer, Predictor, PredictionModel, mlc.Classifier, mlc.ClassificationModel,
+                mlc.ProbabilisticClassifier, mlc.ProbabilisticClassificationModel, mlr.Regressor, mlr.RegressionModel,
+                MLWritable, MLReadable)
+
+#: every sparkopt estimator and model, and the pyspark.ml base each must be an instance of
+SPARKOPT_BASES = {
+    so.LogisticRegression: mlc.ProbabilisticClassifier, so.LogisticRegressionModel: mlc.ProbabilisticClassificationModel,
+    so.LogisticRegressionCV: mlc.ProbabilisticClassifier,
+    so.LogisticRegressionCVModel: mlc.ProbabilisticClassificationModel,
+    so.LinearSVC: mlc.Classifier, so.LinearSVCModel: mlc.ClassificationModel,
+    so.LinearRegression: mlr.Regressor, so.LinearRegressionModel: mlr.RegressionModel,
+    so.LinearRegressionCV: mlr.Regressor, so.LinearRegressionCVModel: mlr.RegressionModel,
+    so.PoissonRegression: mlr.Regressor, so.PoissonRegressionModel: mlr.RegressionModel,
+    so.GeneralizedLinearRegression: mlr.Regressor, so.GeneralizedLinearRegressionModel: mlr.RegressionModel,
+}
 
 # Deliberate differences: (pyspark class name, member) -> why sparkopt does not have it.
 ALLOWED_MISSING: dict[tuple[str, str], str] = {
@@ -100,6 +137,30 @@ def test_members_have_mllibs_kind_and_arguments(theirs, ours):
             if not open_ended and not needed <= have:
                 wrong.append(f"{name}: MLlib takes {sorted(needed)}, sparkopt {sorted(have)}")
     assert wrong == []
+
+
+@pytest.mark.parametrize("theirs, ours", [p for p in PAIRS if issubclass(p[0], (Estimator, Model))],
+                         ids=[p[0].__name__ for p in PAIRS if issubclass(p[0], (Estimator, Model))])
+def test_mllibs_python_bases_are_sparkopts(theirs, ours):
+    lacking = [base.__name__ for base in PYTHON_BASES if issubclass(theirs, base) and not issubclass(ours, base)]
+    assert lacking == [], f"{ours.__name__} is not a {lacking} as MLlib's {theirs.__name__} is"
+
+
+@pytest.mark.parametrize("ours, base", SPARKOPT_BASES.items(), ids=[c.__name__ for c in SPARKOPT_BASES])
+def test_every_estimator_and_model_has_its_base_and_no_jvm_wrapper(ours, base):
+    assert issubclass(ours, base)
+    jvm = [c.__name__ for c in ours.__mro__ if c.__module__ in ("pyspark.ml.wrapper", "pyspark.ml.common")
+           or c.__name__.startswith(("Java", "_Java"))]
+    assert jvm == [], f"{ours.__name__} derives from pyspark's JVM wrappers {jvm}"
+    # no abstract method of the bases is left: the class can be instantiated (ABCMeta checks)
+    instance = ours()
+    assert isinstance(instance, base) and not getattr(ours, "__abstractmethods__", None)
+
+
+def test_every_exported_estimator_and_model_is_covered():
+    classes = {getattr(so, name) for name in so.__all__}
+    estimators = {c for c in classes if isinstance(c, type) and issubclass(c, (Estimator, Model))}
+    assert estimators == set(SPARKOPT_BASES)
 
 
 def test_allow_lists_name_real_members():
