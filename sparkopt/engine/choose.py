@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 from ..errors import InputError
 from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
 from .frame import BlockFrame, FrameEngine, ingest_frame
+from .frame_resident import FrameResidentEngine, frame_resident_unavailable
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
 from .session import is_connect
@@ -43,11 +44,6 @@ def resident_unavailable(blocks_rdd: Any) -> Optional[str]:
     return None
 
 
-#: why a Spark Connect session has no resident engine (yet): its tasks would need the client's address
-CONNECT_NO_RESIDENT = ("a Spark Connect session runs its passes as DataFrame jobs: the resident engine's tasks "
-                       "connect to a classic driver process, which a Connect client is not")
-
-
 def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "label", weight_col: Optional[str] = None,
                   **options: Any) -> tuple[Any, DataStats]:
     """The selected columns of ``df`` ingested into a Spark cache, as the session allows: an
@@ -73,47 +69,34 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     once, else tree); ``driver`` collects the cached blocks into the driver (one job).
     :func:`engine_for` starts from the DataFrame instead and also considers the driver.
     ``blocks_rdd`` may be a :class:`~sparkopt.engine.frame.BlockFrame` (a Spark Connect session's
-    cache): ``auto`` and ``tree`` then give a :class:`FrameEngine`, ``resident`` is refused."""
+    cache): ``tree`` then gives a :class:`FrameEngine`, ``resident`` a
+    :class:`~sparkopt.engine.frame_resident.FrameResidentEngine`, and ``auto`` the resident one
+    when every partition can run at once (it falls back to the frame engine when its tasks cannot
+    reach this process), else the frame engine."""
     engine = check_engine(engine)
-    if isinstance(blocks_rdd, BlockFrame):
-        return _frame_engine(blocks_rdd, stats, depth, engine)
+    framed = isinstance(blocks_rdd, BlockFrame)
     fallback = engine == "auto"
     if engine == "auto":
-        reason = resident_unavailable(blocks_rdd)
+        reason = (frame_resident_unavailable if framed else resident_unavailable)(blocks_rdd)
         if reason is not None:
             logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
             engine = "tree"
         else:
             engine = "resident"
     if engine == "driver":
+        if framed:
+            return DriverEngine(FrameEngine(blocks_rdd, stats, depth).collect_blocks(), stats, depth)
         return blocks_to_driver(blocks_rdd, stats, depth)
     if engine == "tree":
-        return TreeEngine(blocks_rdd, stats, depth)
-    # under auto, tasks that cannot reach the driver make the engine run as the tree engine
-    return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+        return (FrameEngine if framed else TreeEngine)(blocks_rdd, stats, depth)
+    # under auto, tasks that cannot reach the driver (or Connect client) make the engine run as the tree engine
+    resident = FrameResidentEngine if framed else ResidentEngine
+    return resident(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
 
 
 def check_session_engine(df: Any, engine: str) -> str:
-    """``engine`` if ``df``'s session can run it, else InputError naming it (before any job)."""
-    engine = check_engine(engine)
-    if engine == "resident" and is_connect(df.sparkSession):
-        _refuse_resident()
-    return engine
-
-
-def _refuse_resident() -> None:
-    raise InputError(f"engine='resident' is not available here: {CONNECT_NO_RESIDENT}; use engine='tree' "
-                     "or 'auto' (which uses it), or 'driver' for data that fit in the client")
-
-
-def _frame_engine(blocks: BlockFrame, stats: DataStats, depth: int, engine: str):
-    if engine == "resident":
-        _refuse_resident()
-    if engine == "driver":
-        return DriverEngine(FrameEngine(blocks, stats, depth).collect_blocks(), stats, depth)
-    if engine == "auto":
-        logger.info("sparkopt: engine='auto' uses the tree engine: %s", CONNECT_NO_RESIDENT)
-    return FrameEngine(blocks, stats, depth)
+    """``engine`` if it is one of :data:`ENGINES`, else InputError naming it (before any job)."""
+    return check_engine(engine)
 
 
 def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[str], engine: str,

@@ -30,10 +30,11 @@ from ..blocks import Block
 from .contract import EngineBase
 from .fold import BlockFn, add_results, check_sampling, fold_partition
 from .ingest import _build_blocks, _describe, _start_features, _to_csr, partition_blocks, prepare, refuse_problems
+from .session import arrow_batches_by_rows
 from .stats import DataStats, merge_partition_records
 from .tree import job_bytes
 
-__all__ = ["BlockFrame", "FrameEngine", "ingest_frame"]
+__all__ = ["BlockFrame", "FrameEngine", "ingest_frame", "block_records"]
 
 _PICKLE_PROTOCOL = 5
 _BLOCK_ROWS = "partition int, seq int, block binary, stats binary"
@@ -52,6 +53,10 @@ class BlockFrame:
     def block_rows(self) -> Any:
         """The rows holding blocks, in their cached order (``partition, seq, block``)."""
         return self.frame.where(f"seq > {_STATS_SEQ}").select("partition", "seq", "block")
+
+    def getNumPartitions(self) -> int:
+        """The partitions of the ingest (``RDD``'s name for it: the RDD engines take a BlockFrame)."""
+        return self.num_partitions
 
     def unpersist(self) -> None:
         self.frame.unpersist()
@@ -109,7 +114,8 @@ def ingest_frame(
     frame = encoded.persist(StorageLevel.MEMORY_AND_DISK if storage_level is None else storage_level)
     try:
         # scanning the persisted plan builds its whole cache: the blocks too, in this same job
-        rows = frame.where(f"seq = {_STATS_SEQ}").select("partition", "stats").toArrow().to_pydict()
+        with arrow_batches_by_rows(df.sparkSession):
+            rows = frame.where(f"seq = {_STATS_SEQ}").select("partition", "stats").toArrow().to_pydict()
         reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"])]
         # partitions that saw no batch report nothing and hold no block: trailing ones can be left out
         n_parts = max([num_partitions or 0, *(p + 1 for p, _ in reported)])
@@ -147,6 +153,15 @@ def _as_csr(blocks: BlockFrame) -> BlockFrame:
     return BlockFrame(converted, blocks.num_partitions, blocks.name)
 
 
+def block_records(batches: Iterator[Any]) -> Iterator[tuple[int, int, Block]]:
+    """(partition, seq, block) of each row of :meth:`BlockFrame.block_rows` record batches, in
+    their order (the blocks unpickled: they were pickled by the ingest's own tasks)."""
+    for batch in batches:
+        blobs = batch.column(2)
+        for i, (p, seq) in enumerate(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())):
+            yield p, seq, pickle.loads(blobs[i].as_py())
+
+
 def _partition_sums(fn: BlockFn, payload: Any, fraction: float | None, seed: int | None):
     """A pass's mapInArrow function: one partition's block rows in, one row (partition, pickled
     partial sum) out."""
@@ -154,15 +169,9 @@ def _partition_sums(fn: BlockFn, payload: Any, fraction: float | None, seed: int
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        def rows() -> Iterator[tuple[int, Block]]:
-            for batch in batches:
-                blobs = batch.column(2)
-                for i, p in enumerate(batch.column(0).to_pylist()):
-                    yield p, pickle.loads(blobs[i].as_py())
-
         # a task reads one cached partition; grouping keeps the fold right if it ever reads more
-        for p, group in itertools.groupby(rows(), key=lambda row: row[0]):
-            acc = fold_partition(fn, payload, p, (block for _, block in group), fraction, seed)
+        for p, group in itertools.groupby(block_records(batches), key=lambda row: row[0]):
+            acc = fold_partition(fn, payload, p, (block for _, _, block in group), fraction, seed)
             if acc is not None:
                 yield pa.RecordBatch.from_arrays(
                     [pa.array([p], pa.int32()), pa.array([pickle.dumps(acc, protocol=_PICKLE_PROTOCOL)], pa.binary())],
