@@ -10,6 +10,7 @@ from ..errors import InputError
 from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
 from .frame import BlockFrame, FrameEngine, ingest_frame
 from .frame_resident import FrameResidentEngine, frame_resident_unavailable
+from .fused import FusedEngine, FusedSource
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
 from .session import is_connect
@@ -74,6 +75,8 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     when every partition can run at once (it falls back to the frame engine when its tasks cannot
     reach this process), else the frame engine."""
     engine = check_engine(engine)
+    if isinstance(blocks_rdd, FusedSource):
+        return _fused_engine(blocks_rdd, depth, engine, **resident_options)
     framed = isinstance(blocks_rdd, BlockFrame)
     fallback = engine == "auto"
     if engine == "auto":
@@ -92,6 +95,47 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     # under auto, tasks that cannot reach the driver (or Connect client) make the engine run as the tree engine
     resident = FrameResidentEngine if framed else ResidentEngine
     return resident(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+
+
+class _Partitions:
+    """What :func:`resident_unavailable` asks of an RDD: its context and partition count."""
+
+    def __init__(self, context: Any, partitions: int) -> None:
+        self.context, self._partitions = context, int(partitions)
+
+    def getNumPartitions(self) -> int:
+        return self._partitions
+
+
+def fused_load(df: Any, engine: str, num_partitions: Optional[int] = None) -> bool:
+    """Whether a fit of ``df`` with ``engine`` loads its blocks in the resident session's own
+    tasks (:mod:`sparkopt.engine.fused`): a classic session, ``resident`` or ``auto``, and every
+    partition able to run at once (else the ingest's block RDD, which the resident engine can
+    regroup onto fewer tasks and the tree engine reads)."""
+    if engine not in ("auto", "resident") or is_connect(df.sparkSession):
+        return False
+    sc = df.sparkSession.sparkContext
+    partitions = num_partitions or df.rdd.getNumPartitions()
+    if engine == "resident":
+        return partitions <= task_slots(sc)
+    return resident_unavailable(_Partitions(sc, partitions)) is None
+
+
+def _fused_engine(source: FusedSource, depth: int, engine: str, **resident_options: Any):
+    """An engine over a fused source: the fused resident engine when its partitions can all run
+    at once, else (or for ``tree`` / ``driver``) the engine :func:`make_engine` makes over the
+    source's blocks ingested into an RDD."""
+    fallback = engine == "auto"
+    if engine == "auto":
+        reason = resident_unavailable(source)
+        if reason is not None:
+            logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
+            engine = "tree"
+        else:
+            engine = "resident"
+    if engine == "resident" and source.getNumPartitions() <= task_slots(source.context):
+        return FusedEngine(source, depth, **{"fallback": fallback, **resident_options})
+    return make_engine(source.rdd(), source.stats, depth, engine, **resident_options)
 
 
 def check_session_engine(df: Any, engine: str) -> str:

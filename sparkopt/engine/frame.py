@@ -5,7 +5,8 @@ Ingest (:func:`ingest_frame`, one job): ``mapInArrow`` over the selected columns
 with the executors' own code (:func:`~sparkopt.engine.ingest._build_blocks`, the same Arrow
 batches, the same block boundaries) and emits one row per block, ``(partition, seq, block)`` with
 the block pickled, then one row ``(partition, -1, stats)`` holding the partition's compact
-statistics record; the result is persisted (``DataFrame.persist``, MEMORY_AND_DISK by default) and
+statistics record (None for a partition that saw no batch: every partition is counted, which the
+resident engine's barrier job needs); the result is persisted (``DataFrame.persist``, MEMORY_AND_DISK by default) and
 the statistics rows are collected, which fills the cache in the same job.
 
 A pass (:meth:`FrameEngine.map_sum`, one job): ``mapInArrow`` over the cached block rows, the
@@ -49,6 +50,8 @@ class BlockFrame:
         self.frame = frame
         self.num_partitions = int(num_partitions)
         self.name = name
+        #: partitions of the cached frame (empty ones included), once a resident engine counted them
+        self.tasks: int | None = None
 
     def block_rows(self) -> Any:
         """The rows holding blocks, in their cached order (``partition, seq, block``)."""
@@ -86,6 +89,8 @@ def _encode_partition(spec: Any, dense: bool | None, max_block_bytes: int):
             yield _row_batch(index, seq, pickle.dumps(block, protocol=_PICKLE_PROTOCOL), None)
         for record in records:
             yield _row_batch(index, _STATS_SEQ, None, pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
+        if not records:      # a partition without a batch: a row all the same, so the driver counts every partition
+            yield _row_batch(index, _STATS_SEQ, None, None)
 
     return run
 
@@ -116,12 +121,13 @@ def ingest_frame(
         # scanning the persisted plan builds its whole cache: the blocks too, in this same job
         with arrow_batches_by_rows(df.sparkSession):
             rows = frame.where(f"seq = {_STATS_SEQ}").select("partition", "stats").toArrow().to_pydict()
-        reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"])]
-        # partitions that saw no batch report nothing and hold no block: trailing ones can be left out
-        n_parts = max([num_partitions or 0, *(p + 1 for p, _ in reported)])
+        reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"]) if blob is not None]
+        # every partition sends a statistics row (None when it saw no batch): all of them are counted
+        n_parts = max([num_partitions or 0, *(p + 1 for p in rows["partition"])])
         stats = merge_partition_records(reported, n_parts, n_features=_start_features(spec))
         refuse_problems(stats, spec)
         blocks = BlockFrame(frame, n_parts, f"sparkopt blocks ({_describe(spec)})")
+        blocks.tasks = len(rows["partition"])            # one statistics row per partition
         if stats.n_dense_blocks and stats.n_sparse_blocks:
             blocks = _as_csr(blocks)
             stats = replace(stats, n_sparse_blocks=stats.n_blocks, n_dense_blocks=0)
@@ -150,7 +156,9 @@ def _as_csr(blocks: BlockFrame) -> BlockFrame:
         converted.unpersist()
         raise
     blocks.unpersist()
-    return BlockFrame(converted, blocks.num_partitions, blocks.name)
+    csr = BlockFrame(converted, blocks.num_partitions, blocks.name)
+    csr.tasks = blocks.tasks
+    return csr
 
 
 def block_records(batches: Iterator[Any]) -> Iterator[tuple[int, int, Block]]:

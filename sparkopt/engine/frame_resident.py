@@ -32,45 +32,69 @@ from typing import Any, Callable, Iterator, Optional
 from ..errors import InputError
 from .fold import BlockFn
 from .frame import BlockFrame, FrameEngine, block_records
-from .resident import ResidentEngine, _Session
+from .resident import _UNREACHABLE, DriverUnreachable, ResidentEngine, SessionLost, _Session
 from .session import application_key, is_connect
 from .stats import DataStats
 
-__all__ = ["FrameResidentEngine", "frame_resident_unavailable", "frame_task_slots"]
+__all__ = ["FrameResidentEngine", "frame_resident_unavailable", "frame_task_slots", "BatchSource"]
 
 logger = logging.getLogger("sparkopt")
-_SERVED = "task int, served long"
+_SERVED = "task int, served long, unreachable string"
 
 
-def _serve_block_rows(serve: Callable[[Iterator], Iterator]) -> Callable[[Iterator], Iterator]:
-    """The barrier mapInArrow function: a partition's block rows in, the resident task body
-    (``serve``, which holds the blocks and answers the driver until told to stop) run over them,
-    one row (task, requests served) out."""
+def _serve_records(serve: Callable[[Iterator], Iterator], records: Callable[[Iterator], Iterator]) -> Callable:
+    """The barrier mapInArrow function: a partition's record batches in, turned into
+    (partition, seq, block) records by ``records`` (the block rows unpickled, or blocks built from
+    the data), the resident task body (``serve``, which holds the blocks and answers the driver
+    until told to stop) run over them, one row (task, requests served, None) out. A task that
+    cannot reach the driver ends normally with a row saying so (task, -1, why): the reason reaches
+    the driver as data, where a failed task's message may not (a Spark Connect client sees the
+    barrier stage's abort, whose text names whichever task failed first, often a sibling killed
+    by it)."""
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
+        from pyspark import TaskContext
 
-        for task, served in serve(block_records(batches)):
-            yield pa.RecordBatch.from_arrays([pa.array([task], pa.int32()), pa.array([served], pa.int64())],
-                                             names=["task", "served"])
+        def row(task: int, served: int, why: Optional[str]) -> Any:
+            return pa.RecordBatch.from_arrays([pa.array([task], pa.int32()), pa.array([served], pa.int64()),
+                                               pa.array([why], pa.string())], names=["task", "served", "unreachable"])
+
+        try:
+            for task, served in serve(records(batches)):
+                yield row(task, served, None)
+        except ConnectionError as exc:
+            if _UNREACHABLE not in str(exc):
+                raise
+            yield row(TaskContext.get().partitionId(), -1, str(exc))
 
     return run
 
 
+class BatchSource:
+    """What a frame session's tasks read: a DataFrame and the function that turns a partition's
+    record batches into its (partition, seq, block) records."""
+
+    def __init__(self, frame: Any, records: Callable[[Iterator], Iterator]) -> None:
+        self.frame, self.records = frame, records
+
+
 class _FrameSession(_Session):
     """A resident session whose barrier job is a DataFrame action (``mapInArrow(barrier=True)``
-    over the block rows), tagged so that it can be cancelled."""
+    over a :class:`BatchSource`), tagged so that it can be cancelled."""
 
-    def _launch(self, frame: Any, serve: Callable) -> None:
-        spark = frame.sparkSession
+    def _launch(self, source: BatchSource, serve: Callable) -> None:
+        spark = source.frame.sparkSession
         self._spark = spark
-        job = frame.mapInArrow(_serve_block_rows(serve), _SERVED, barrier=True)
+        job = source.frame.mapInArrow(_serve_records(serve, source.records), _SERVED, barrier=True)
         tag = self._job_group
+
+        self._rows: list = []
 
         def collect() -> None:
             spark.addTag(tag)          # thread-local: this job only
             try:
-                job.collect()
+                self._rows = job.collect()
             finally:
                 spark.removeTag(tag)
 
@@ -78,6 +102,15 @@ class _FrameSession(_Session):
 
     def _cancel(self) -> None:
         self._spark.interruptTag(self._job_group)
+
+    def _await_tasks(self, timeout: float) -> None:
+        try:
+            super()._await_tasks(timeout)
+        except SessionLost as exc:
+            why = [row["unreachable"] for row in self._rows if row["unreachable"]] if self._job_done.is_set() else []
+            if why and not isinstance(exc, DriverUnreachable):
+                raise DriverUnreachable(why[0]) from exc
+            raise
 
 
 def _task_count(frame: Any) -> int:
@@ -187,7 +220,6 @@ class FrameResidentEngine(ResidentEngine):
     def __init__(self, blocks: BlockFrame, stats: DataStats, depth: int = 2, **options: Any) -> None:
         super().__init__(blocks, stats, depth, **options)
         self._blocks = blocks         # what FrameEngine's passes read
-        self._tasks: Optional[int] = None
 
     @property
     def spark(self) -> Any:
@@ -200,17 +232,17 @@ class FrameResidentEngine(ResidentEngine):
         return frame_task_slots(self.spark)
 
     def _groups(self) -> int:
-        if self._tasks is None:
-            self._tasks = _task_count(self._blocks.block_rows())
-        slots = self._slots()
-        if slots and self._tasks > slots:
-            raise InputError(f"engine='resident': the data are in {self._tasks} partitions but the application "
+        if self._blocks.tasks is None:      # counted once per cache, not per engine (a fit's engine is fresh)
+            self._blocks.tasks = _task_count(self._blocks.block_rows())
+        tasks, slots = self._blocks.tasks, self._slots()
+        if slots and tasks > slots:
+            raise InputError(f"engine='resident': the data are in {tasks} partitions but the application "
                              f"has {slots} task slots, and a barrier job needs them all at once; set "
                              f"numPartitions={slots}, or use engine='tree'")
-        return self._tasks
+        return tasks
 
     def _tagged(self, groups: int) -> Any:
-        return self._blocks.block_rows()
+        return BatchSource(self._blocks.block_rows(), block_records)
 
     def _addresses(self) -> tuple[str, str]:
         host = self._host or _local_address(_server_host(self.spark))
