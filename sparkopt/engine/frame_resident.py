@@ -81,15 +81,26 @@ class BatchSource:
 
 class _FrameSession(_Session):
     """A resident session whose barrier job is a DataFrame action (``mapInArrow(barrier=True)``
-    over a :class:`BatchSource`), tagged so that it can be cancelled."""
+    over a :class:`BatchSource`), in a job group (classic session) or tagged (Spark Connect) so
+    that it can be cancelled."""
 
     def _launch(self, source: BatchSource, serve: Callable) -> None:
         spark = source.frame.sparkSession
         self._spark = spark
         job = source.frame.mapInArrow(_serve_records(serve, source.records), _SERVED, barrier=True)
         tag = self._job_group
-
         self._rows: list = []
+        if not is_connect(spark):        # a classic session: a job group, as the RDD engine's session
+            from pyspark import InheritableThread
+
+            self._sc = spark.sparkContext
+
+            def run() -> None:
+                self._sc.setJobGroup(tag, "sparkopt resident engine", interruptOnCancel=True)
+                self._rows = job.collect()
+
+            self._run_job(run, InheritableThread)
+            return
 
         def collect() -> None:
             spark.addTag(tag)          # thread-local: this job only
@@ -101,7 +112,10 @@ class _FrameSession(_Session):
         self._run_job(collect)
 
     def _cancel(self) -> None:
-        self._spark.interruptTag(self._job_group)
+        if is_connect(self._spark):
+            self._spark.interruptTag(self._job_group)
+        else:
+            super()._cancel()
 
     def _await_tasks(self, timeout: float) -> None:
         try:
