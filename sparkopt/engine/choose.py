@@ -1,6 +1,7 @@
 """Which engine evaluates a fit: ``driver`` (the data collected into the driver process, no Spark
 job per pass), ``tree`` (one Spark job per pass), ``resident`` (blocks held in long-running
-barrier tasks) or ``auto``."""
+barrier tasks), ``sharded`` (resident tasks that also hold the model's shards: models larger
+than the driver) or ``auto``."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ from .frame_resident import FrameResidentEngine, frame_resident_unavailable
 from .fused import FusedEngine, FusedSource
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
+from .sharded import ShardedEngine
 from .session import is_connect
 from .stats import DataStats
 from .tree import TreeEngine
@@ -20,7 +22,10 @@ from .tree import TreeEngine
 __all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable", "ingest_blocks",
            "check_session_engine"]
 
-ENGINES = ("auto", "tree", "resident", "driver")
+ENGINES = ("auto", "tree", "resident", "driver", "sharded")
+#: ``auto`` shards the model across the tasks when its coefficients (d x K values, 8 bytes each)
+#: exceed this many MB: the driver then never holds a model-sized vector
+SHARDED_MODEL_BUDGET_MB = 256
 logger = logging.getLogger("sparkopt")
 
 
@@ -64,19 +69,23 @@ def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "lab
     return ingest(df, features_col, label_col, weight_col, **options)
 
 
-def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", **resident_options: Any):
+def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", model_values: int = 0,
+                **resident_options: Any):
     """An engine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`), blocks already in a Spark
     cache: ``auto`` picks between the Spark engines (resident when every partition can run at
     once, else tree); ``driver`` collects the cached blocks into the driver (one job).
     :func:`engine_for` starts from the DataFrame instead and also considers the driver.
     ``blocks_rdd`` may be a :class:`~sparkopt.engine.frame.BlockFrame` (a Spark Connect session's
     cache): ``tree`` then gives a :class:`FrameEngine`, ``resident`` a
-    :class:`~sparkopt.engine.frame_resident.FrameResidentEngine`, and ``auto`` the resident one
-    when every partition can run at once (it falls back to the frame engine when its tasks cannot
-    reach this process), else the frame engine."""
+    :class:`~sparkopt.engine.frame_resident.FrameResidentEngine`, ``sharded`` is refused, and
+    ``auto`` the resident one when every partition can run at once (it falls back to the frame
+    engine when its tasks cannot reach this process), else the frame engine.
+    ``model_values`` (d x K, the coefficients of the model to fit): ``auto`` picks ``sharded`` when
+    they take more than :data:`SHARDED_MODEL_BUDGET_MB` and every partition can run at once
+    (classic sessions)."""
     engine = check_engine(engine)
     if isinstance(blocks_rdd, FusedSource):
-        return _fused_engine(blocks_rdd, depth, engine, **resident_options)
+        return _fused_engine(blocks_rdd, depth, engine, model_values, **resident_options)
     framed = isinstance(blocks_rdd, BlockFrame)
     fallback = engine == "auto"
     if engine == "auto":
@@ -84,6 +93,10 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
         if reason is not None:
             logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
             engine = "tree"
+        elif not framed and _model_too_large(model_values):
+            logger.info("sparkopt: engine='auto' shards the model: %d coefficients take more than %d MB",
+                        int(model_values), SHARDED_MODEL_BUDGET_MB)
+            engine = "sharded"
         else:
             engine = "resident"
     if engine == "driver":
@@ -92,6 +105,10 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
         return blocks_to_driver(blocks_rdd, stats, depth)
     if engine == "tree":
         return (FrameEngine if framed else TreeEngine)(blocks_rdd, stats, depth)
+    if engine == "sharded":
+        if framed:
+            _refuse_sharded()
+        return ShardedEngine(blocks_rdd, stats, depth, **resident_options)
     # under auto, tasks that cannot reach the driver (or Connect client) make the engine run as the tree engine
     resident = FrameResidentEngine if framed else ResidentEngine
     return resident(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
@@ -121,26 +138,47 @@ def fused_load(df: Any, engine: str, num_partitions: Optional[int] = None) -> bo
     return resident_unavailable(_Partitions(sc, partitions)) is None
 
 
-def _fused_engine(source: FusedSource, depth: int, engine: str, **resident_options: Any):
+def _fused_engine(source: FusedSource, depth: int, engine: str, model_values: int = 0, **resident_options: Any):
     """An engine over a fused source: the fused resident engine when its partitions can all run
-    at once, else (or for ``tree`` / ``driver``) the engine :func:`make_engine` makes over the
-    source's blocks ingested into an RDD."""
+    at once, else (or for ``tree`` / ``driver`` / ``sharded``, and ``auto`` with a model over the
+    sharding budget) the engine :func:`make_engine` makes over the source's blocks ingested into
+    an RDD."""
     fallback = engine == "auto"
     if engine == "auto":
         reason = resident_unavailable(source)
         if reason is not None:
             logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
             engine = "tree"
+        elif _model_too_large(model_values):
+            engine = "auto"     # make_engine logs that it shards the model
         else:
             engine = "resident"
     if engine == "resident" and source.getNumPartitions() <= task_slots(source.context):
         return FusedEngine(source, depth, **{"fallback": fallback, **resident_options})
-    return make_engine(source.rdd(), source.stats, depth, engine, **resident_options)
+    return make_engine(source.rdd(), source.stats, depth, engine, model_values, **resident_options)
+
+
+def _model_too_large(model_values: Any) -> bool:
+    """Whether ``auto`` shards a model of ``model_values`` coefficients (:data:`SHARDED_MODEL_BUDGET_MB`)."""
+    return 8 * int(model_values) > SHARDED_MODEL_BUDGET_MB * 2**20
+
+
+#: why a Spark Connect session has no sharded engine: its tasks and checkpoints use RDDs
+CONNECT_NO_SHARDED = ("the sharded engine runs over an RDD of blocks, which a Spark Connect session does not have")
 
 
 def check_session_engine(df: Any, engine: str) -> str:
-    """``engine`` if it is one of :data:`ENGINES`, else InputError naming it (before any job)."""
-    return check_engine(engine)
+    """``engine`` if ``df``'s session can run it, else InputError naming it (before any job):
+    ``sharded`` needs a classic session."""
+    engine = check_engine(engine)
+    if engine == "sharded" and is_connect(df.sparkSession):
+        _refuse_sharded()
+    return engine
+
+
+def _refuse_sharded() -> None:
+    raise InputError(f"engine='sharded' is not available here: {CONNECT_NO_SHARDED}; use engine='resident', "
+                     "'tree' or 'auto', or 'driver' for data that fit in the client")
 
 
 def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[str], engine: str,

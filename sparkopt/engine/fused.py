@@ -115,7 +115,8 @@ class FusedSource:
             spec = self.spec
             self._rdd, _ = ingest(self.df, spec.features if spec.is_vector else list(spec.features), spec.label,
                                   spec.weight, dense=self.dense, max_block_bytes=self.max_block_bytes,
-                                  num_partitions=self.num_partitions, offset_col=spec.offset)
+                                  num_partitions=self.num_partitions, offset_col=spec.offset,
+                                  fold_col=spec.fold)
         return self._rdd
 
     def unpersist(self) -> None:
@@ -127,12 +128,13 @@ class FusedSource:
 def fused_source(df: Any, features_col: str | Sequence[str] = "features", label_col: str = "label",
                  weight_col: Optional[str] = None, *, dense: Optional[bool] = None,
                  max_block_bytes: int = 64 * 2**20, num_partitions: Optional[int] = None,
-                 offset_col: Optional[str] = None) -> FusedSource:
+                 offset_col: Optional[str] = None, fold_col: Optional[str] = None) -> FusedSource:
     """The checks and statistics of :func:`~sparkopt.engine.ingest.ingest` (the same
     :class:`~sparkopt.errors.InputError` messages, before any job for the schema), from one
-    ``mapInArrow`` job that keeps no block; a classic session only (its partition count)."""
+    ``mapInArrow`` job that keeps no block; a classic session only (its partition count). The
+    sessions' blocks carry ``offset_col`` and ``fold_col`` as the ingest's do."""
     spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
-                             num_partitions)
+                             num_partitions, fold_col)
     max_bytes = int(max_block_bytes)
     with arrow_batches_by_rows(df.sparkSession):
         rows = selected.mapInArrow(_statistics(spec, dense, max_bytes), _STATS_ROWS).toArrow().to_pydict()

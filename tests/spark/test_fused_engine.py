@@ -182,3 +182,35 @@ def test_partitions_that_disagree_on_the_kind_are_held_as_csr_as_the_ingest_hold
 
 def _kinds(block, payload):
     return np.array([0.0 if block.is_sparse else 1.0, 1.0 if block.is_sparse else 0.0])
+
+
+def _fold_sums(block, payload):
+    """Per fold id 0..2: rows, sum of w*y; and the offsets' sum (the columns the blocks carry)."""
+    out = np.zeros(7)
+    for k in range(3):
+        held = block.fold == k
+        out[2 * k], out[2 * k + 1] = held.sum(), float(block.w[held] @ block.y[held])
+    out[6] = float(block.offset.sum())
+    return out
+
+
+def test_the_session_blocks_carry_the_fold_and_offset_columns_as_the_ingests(spark):
+    from pyspark.sql import functions as F
+
+    base = letter_head(spark, 2)
+    df = base.withColumn("myFold", F.col("label") % 3).withColumn("off", F.col("label") / 100.0)
+    rdd, stats = ingest(df, label_col="binary", offset_col="off", fold_col="myFold")
+    source = fused_source(df, label_col="binary", offset_col="off", fold_col="myFold")
+    fused = FusedEngine(source)
+    try:
+        assert source.spec.fold == "myFold" and source.stats == stats
+        got = fused.map_sum(_fold_sums, None)
+        want = TreeEngine(rdd, stats).map_sum(_fold_sums, None)
+        assert source._rdd is None and min(got[0:6:2]) > 0 and got[0:6:2].sum() == stats.n_rows
+        assert rel(got, want) < 1e-12
+        with_rdd = make_engine(source, source.stats, 2, "tree")      # the on-demand ingest keeps them too
+        assert rel(with_rdd.map_sum(_fold_sums, None), want) < 1e-12
+    finally:
+        fused.unpersist()
+        rdd.unpersist()
+        base.unpersist()
