@@ -10,6 +10,8 @@ from typing import Any, Optional, Sequence
 from ..errors import InputError
 from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
 from .frame import BlockFrame, FrameEngine, ingest_frame
+from .frame_resident import FrameResidentEngine, frame_resident_unavailable
+from .fused import FusedEngine, FusedSource
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
 from .sharded import ShardedEngine
@@ -48,11 +50,6 @@ def resident_unavailable(blocks_rdd: Any) -> Optional[str]:
     return None
 
 
-#: why a Spark Connect session has no resident engine (yet): its tasks would need the client's address
-CONNECT_NO_RESIDENT = ("a Spark Connect session runs its passes as DataFrame jobs: the resident engine's tasks "
-                       "connect to a classic driver process, which a Connect client is not")
-
-
 def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "label", weight_col: Optional[str] = None,
                   **options: Any) -> tuple[Any, DataStats]:
     """The selected columns of ``df`` ingested into a Spark cache, as the session allows: an
@@ -79,55 +76,109 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     once, else tree); ``driver`` collects the cached blocks into the driver (one job).
     :func:`engine_for` starts from the DataFrame instead and also considers the driver.
     ``blocks_rdd`` may be a :class:`~sparkopt.engine.frame.BlockFrame` (a Spark Connect session's
-    cache): ``auto`` and ``tree`` then give a :class:`FrameEngine`, ``resident`` is refused.
+    cache): ``tree`` then gives a :class:`FrameEngine`, ``resident`` a
+    :class:`~sparkopt.engine.frame_resident.FrameResidentEngine`, ``sharded`` is refused, and
+    ``auto`` the resident one when every partition can run at once (it falls back to the frame
+    engine when its tasks cannot reach this process), else the frame engine.
     ``model_values`` (d x K, the coefficients of the model to fit): ``auto`` picks ``sharded`` when
-    they take more than :data:`SHARDED_MODEL_BUDGET_MB` and every partition can run at once."""
+    they take more than :data:`SHARDED_MODEL_BUDGET_MB` and every partition can run at once
+    (classic sessions)."""
     engine = check_engine(engine)
-    if isinstance(blocks_rdd, BlockFrame):
-        return _frame_engine(blocks_rdd, stats, depth, engine)
+    if isinstance(blocks_rdd, FusedSource):
+        return _fused_engine(blocks_rdd, depth, engine, model_values, **resident_options)
+    framed = isinstance(blocks_rdd, BlockFrame)
     fallback = engine == "auto"
     if engine == "auto":
-        reason = resident_unavailable(blocks_rdd)
+        reason = (frame_resident_unavailable if framed else resident_unavailable)(blocks_rdd)
         if reason is not None:
             logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
             engine = "tree"
-        elif 8 * int(model_values) > SHARDED_MODEL_BUDGET_MB * 2**20:
+        elif not framed and _model_too_large(model_values):
             logger.info("sparkopt: engine='auto' shards the model: %d coefficients take more than %d MB",
                         int(model_values), SHARDED_MODEL_BUDGET_MB)
             engine = "sharded"
         else:
             engine = "resident"
     if engine == "driver":
+        if framed:
+            return DriverEngine(FrameEngine(blocks_rdd, stats, depth).collect_blocks(), stats, depth)
         return blocks_to_driver(blocks_rdd, stats, depth)
     if engine == "tree":
-        return TreeEngine(blocks_rdd, stats, depth)
+        return (FrameEngine if framed else TreeEngine)(blocks_rdd, stats, depth)
     if engine == "sharded":
+        if framed:
+            _refuse_sharded()
         return ShardedEngine(blocks_rdd, stats, depth, **resident_options)
-    # under auto, tasks that cannot reach the driver make the engine run as the tree engine
-    return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+    # under auto, tasks that cannot reach the driver (or Connect client) make the engine run as the tree engine
+    resident = FrameResidentEngine if framed else ResidentEngine
+    return resident(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+
+
+class _Partitions:
+    """What :func:`resident_unavailable` asks of an RDD: its context and partition count."""
+
+    def __init__(self, context: Any, partitions: int) -> None:
+        self.context, self._partitions = context, int(partitions)
+
+    def getNumPartitions(self) -> int:
+        return self._partitions
+
+
+def fused_load(df: Any, engine: str, num_partitions: Optional[int] = None) -> bool:
+    """Whether a fit of ``df`` with ``engine`` loads its blocks in the resident session's own
+    tasks (:mod:`sparkopt.engine.fused`): a classic session, ``resident`` or ``auto``, and every
+    partition able to run at once (else the ingest's block RDD, which the resident engine can
+    regroup onto fewer tasks and the tree engine reads)."""
+    if engine not in ("auto", "resident") or is_connect(df.sparkSession):
+        return False
+    sc = df.sparkSession.sparkContext
+    partitions = num_partitions or df.rdd.getNumPartitions()
+    if engine == "resident":
+        return partitions <= task_slots(sc)
+    return resident_unavailable(_Partitions(sc, partitions)) is None
+
+
+def _fused_engine(source: FusedSource, depth: int, engine: str, model_values: int = 0, **resident_options: Any):
+    """An engine over a fused source: the fused resident engine when its partitions can all run
+    at once, else (or for ``tree`` / ``driver`` / ``sharded``, and ``auto`` with a model over the
+    sharding budget) the engine :func:`make_engine` makes over the source's blocks ingested into
+    an RDD."""
+    fallback = engine == "auto"
+    if engine == "auto":
+        reason = resident_unavailable(source)
+        if reason is not None:
+            logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
+            engine = "tree"
+        elif _model_too_large(model_values):
+            engine = "auto"     # make_engine logs that it shards the model
+        else:
+            engine = "resident"
+    if engine == "resident" and source.getNumPartitions() <= task_slots(source.context):
+        return FusedEngine(source, depth, **{"fallback": fallback, **resident_options})
+    return make_engine(source.rdd(), source.stats, depth, engine, model_values, **resident_options)
+
+
+def _model_too_large(model_values: Any) -> bool:
+    """Whether ``auto`` shards a model of ``model_values`` coefficients (:data:`SHARDED_MODEL_BUDGET_MB`)."""
+    return 8 * int(model_values) > SHARDED_MODEL_BUDGET_MB * 2**20
+
+
+#: why a Spark Connect session has no sharded engine: its tasks and checkpoints use RDDs
+CONNECT_NO_SHARDED = ("the sharded engine runs over an RDD of blocks, which a Spark Connect session does not have")
 
 
 def check_session_engine(df: Any, engine: str) -> str:
-    """``engine`` if ``df``'s session can run it, else InputError naming it (before any job)."""
+    """``engine`` if ``df``'s session can run it, else InputError naming it (before any job):
+    ``sharded`` needs a classic session."""
     engine = check_engine(engine)
-    if engine in ("resident", "sharded") and is_connect(df.sparkSession):
-        _refuse_resident(engine)
+    if engine == "sharded" and is_connect(df.sparkSession):
+        _refuse_sharded()
     return engine
 
 
-def _refuse_resident(engine: str = "resident") -> None:
-    raise InputError(f"engine={engine!r} is not available here: {CONNECT_NO_RESIDENT}; use engine='tree' "
-                     "or 'auto' (which uses it), or 'driver' for data that fit in the client")
-
-
-def _frame_engine(blocks: BlockFrame, stats: DataStats, depth: int, engine: str):
-    if engine in ("resident", "sharded"):
-        _refuse_resident(engine)
-    if engine == "driver":
-        return DriverEngine(FrameEngine(blocks, stats, depth).collect_blocks(), stats, depth)
-    if engine == "auto":
-        logger.info("sparkopt: engine='auto' uses the tree engine: %s", CONNECT_NO_RESIDENT)
-    return FrameEngine(blocks, stats, depth)
+def _refuse_sharded() -> None:
+    raise InputError(f"engine='sharded' is not available here: {CONNECT_NO_SHARDED}; use engine='resident', "
+                     "'tree' or 'auto', or 'driver' for data that fit in the client")
 
 
 def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[str], engine: str,

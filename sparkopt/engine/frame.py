@@ -5,7 +5,8 @@ Ingest (:func:`ingest_frame`, one job): ``mapInArrow`` over the selected columns
 with the executors' own code (:func:`~sparkopt.engine.ingest._build_blocks`, the same Arrow
 batches, the same block boundaries) and emits one row per block, ``(partition, seq, block)`` with
 the block pickled, then one row ``(partition, -1, stats)`` holding the partition's compact
-statistics record; the result is persisted (``DataFrame.persist``, MEMORY_AND_DISK by default) and
+statistics record (None for a partition that saw no batch: every partition is counted, which the
+resident engine's barrier job needs); the result is persisted (``DataFrame.persist``, MEMORY_AND_DISK by default) and
 the statistics rows are collected, which fills the cache in the same job.
 
 A pass (:meth:`FrameEngine.map_sum`, one job): ``mapInArrow`` over the cached block rows, the
@@ -30,10 +31,11 @@ from ..blocks import Block
 from .contract import EngineBase
 from .fold import BlockFn, add_results, check_sampling, fold_partition
 from .ingest import _build_blocks, _describe, _start_features, _to_csr, partition_blocks, prepare, refuse_problems
+from .session import arrow_batches_by_rows
 from .stats import DataStats, merge_partition_records
 from .tree import job_bytes
 
-__all__ = ["BlockFrame", "FrameEngine", "ingest_frame"]
+__all__ = ["BlockFrame", "FrameEngine", "ingest_frame", "block_records"]
 
 _PICKLE_PROTOCOL = 5
 _BLOCK_ROWS = "partition int, seq int, block binary, stats binary"
@@ -48,10 +50,16 @@ class BlockFrame:
         self.frame = frame
         self.num_partitions = int(num_partitions)
         self.name = name
+        #: partitions of the cached frame (empty ones included), once a resident engine counted them
+        self.tasks: int | None = None
 
     def block_rows(self) -> Any:
         """The rows holding blocks, in their cached order (``partition, seq, block``)."""
         return self.frame.where(f"seq > {_STATS_SEQ}").select("partition", "seq", "block")
+
+    def getNumPartitions(self) -> int:
+        """The partitions of the ingest (``RDD``'s name for it: the RDD engines take a BlockFrame)."""
+        return self.num_partitions
 
     def unpersist(self) -> None:
         self.frame.unpersist()
@@ -81,6 +89,8 @@ def _encode_partition(spec: Any, dense: bool | None, max_block_bytes: int):
             yield _row_batch(index, seq, pickle.dumps(block, protocol=_PICKLE_PROTOCOL), None)
         for record in records:
             yield _row_batch(index, _STATS_SEQ, None, pickle.dumps(record, protocol=_PICKLE_PROTOCOL))
+        if not records:      # a partition without a batch: a row all the same, so the driver counts every partition
+            yield _row_batch(index, _STATS_SEQ, None, None)
 
     return run
 
@@ -110,13 +120,15 @@ def ingest_frame(
     frame = encoded.persist(StorageLevel.MEMORY_AND_DISK if storage_level is None else storage_level)
     try:
         # scanning the persisted plan builds its whole cache: the blocks too, in this same job
-        rows = frame.where(f"seq = {_STATS_SEQ}").select("partition", "stats").toArrow().to_pydict()
-        reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"])]
-        # partitions that saw no batch report nothing and hold no block: trailing ones can be left out
-        n_parts = max([num_partitions or 0, *(p + 1 for p, _ in reported)])
+        with arrow_batches_by_rows(df.sparkSession):
+            rows = frame.where(f"seq = {_STATS_SEQ}").select("partition", "stats").toArrow().to_pydict()
+        reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"]) if blob is not None]
+        # every partition sends a statistics row (None when it saw no batch): all of them are counted
+        n_parts = max([num_partitions or 0, *(p + 1 for p in rows["partition"])])
         stats = merge_partition_records(reported, n_parts, n_features=_start_features(spec))
         refuse_problems(stats, spec)
         blocks = BlockFrame(frame, n_parts, f"sparkopt blocks ({_describe(spec)})")
+        blocks.tasks = len(rows["partition"])            # one statistics row per partition
         if stats.n_dense_blocks and stats.n_sparse_blocks:
             blocks = _as_csr(blocks)
             stats = replace(stats, n_sparse_blocks=stats.n_blocks, n_dense_blocks=0)
@@ -145,7 +157,18 @@ def _as_csr(blocks: BlockFrame) -> BlockFrame:
         converted.unpersist()
         raise
     blocks.unpersist()
-    return BlockFrame(converted, blocks.num_partitions, blocks.name)
+    csr = BlockFrame(converted, blocks.num_partitions, blocks.name)
+    csr.tasks = blocks.tasks
+    return csr
+
+
+def block_records(batches: Iterator[Any]) -> Iterator[tuple[int, int, Block]]:
+    """(partition, seq, block) of each row of :meth:`BlockFrame.block_rows` record batches, in
+    their order (the blocks unpickled: they were pickled by the ingest's own tasks)."""
+    for batch in batches:
+        blobs = batch.column(2)
+        for i, (p, seq) in enumerate(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())):
+            yield p, seq, pickle.loads(blobs[i].as_py())
 
 
 def _partition_sums(fn: BlockFn, payload: Any, fraction: float | None, seed: int | None):
@@ -155,15 +178,9 @@ def _partition_sums(fn: BlockFn, payload: Any, fraction: float | None, seed: int
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        def rows() -> Iterator[tuple[int, Block]]:
-            for batch in batches:
-                blobs = batch.column(2)
-                for i, p in enumerate(batch.column(0).to_pylist()):
-                    yield p, pickle.loads(blobs[i].as_py())
-
         # a task reads one cached partition; grouping keeps the fold right if it ever reads more
-        for p, group in itertools.groupby(rows(), key=lambda row: row[0]):
-            acc = fold_partition(fn, payload, p, (block for _, block in group), fraction, seed)
+        for p, group in itertools.groupby(block_records(batches), key=lambda row: row[0]):
+            acc = fold_partition(fn, payload, p, (block for _, _, block in group), fraction, seed)
             if acc is not None:
                 yield pa.RecordBatch.from_arrays(
                     [pa.array([p], pa.int32()), pa.array([pickle.dumps(acc, protocol=_PICKLE_PROTOCOL)], pa.binary())],

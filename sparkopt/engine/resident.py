@@ -455,18 +455,38 @@ class _Session:
         self.workers: dict[int, dict] = {}                 # group index -> partitions, rows, weight
         self.job_error: Optional[BaseException] = None
         self._job_done = threading.Event()
-        self._sc = tagged.context
         self._job_group = f"sparkopt-resident-{self.id.hex()}"
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self._job_group}-accept", daemon=True)
         self._acceptor.start()
-        job = tagged.barrier().mapPartitions(_serve(self.address, self._secret, self.id, functions, connect_timeout,
-                                                    self.encrypted))
+        self._launch(tagged, _serve(self.address, self._secret, self.id, functions, connect_timeout, self.encrypted))
+        try:
+            self._await_tasks(start_timeout)
+        except BaseException:
+            self.close(hung=True)
+            raise
+
+    # -- the barrier job
+    def _launch(self, tagged: Any, serve: Callable) -> None:
+        """Start the barrier job whose tasks run ``serve`` over ``tagged`` (the RDD of
+        (partition, position, block) records), in a thread of its own."""
         from pyspark import InheritableThread
+
+        self._sc = tagged.context
+        job = tagged.barrier().mapPartitions(serve)
+
+        def collect() -> None:
+            self._sc.setJobGroup(self._job_group, "sparkopt resident engine", interruptOnCancel=True)
+            job.collect()
+
+        self._run_job(collect, InheritableThread)
+
+    def _run_job(self, collect: Callable[[], Any], thread_class: Any = threading.Thread) -> None:
+        """Run ``collect`` (the barrier job's action) in a daemon thread; its error is kept in
+        ``job_error`` and its end sets ``_job_done``."""
 
         def run_job() -> None:
             try:
-                self._sc.setJobGroup(self._job_group, "sparkopt resident engine", interruptOnCancel=True)
-                job.collect()
+                collect()
             except BaseException as exc:  # noqa: BLE001 - kept for the driver thread to report
                 self.job_error = exc
             finally:
@@ -474,13 +494,12 @@ class _Session:
                 with self._lock:
                     self._lock.notify_all()
 
-        self._job = InheritableThread(target=run_job, name=f"{self._job_group}-job", daemon=True)
+        self._job = thread_class(target=run_job, name=f"{self._job_group}-job", daemon=True)
         self._job.start()
-        try:
-            self._await_tasks(start_timeout)
-        except BaseException:
-            self.close(hung=True)
-            raise
+
+    def _cancel(self) -> None:
+        """Cancel the barrier job (its tasks are killed)."""
+        self._sc.cancelJobGroup(self._job_group)
 
     # -- connections
     def _accept_loop(self) -> None:
@@ -708,7 +727,7 @@ class _Session:
         self._acceptor.join(5.0)
         # tasks that never connected (or hang) are cancelled rather than waited for
         if not self._job_done.wait(0.5 if hung or not self.connections else 10.0):
-            self._sc.cancelJobGroup(self._job_group)
+            self._cancel()
             self._job_done.wait(30.0)
         self._job.join(5.0)
 
@@ -765,8 +784,9 @@ def channel_encrypted(get: Callable[..., Any]) -> bool:
     return bool(spark_encrypts) or _conf_bool(get, "spark.sparkopt.resident.encrypt")
 
 
-def _conf_int(sc: Any, key: str, default: int) -> int:
-    raw = sc.getConf().get(key, str(default))
+def _conf_int(get: Callable[..., Any], key: str, default: int) -> int:
+    """The integer setting ``key`` (a port) from ``get(key, default)`` (e.g. ``SparkConf.get``)."""
+    raw = get(key, str(default))
     try:
         value = int(raw)
     except ValueError:
@@ -858,30 +878,53 @@ class ResidentEngine(TreeEngine):
             )
         return self._regrouped[groups]
 
+    #: the session kind this engine starts (the Spark Connect engine's differs in its job only)
+    _session_class = _Session
+
+    def _setting(self, key: str, default: Any = None) -> Any:
+        """A Spark setting of the application (``SparkConf.get``)."""
+        return self._rdd.context.getConf().get(key, default)
+
+    def _slots(self) -> int:
+        """How many tasks can run at once (:func:`task_slots`)."""
+        return task_slots(self._rdd.context)
+
+    def _addresses(self) -> tuple[str, str]:
+        """(host advertised to the tasks, host the listener binds): ``spark.driver.host`` and
+        ``spark.driver.bindAddress`` unless given."""
+        host = self._host or self._setting("spark.driver.host", "127.0.0.1")
+        return host, self._bind_host or self._setting("spark.driver.bindAddress", None) or host
+
+    def _known_hosts(self) -> set[str]:
+        """The hosts the listener accepts connections from (looked up again for unknown peers)."""
+        return executor_hosts(self._rdd.context)
+
+    def _groups(self) -> int:
+        """How many barrier tasks a session runs: one per partition, or the task slots."""
+        return min(self.num_partitions, max(self._slots(), 1))
+
     def _start(self) -> _Session:
-        sc = self._rdd.context
-        conf = sc.getConf()
-        groups = min(self.num_partitions, max(task_slots(sc), 1))
-        host = self._host or conf.get("spark.driver.host", "127.0.0.1")
-        bind_host = self._bind_host or conf.get("spark.driver.bindAddress", None) or host
-        port = self._port if self._port is not None else _conf_int(sc, "spark.sparkopt.resident.port", 0)
-        retries = _conf_int(sc, "spark.sparkopt.resident.portMaxRetries", 16)
-        session = _Session(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
-                           port_retries=retries, start_timeout=self.start_timeout,
-                           connect_timeout=self.connect_timeout, functions=dict(self._functions),
-                           peers=self._peer_filter(sc, host), encrypted=channel_encrypted(conf.get))
+        get = self._setting
+        groups = self._groups()
+        host, bind_host = self._addresses()
+        port = self._port if self._port is not None else _conf_int(get, "spark.sparkopt.resident.port", 0)
+        retries = _conf_int(get, "spark.sparkopt.resident.portMaxRetries", 16)
+        session = self._session_class(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
+                                      port_retries=retries, start_timeout=self.start_timeout,
+                                      connect_timeout=self.connect_timeout, functions=dict(self._functions),
+                                      peers=self._peer_filter(host), encrypted=channel_encrypted(get))
         self.sessions_started += 1
         logger.info("sparkopt resident engine: %d tasks hold %d partitions (frames %s)", groups, self.num_partitions,
                     "encrypted" if session.encrypted else "authenticated, not encrypted")
         return session
 
-    def _peer_filter(self, sc: Any, host: str) -> PeerFilter:
+    def _peer_filter(self, host: str) -> PeerFilter:
         """The engine's one filter (its host look-ups kept across sessions): the application's
         executors and driver, the advertised ``host``, and ``spark.sparkopt.resident.allowedHosts``."""
         if self._peers is None:
-            extra = [h.strip() for h in sc.getConf().get("spark.sparkopt.resident.allowedHosts", "").split(",")]
+            extra = [h.strip() for h in str(self._setting("spark.sparkopt.resident.allowedHosts", "")).split(",")]
             allow_any = "*" in extra
-            self._peers = PeerFilter(partial(executor_hosts, sc), extra=[h for h in extra if h != "*"] + [host],
+            self._peers = PeerFilter(self._known_hosts, extra=[h for h in extra if h != "*"] + [host],
                                      allow_any=allow_any)
         return self._peers
 
@@ -955,15 +998,20 @@ class ResidentEngine(TreeEngine):
                     getattr(fn, "__qualname__", repr(fn)), why)
 
     # -- the fold
+    def _tree_pass(self, fn: BlockFn, payload: Any, fraction: Any, seed: Any) -> Any:
+        """A pass as the tree engine runs it over the same blocks (the fallback, and the passes
+        the channel cannot carry)."""
+        return TreeEngine.map_sum(self, fn, payload, fraction=fraction, seed=seed)
+
     def map_sum(self, fn: BlockFn, payload: Any, *, fraction: float | None = None, seed: int | None = None) -> Any:
         fraction, seed = check_sampling(fraction, seed)
         if self.fallback_reason is not None:
-            return super().map_sum(fn, payload, fraction=fraction, seed=seed)
+            return self._tree_pass(fn, payload, fraction, seed)
         failures: list[str] = []
         with self._lock:
             digest = self._digest(fn)
             if digest in self._tree_passes:
-                return super().map_sum(fn, payload, fraction=fraction, seed=seed)
+                return self._tree_pass(fn, payload, fraction, seed)
             while True:
                 try:
                     session = self._session_for(digest)
@@ -978,7 +1026,7 @@ class ResidentEngine(TreeEngine):
                     if not self.fallback:
                         raise
                     self._fall_back(exc)
-                    return super().map_sum(fn, payload, fraction=fraction, seed=seed)
+                    return self._tree_pass(fn, payload, fraction, seed)
                 except SessionLost as exc:
                     failures.append(str(exc))
                     self.close(hung=True)
@@ -991,7 +1039,7 @@ class ResidentEngine(TreeEngine):
                                    exc, self.restarts, self.max_restarts)
                 except _Uncarriable as exc:
                     self._pass_as_tree_job(digest, fn, str(exc))
-                    return super().map_sum(fn, payload, fraction=fraction, seed=seed)
+                    return self._tree_pass(fn, payload, fraction, seed)
                 except TaskError:
                     if self._depth_open == 0:   # every reply was read: the session can go on
                         self.close()

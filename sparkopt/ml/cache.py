@@ -10,7 +10,8 @@ from collections import OrderedDict
 from typing import Any
 
 from ..engine import DriverEngine, collect_to_driver, make_engine
-from ..engine.choose import check_session_engine, ingest_blocks, use_driver
+from ..engine.choose import check_session_engine, fused_load, ingest_blocks, use_driver
+from ..engine.fused import fused_source
 from ..engine.session import application_key
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 
@@ -78,6 +79,10 @@ class EngineCache:
             if on_driver:
                 cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                            depth=depth, offset_col=offset_col, fold_col=fold_col)
+            elif fused_load(df, engine, num_partitions):
+                # the resident session's tasks build the blocks themselves: keep the statistics only
+                cached = fused_source(df, features_col, label_col, weight_col, num_partitions=num_partitions,
+                                      offset_col=offset_col, fold_col=fold_col)
             else:
                 cached = make_engine(*ingest_blocks(df, features_col, label_col, weight_col,
                                                     num_partitions=num_partitions, offset_col=offset_col,

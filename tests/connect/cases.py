@@ -1,5 +1,5 @@
 """The fits a Spark Connect session and a classic one must agree on: the same estimators on the same
-bundled data, each on the tree and the driver engine. ``fit_cases(spark)`` runs them on whichever
+bundled data, each on the tree, the driver and the resident engine. ``fit_cases(spark)`` runs them on whichever
 session it is given and returns plain JSON-able results. The Connect suite (its own process: pyspark
 allows one kind of session per process) writes them to files; ``python tests/connect/cases.py OUT``
 writes the same fits from a classic local[2] session of its own, and
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ENGINES = ("tree", "driver")
+ENGINES = ("tree", "driver", "resident")
 
 
 def a9a_head(spark, rows: int = 3000):

@@ -38,12 +38,13 @@ def test_the_session_is_a_connect_client(connect_spark):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_fits_on_both_engines_agree_and_are_recorded_for_the_classic_comparison(connect_spark, case):
+def test_fits_on_every_engine_agree_and_are_recorded_for_the_classic_comparison(connect_spark, case):
     by_engine = fit_case(connect_spark, case)
-    tree, driver = by_engine["tree"], by_engine["driver"]
-    assert (tree["engine"], driver["engine"]) == ("tree", "driver")
-    assert max_rel_diff(tree["coefficients"], driver["coefficients"]) < 1e-10
-    assert max_rel_diff(tree["intercept"], driver["intercept"]) < 1e-10
+    tree = by_engine["tree"]
+    assert [by_engine[e]["engine"] for e in ("tree", "driver", "resident")] == ["tree", "driver", "resident"]
+    for other in ("driver", "resident"):
+        assert max_rel_diff(tree["coefficients"], by_engine[other]["coefficients"]) < 1e-10
+        assert max_rel_diff(tree["intercept"], by_engine[other]["intercept"]) < 1e-10
     target = os.environ.get("SPARKOPT_CONNECT_RESULTS")
     if target:
         with open(os.path.join(target, f"{case}.json"), "w") as fh:
@@ -75,12 +76,60 @@ def test_the_frame_engine_holds_the_blocks_the_driver_engine_collects(a9a):
         engine.unpersist()
 
 
-def test_engine_resident_is_refused_before_any_job(a9a):
-    from sparkopt.errors import InputError
-    from sparkopt.ml import LogisticRegression
+def test_the_resident_engine_serves_passes_from_barrier_tasks_connected_to_the_client(a9a):
+    from sparkopt.engine import collect_to_driver, engine_for
+    from sparkopt.engine.frame_resident import FrameResidentEngine
 
-    with pytest.raises(InputError, match=r"engine='resident'.*Spark Connect"):
-        LogisticRegression(engine="resident").fit(a9a)
+    engine = engine_for(a9a, engine="resident")
+    local = collect_to_driver(a9a)
+    try:
+        assert isinstance(engine, FrameResidentEngine) and engine.kind == "resident"
+        w = np.linspace(-1, 1, engine.n_features)
+
+        def _gradient(block, v):      # nested: shipped by value (the executors cannot import this module)
+            return block.X.T @ (block.X @ v - block.y)
+        with engine.session():
+            for kwargs in ({}, {"fraction": 0.5, "seed": 3}):
+                got, want = engine.map_sum(_gradient, w, **kwargs), local.map_sum(_gradient, w, **kwargs)
+                assert max_rel_diff(got, want) < 1e-12 and engine.active
+        assert not engine.active and engine.sessions_started == 1 and engine.restarts == 0
+        assert engine.passes == 1.5 and engine.bytes_sent > 0 and engine.bytes_received > 0
+    finally:
+        engine.unpersist()
+
+
+def test_tasks_that_cannot_reach_the_client_fall_back_under_auto_within_seconds(a9a, caplog):
+    import time
+
+    from sparkopt.engine import ingest_blocks
+    from sparkopt.engine.frame import FrameEngine
+    from sparkopt.engine.frame_resident import FrameResidentEngine
+    from sparkopt.engine.resident import DriverUnreachable
+    from sparkopt.fit import fit_linear_model
+
+    blocks, stats = ingest_blocks(a9a)
+    try:
+        want = fit_linear_model(FrameEngine(blocks, stats), "logistic", reg_param=1e-2, solver="newton", tol=1e-10)
+        # the listener binds 127.0.0.1; the tasks are told 127.0.0.2, where nothing listens (a
+        # client behind a NAT): every connection is refused
+        started = time.monotonic()
+        auto = FrameResidentEngine(blocks, stats, host="127.0.0.2", bind_host="127.0.0.1", connect_timeout=2.0,
+                                   fallback=True)
+        with caplog.at_level(logging.WARNING, logger="sparkopt"):
+            got = fit_linear_model(auto, "logistic", reg_param=1e-2, solver="newton", tol=1e-10)
+        assert auto.kind == "tree" and "cannot reach the driver at 127.0.0.2" in auto.fallback_reason
+        assert auto.restarts == 0 and not auto.active
+        assert "falls back to the tree engine" in caplog.text
+        assert max_rel_diff(got.coefficients, want.coefficients) < 1e-12
+        decided = time.monotonic() - started
+        strict = FrameResidentEngine(blocks, stats, host="127.0.0.2", bind_host="127.0.0.1", connect_timeout=2.0)
+        started = time.monotonic()
+        with pytest.raises(DriverUnreachable, match="cannot reach the driver at 127.0.0.2"):
+            strict.map_sum(lambda block, v: block.X.T @ v, np.zeros(stats.n_features))
+        assert time.monotonic() - started < 30 and decided < 60      # the 2 s connect timeout, a job's start
+        assert strict.restarts == 0 and not strict.active
+    finally:
+        blocks.unpersist()
 
 
 def test_rdd_only_transfer_is_refused_by_name(a9a):
@@ -101,10 +150,10 @@ def test_auto_says_what_it_chose_and_why(a9a, caplog):
         spark_side = LogisticRegression(regParam=0.01, maxDriverSizeInMB=0.0).fit(a9a)
     clear_cache()
     assert small._fit.params["engine"] == "driver"
-    assert spark_side._fit.params["engine"] == "tree"
+    assert spark_side._fit.params["engine"] == "resident"     # 2 partitions, local[2]: 2 task slots
     text = caplog.text
     assert "uses the driver engine" in text and "rowCount" not in text
-    assert "uses the tree engine: a Spark Connect session" in text
+    assert "runs on Spark" in text and "resident engine: 2 tasks hold 2 partitions" in text
     # different solvers (auto weighs each engine's pass cost), both to the default tol
     assert max_rel_diff(small.coefficients.toArray(), spark_side.coefficients.toArray()) < 1e-4
 

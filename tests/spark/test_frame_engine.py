@@ -4,6 +4,7 @@ checks. tests/connect runs it on a real Connect session."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from test_ingest import to_sparse, vec_df
 
 from sparkopt.engine import TreeEngine, ingest, make_engine
 from sparkopt.engine.frame import BlockFrame, FrameEngine, ingest_frame
+from sparkopt.engine.frame_resident import FrameResidentEngine
+from sparkopt.engine.session import ARROW_MAX_BYTES
 from sparkopt.errors import InputError
 
 pytestmark = pytest.mark.spark
@@ -66,8 +69,47 @@ def test_make_engine_takes_a_block_frame(a9a_both):
     on_driver = make_engine(frame.blocks, frame.stats, 2, "driver")
     assert on_driver.kind == "driver"
     same_blocks(on_driver.collect_blocks(), frame.collect_blocks())
-    with pytest.raises(InputError, match="engine='resident' is not available here"):
-        make_engine(frame.blocks, frame.stats, 2, "resident")
+    resident = make_engine(frame.blocks, frame.stats, 2, "resident")
+    assert isinstance(resident, FrameResidentEngine) and not resident.fallback
+    # 3 partitions, local[2]: a barrier job could never start; said before any session
+    with pytest.raises(InputError, match="3 partitions but the application has 2 task slots"):
+        resident.map_sum(gradient, np.zeros(123))
+    assert not resident.active and resident.sessions_started == 0
+
+
+def test_resident_engine_over_block_rows_equals_the_tree_engine_and_recovers_a_lost_task(spark, tmp_path):
+    from test_resident_engine import _crash_once
+
+    df = spark.read.format("libsvm").option("numFeatures", 123).load(str(dataset("a9a"))).limit(4000).repartition(2)
+    rdd, stats = ingest(df)
+    before = spark.conf.get(ARROW_MAX_BYTES, None)
+    blocks, frame_stats = ingest_frame(df)      # its batches cut by rows only, the setting put back
+    assert spark.conf.get(ARROW_MAX_BYTES, None) == before
+    tree = TreeEngine(rdd, stats)
+    auto = make_engine(blocks, frame_stats, 2, "auto")        # 2 partitions, local[2]: resident
+    try:
+        assert isinstance(auto, FrameResidentEngine) and auto.fallback
+        v = np.linspace(-1, 1, 123)
+        (tmp_path / "unused").mkdir()
+        expected = tree.map_sum(partial(_crash_once, str(tmp_path / "unused"), 10**9), None)
+        sampling = ({}, {"fraction": 0.3, "seed": 11})
+        want = [tree.map_sum(gradient, v, **kwargs) for kwargs in sampling]   # a session holds every slot
+        crash = partial(_crash_once, str(tmp_path), 3)
+        auto.register_functions([gradient, crash])         # shipped by the first session
+        with auto.session():
+            for kwargs, b in zip(sampling, want):
+                a = auto.map_sum(gradient, v, **kwargs)
+                assert a[0] == pytest.approx(b[0], rel=1e-12)
+                np.testing.assert_allclose(a[1], b[1], rtol=1e-12, atol=1e-9)
+            # task 0's Python worker dies at its 3rd call: the session is rebuilt from the block rows
+            for _ in range(4):
+                got = auto.map_sum(crash, None)
+                assert got[0] == pytest.approx(expected[0], rel=1e-12) and got[1] == expected[1]
+        assert (tmp_path / "crashed").exists() and auto.restarts == 1 and auto.sessions_started == 2
+        assert not auto.active and auto.kind == "resident"
+    finally:
+        auto.unpersist()
+        rdd.unpersist()
 
 
 def test_bad_data_is_refused_with_the_cache_released(spark):

@@ -43,3 +43,70 @@ def test_is_connect_looks_at_the_session_class():
 
     Remote = type("SparkSession", (), {"__module__": "pyspark.sql.connect.session"})
     assert is_connect(Remote()) and not is_connect(Classic())
+
+
+class _Conf:
+    """A SparkSession's ``conf`` (get with a default, set, unset) over a dict."""
+
+    def __init__(self, **values):
+        self.values = dict(values)
+        self.history = []
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value):
+        self.history.append((key, value))
+        self.values[key] = value
+
+    def unset(self, key):
+        self.history.append((key, None))
+        self.values.pop(key, None)
+
+
+class _Session:
+    def __init__(self, **conf):
+        self.conf = _Conf(**conf)
+
+
+def test_arrow_batches_are_cut_by_rows_only_inside_the_block_and_the_setting_put_back():
+    from sparkopt.engine.session import ARROW_MAX_BYTES, arrow_batches_by_rows
+
+    spark = _Session()
+    with arrow_batches_by_rows(spark):
+        assert spark.conf.get(ARROW_MAX_BYTES) == str(2**31 - 1)
+    assert ARROW_MAX_BYTES not in spark.conf.values
+    spark = _Session(**{ARROW_MAX_BYTES: "64MB"})      # the default, set explicitly
+    with pytest.raises(KeyError):
+        with arrow_batches_by_rows(spark):
+            raise KeyError("a failing job")
+    assert spark.conf.values[ARROW_MAX_BYTES] == "64MB"
+
+
+@pytest.mark.parametrize("conf", [{"spark.sql.execution.arrow.maxBytesPerBatch": "8MB"},
+                                  {"spark.sql.execution.arrow.maxRecordsPerBatch": "0"}])
+def test_a_byte_limit_of_the_users_own_or_unbounded_rows_are_left_alone(conf):
+    from sparkopt.engine.session import arrow_batches_by_rows
+
+    spark = _Session(**conf)
+    with arrow_batches_by_rows(spark):
+        pass
+    assert spark.conf.history == [] and spark.conf.values == conf
+
+
+class _Context:
+    applicationId = "app-1"
+
+
+@pytest.mark.parametrize("settings, slots", [
+    ({"spark.master": "local[3]"}, 3), ({"spark.master": "local"}, 1),
+    ({"spark.master": "local[4, 2]", "spark.task.cpus": "2"}, 2),
+    ({"spark.master": "spark://h:7077", "spark.executor.instances": "3", "spark.executor.cores": "4"}, 12),
+    ({"spark.master": "yarn"}, 0)])
+def test_task_slots_of_a_session_come_from_its_settings(settings, slots):
+    from sparkopt.engine import frame_resident
+
+    spark = _Session(**settings)
+    spark.sparkContext = _Context()
+    spark.sparkContext.applicationId = f"app-{sorted(settings.items())}"
+    assert frame_resident.frame_task_slots(spark) == slots
