@@ -7,6 +7,7 @@ import logging
 from typing import Any, Optional, Sequence
 
 from ..errors import InputError
+from .compression import Compression
 from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
 from .frame import BlockFrame, FrameEngine, ingest_frame
 from .ingest import ingest
@@ -16,7 +17,7 @@ from .stats import DataStats
 from .tree import TreeEngine
 
 __all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable", "ingest_blocks",
-           "check_session_engine"]
+           "check_session_engine", "no_channel"]
 
 ENGINES = ("auto", "tree", "resident", "driver")
 logger = logging.getLogger("sparkopt")
@@ -67,15 +68,21 @@ def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "lab
     return ingest(df, features_col, label_col, weight_col, **options)
 
 
-def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", **resident_options: Any):
+def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", *,
+                compression: Any = "none", compression_ratio: Any = None, **resident_options: Any):
     """An engine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`), blocks already in a Spark
     cache: ``auto`` picks between the Spark engines (resident when every partition can run at
     once, else tree); ``driver`` collects the cached blocks into the driver (one job).
     :func:`engine_for` starts from the DataFrame instead and also considers the driver.
     ``blocks_rdd`` may be a :class:`~sparkopt.engine.frame.BlockFrame` (a Spark Connect session's
-    cache): ``auto`` and ``tree`` then give a :class:`FrameEngine`, ``resident`` is refused."""
+    cache): ``auto`` and ``tree`` then give a :class:`FrameEngine`, ``resident`` is refused.
+    ``compression`` / ``compression_ratio`` compress the resident engine's channel
+    (sparkopt.engine.compression); the other engines have no channel of their own and say so
+    in the log."""
     engine = check_engine(engine)
+    compression = Compression.of(compression, compression_ratio)
     if isinstance(blocks_rdd, BlockFrame):
+        no_channel(compression, "frame")
         return _frame_engine(blocks_rdd, stats, depth, engine)
     fallback = engine == "auto"
     if engine == "auto":
@@ -85,12 +92,19 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
             engine = "tree"
         else:
             engine = "resident"
-    if engine == "driver":
-        return blocks_to_driver(blocks_rdd, stats, depth)
-    if engine == "tree":
-        return TreeEngine(blocks_rdd, stats, depth)
+    if engine in ("driver", "tree"):
+        no_channel(compression, engine)
+        return blocks_to_driver(blocks_rdd, stats, depth) if engine == "driver" else TreeEngine(blocks_rdd, stats, depth)
     # under auto, tasks that cannot reach the driver make the engine run as the tree engine
-    return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+    return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, "compression": compression,
+                                                       **resident_options})
+
+
+def no_channel(compression: Compression, engine: str) -> None:
+    """Log that ``engine`` has no channel for a lossy ``compression`` to compress."""
+    if not compression.lossless:
+        logger.info("sparkopt: compression=%r applies to the resident engine's channel; the %s engine has "
+                    "none, so its passes travel as they always do", compression.scheme, engine)
 
 
 def check_session_engine(df: Any, engine: str) -> str:
@@ -132,22 +146,24 @@ def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[
 def engine_for(df: Any, features_col: str | Sequence[str] = "features", label_col: str = "label",
                weight_col: Optional[str] = None, *, engine: str = "auto",
                max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB, num_partitions: Optional[int] = None,
-               depth: int = 2, **ingest_options: Any):
+               depth: int = 2, compression: Any = "none", compression_ratio: Any = None, **ingest_options: Any):
     """An engine over ``df``'s selected columns, from the DataFrame: ``driver`` collects them into
     the driver process (:func:`~sparkopt.engine.driver.collect_to_driver`); ``tree`` /
     ``resident`` ingest them into a Spark cache (:func:`~sparkopt.engine.ingest.ingest`);
     ``auto`` fits on the driver when their estimated float64 size
     (:func:`~sparkopt.engine.driver.estimate_driver_bytes`, no Spark job) is within
-    ``max_driver_mb``, else as :func:`make_engine` chooses. The caller owns the engine
-    (``unpersist()`` or ``with``)."""
+    ``max_driver_mb``, else as :func:`make_engine` chooses (``compression``: the resident engine's).
+    The caller owns the engine (``unpersist()`` or ``with``)."""
     check_session_engine(df, engine)
+    compression = Compression.of(compression, compression_ratio)
     if use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions):
+        no_channel(compression, "driver")
         return collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                  depth=depth, **ingest_options)
     blocks, stats = ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                   **ingest_options)
     try:
-        return make_engine(blocks, stats, depth, engine)
+        return make_engine(blocks, stats, depth, engine, compression=compression)
     except BaseException:
         blocks.unpersist()
         raise

@@ -10,7 +10,8 @@ from collections import OrderedDict
 from typing import Any
 
 from ..engine import DriverEngine, collect_to_driver, make_engine
-from ..engine.choose import check_session_engine, ingest_blocks, use_driver
+from ..engine.choose import check_session_engine, ingest_blocks, no_channel, use_driver
+from ..engine.compression import Compression
 from ..engine.session import application_key
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
 
@@ -36,17 +37,19 @@ class EngineCache:
                 weight_col, num_partitions, "driver" if on_driver else "spark", offset_col)
 
     @staticmethod
-    def _fresh(cached, depth, engine):
+    def _fresh(cached, depth, engine, compression):
         """A new engine (own counters) over a cache entry's data."""
         if isinstance(cached, DriverEngine):
+            no_channel(Compression.of(compression), "driver")
             return DriverEngine(cached.collect_blocks(), cached.stats, depth)
-        return make_engine(cached.blocks, cached.stats, depth, engine)
+        return make_engine(cached.blocks, cached.stats, depth, engine, compression=compression)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
             engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
-            offset_col: str | None = None) -> tuple[Any, float]:
+            offset_col: str | None = None, compression: Any = "none") -> tuple[Any, float]:
         """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
-        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol)."""
+        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol);
+        `compression` (a Compression) for the resident engine's channel."""
         check_session_engine(df, engine)
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
         key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col)
@@ -56,7 +59,7 @@ class EngineCache:
             hit = self._entries.get(key)
             if hit is not None and hit[0]().sameSemantics(df):
                 self._entries.move_to_end(key)
-                return self._fresh(hit[1], depth, engine), 0.0
+                return self._fresh(hit[1], depth, engine, compression), 0.0
         start = time.perf_counter()
         if on_driver:
             cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
@@ -70,7 +73,7 @@ class EngineCache:
             while len(self._entries) > self.capacity:
                 _, (_, old) = self._entries.popitem(last=False)
                 old.unpersist()
-        return self._fresh(cached, depth, engine), seconds
+        return self._fresh(cached, depth, engine, compression), seconds
 
     def clear(self) -> None:
         with self._lock:

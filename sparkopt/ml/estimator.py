@@ -18,6 +18,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.util import MLReadable, MLWritable
 
 from ..engine import TreeEngine
+from ..engine.compression import Compression
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
 from ..rules import canonical_solver
@@ -103,7 +104,8 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         weight = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         num_partitions = self.getOrDefault(self.numPartitions) if self.isDefined(self.numPartitions) else None
         return ENGINE_CACHE.get(dataset, self.getFeaturesCol(), self.getLabelCol(), weight, num_partitions,
-                                self.getAggregationDepth(), self.getEngine(), self.getMaxDriverSizeInMB())
+                                self.getAggregationDepth(), self.getEngine(), self.getMaxDriverSizeInMB(),
+                                compression=Compression.of(self.getCompression(), self.getCompressionRatio()))
 
     def _fit(self, dataset):
         engine, seconds = self._engine_for(dataset)
