@@ -4,7 +4,9 @@
     python jobs/train.py --input data/a9a --model logistic --output out/a9a   # embedded local[*]
 
 Output DIR: model/ (loadable with the estimator's Model.load), metrics.json, history.csv,
-convergence.png and the _SPARKOPT_OUTPUT marker. An existing DIR is replaced only when it carries
+convergence.png and the _SPARKOPT_OUTPUT marker; with --cv K (regParam chosen by K-fold
+cross-validation of a regularization path: LogisticRegressionCV / LinearRegressionCV) also
+path.png, the coefficients and the CV metric against log10(regParam). An existing DIR is replaced only when it carries
 that marker (never `.` or a foreign directory): everything is written under a sibling staging
 directory, the old output is moved aside, the new one renamed in, the old one deleted, so a
 failed or killed run leaves a complete output (a rerun tidies up what a kill left).
@@ -27,6 +29,7 @@ from _common import (JobError, add_dataset_arguments, check_output_target, datas
 
 MODELS = ("logistic", "multinomial", "linear", "huber", "svm", "poisson")
 BINARY_MODELS = ("logistic", "svm")
+CV_MODELS = ("logistic", "multinomial", "linear", "huber")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adagrad", "adam"),
                    help="the sgd solver's update rule: momentum SGD, AdaGrad or Adam")
     p.add_argument("--reg-param", type=float, default=0.0, help="regularization strength (MLlib's regParam)")
+    p.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="choose regParam by K-fold cross-validation of a 20-value path from lambda_max "
+                        f"(models {', '.join(CV_MODELS)}; --reg-param is then unused); writes path.png")
     p.add_argument("--elastic-net-param", type=float, default=0.0, help="L1 share of the penalty, in [0, 1]")
     p.add_argument("--max-iter", type=int, default=100, help="maximum iterations")
     p.add_argument("--tol", type=float, default=1e-6, help="convergence tolerance")
@@ -67,10 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="local-sgd: beta >= 1; 1 averages the shard models, the number of shards adds their deltas")
     p.add_argument("--num-partitions", type=int, default=None, help="repartition the input first")
     p.add_argument("--aggregation-depth", type=int, default=2, help="treeAggregate depth")
-    p.add_argument("--engine", choices=("auto", "tree", "resident", "driver"), default="auto",
+    p.add_argument("--engine", choices=("auto", "tree", "resident", "driver", "sharded"), default="auto",
                    help="driver: the data are collected into this process once, no Spark job per pass; resident: "
-                        "data stay in the executors' Python workers for the fit; tree: one job per pass; auto: "
-                        "driver within --max-driver-size-mb, else resident when every partition runs at once")
+                        "data stay in the executors' Python workers for the fit; tree: one job per pass; sharded: "
+                        "resident, and the model's vectors too, in shards (vector-free L-BFGS / OWL-QN: models "
+                        "larger than the driver); auto: driver within --max-driver-size-mb, else resident when "
+                        "every partition runs at once (sharded when the model takes more than 256 MB)")
     p.add_argument("--max-driver-size-mb", type=float, default=256.0,
                    help="--engine auto fits on the driver when the data are estimated at most this many MB as "
                         "float64 rows (0: never)")
@@ -93,7 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def make_estimator(args, features, label):
-    from sparkopt.ml import LinearRegression, LinearSVC, LogisticRegression, PoissonRegression
+    from sparkopt.ml import (LinearRegression, LinearRegressionCV, LinearSVC, LogisticRegression,
+                             LogisticRegressionCV, PoissonRegression)
 
     common = dict(featuresCol=features, labelCol=label, maxIter=args.max_iter, tol=args.tol,
                   regParam=args.reg_param, elasticNetParam=args.elastic_net_param,
@@ -113,6 +122,15 @@ def make_estimator(args, features, label):
     if args.checkpoint_dir:
         common["checkpointDir"] = os.path.abspath(args.checkpoint_dir)
         common["checkpointInterval"] = args.checkpoint_interval
+    if args.cv is not None:
+        if args.model not in CV_MODELS:
+            raise JobError(f"--cv needs --model {', '.join(CV_MODELS)}, not {args.model}")
+        common.pop("regParam")
+        if args.model in ("logistic", "multinomial"):
+            family = "binomial" if args.model == "logistic" else "multinomial"
+            return LogisticRegressionCV(family=family, numFolds=args.cv, **common)
+        return LinearRegressionCV(loss="squaredError" if args.model == "linear" else "huber", numFolds=args.cv,
+                                  **common)
     if args.model == "logistic":
         return LogisticRegression(family="binomial", **common)
     if args.model == "multinomial":
@@ -156,14 +174,30 @@ def write_history(history, path: Path) -> None:
             writer.writerow([row.get(k) for k in keys])
 
 
-def plot_convergence(history, path: Path) -> bool:
-    """Objective gap (to the best value reached) and gradient norm against iteration and seconds."""
+def _pyplot(path: Path):
+    """matplotlib's pyplot (Agg), or None with a warning naming the plot that is skipped."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logging.getLogger("sparkopt").warning("matplotlib is not installed: convergence.png skipped")
+        logging.getLogger("sparkopt").warning("matplotlib is not installed: %s skipped", path.name)
+        return None
+    return plt
+
+
+def _save(plt, fig, title: str, path: Path) -> bool:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_convergence(history, path: Path) -> bool:
+    """Objective gap (to the best value reached) and gradient norm against iteration and seconds."""
+    plt = _pyplot(path)
+    if plt is None:
         return False
     import numpy as np
 
@@ -181,11 +215,35 @@ def plot_convergence(history, path: Path) -> bool:
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
-    fig.suptitle("sparkopt convergence")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, "sparkopt convergence", path)
+
+
+def plot_path(cv, path: Path) -> bool:
+    """The path on all rows (every coefficient) and the held-out metric (mean +- std over the
+    folds) against log10(regParam), the chosen and the one-standard-error regParam marked."""
+    plt = _pyplot(path)
+    if plt is None:
+        return False
+    import numpy as np
+
+    regs = np.asarray(cv.reg_params, dtype=float)
+    shown = regs > 0                      # an explicit grid may hold 0, which has no logarithm
+    x = np.log10(regs[shown])
+    coefs = cv.full.coefficients.reshape(len(regs), -1)[shown]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(x, coefs, lw=1)
+    axes[0].set_ylabel("coefficient")
+    avg, std = cv.avg_metrics[shown], cv.std_metrics[shown]
+    axes[1].errorbar(x, avg, yerr=std, fmt="o-", ms=3, capsize=2)
+    axes[1].set_ylabel(f"held-out {cv.metric_name} ({len(cv.metrics)} folds)")
+    for ax in axes:
+        for value, style, label in ((cv.best_reg_param, "-", "best"), (cv.one_std_err_reg_param, ":", "1 s.e.")):
+            if value > 0:
+                ax.axvline(np.log10(value), color="gray", ls=style, label=f"{label} {value:.3g}")
+        ax.set_xlabel("log10(regParam)")
+        ax.grid(True, alpha=0.3)
+    axes[1].legend()
+    return _save(plt, fig, "sparkopt regularization path", path)
 
 
 def run(args) -> dict:
@@ -257,6 +315,14 @@ def _train(spark, args, output: Path) -> dict:
         history = model._fit.result.history
         write_history(history, staging / "history.csv")
         plot_convergence(history, staging / "convergence.png")
+        if args.cv is not None:
+            cv = model.cvResult
+            metrics.update(reg_param=model.bestRegParam, cv={
+                "num_folds": args.cv, "metric": cv.metric_name, "best_reg_param": cv.best_reg_param,
+                "one_std_err_reg_param": cv.one_std_err_reg_param, "reg_params": cv.reg_params.tolist(),
+                "avg_metrics": cv.avg_metrics.tolist(), "std_metrics": cv.std_metrics.tolist(),
+                "passes": cv.passes, "fit_passes": cv.fit_passes})
+            plot_path(cv, staging / "path.png")
         with open(staging / "metrics.json", "w") as fh:
             json.dump(metrics, fh, indent=2)
         replace_output(staging, output)

@@ -18,12 +18,15 @@ class Block:
     """Rows ``X`` (n, d) float64 dense C-ordered ndarray or CSR matrix, labels ``y`` (n,) float64,
     sample weights ``w`` (n,) float64 (all ones when the user gave no weight column) and an
     optional per-row ``offset`` (n,) float64 added to every margin (a GLM's exposure term, MLlib's
-    offsetCol); None means no offset (every margin is ``x_i . beta + c``)."""
+    offsetCol); None means no offset (every margin is ``x_i . beta + c``). ``fold`` (n,) float64,
+    optional: each row's cross-validation fold id as read from a ``foldCol`` (checked where it is
+    used, sparkopt.tuning.cv); no objective reads it."""
 
     X: Matrix
     y: np.ndarray
     w: np.ndarray
     offset: Optional[np.ndarray] = None
+    fold: Optional[np.ndarray] = None
 
     @property
     def n_rows(self) -> int:
@@ -40,7 +43,8 @@ class Block:
     def take(self, rows: np.ndarray) -> "Block":
         """Sub-block of the given row indices (sorted int array), same storage kind."""
         return Block(self.X[rows], self.y[rows], self.w[rows],
-                     None if self.offset is None else self.offset[rows])
+                     None if self.offset is None else self.offset[rows],
+                     None if self.fold is None else self.fold[rows])
 
     def sample(self, fraction: float, rng: np.random.Generator) -> "Block":
         """Bernoulli(fraction) sample of rows, as Spark's RDD.sample(False, fraction) does."""

@@ -91,8 +91,17 @@ def _initial_coef(block_objective, stats, loss, fit_intercept) -> np.ndarray:
     """Zeros, with the intercept at its optimum for beta = 0 where that is closed-form (as MLlib)
     and a jointly estimated scale (Huber's sigma) at the label's standard deviation."""
     coef = block_objective.initial_coef()
+    for index, value in initial_entries(block_objective, stats, loss, fit_intercept).items():
+        coef[index] = value
+    return coef
+
+
+def initial_entries(block_objective, stats, loss, fit_intercept) -> dict:
+    """The entries of :func:`_initial_coef` set beyond ``block_objective.initial_coef()`` (index ->
+    value): what a caller that never forms the whole vector (the sharded engine) needs."""
+    out: dict = {}
     if not fit_intercept:
-        return coef
+        return out
     start = loss_info(loss).start_intercept
     intercept = start(stats.label_mean) if start is not None else None
     if loss == "glm":           # the link of the mean label (offsets aside), where finite
@@ -101,10 +110,10 @@ def _initial_coef(block_objective, stats, loss, fit_intercept) -> np.ndarray:
             value = float(glm.link.link(glm.family.project(np.array([stats.label_mean])))[0])
         intercept = value if np.isfinite(value) else None
     if intercept is not None:
-        coef[stats.n_features] = intercept
+        out[int(stats.n_features)] = float(intercept)
     if block_objective.scale_index is not None:
-        coef[block_objective.scale_index] = max(float(stats.label_std), 1e-3)
-    return coef
+        out[int(block_objective.scale_index)] = max(float(stats.label_std), 1e-3)
+    return out
 
 
 def solver_coordinates(stats, loss: str, block_objective, classes: int, reg_param: float, elastic_net_param: float,
@@ -126,6 +135,27 @@ def solver_coordinates(stats, loss: str, block_objective, classes: int, reg_para
     * Penalty: MLlib's, on beta_j (times sd_j with standardization), rewritten per coordinate:
       scale ``w_j v / c_j``. Squared error's L2 part is divided by sd(y) (MLlib, glmnet).
     """
+    coords, lam, l1_factor, base = solver_coordinate_parts(stats, loss, block_objective, classes, reg_param,
+                                                          elastic_net_param, standardization)
+    return coords, lam, l1_factor, penalty_scale_slice(base, coords, 0, coords.n_z)
+
+
+def penalty_scale_slice(base: np.ndarray, coords: Coordinates, lo: int, hi: int) -> np.ndarray:
+    """Entries lo..hi of the penalty's per-coordinate scale: ``base`` (one output's coordinates)
+    repeated for each output, then 0 for a jointly estimated scale (sharded tasks build their own
+    range without the whole vector)."""
+    index = np.arange(lo, hi)
+    q = len(base)
+    out = np.zeros(hi - lo)
+    inside = index < coords.n_outputs * q
+    out[inside] = base[index[inside] % q] if q else 0.0
+    return out
+
+
+def solver_coordinate_parts(stats, loss: str, block_objective, classes: int, reg_param: float,
+                            elastic_net_param: float, standardization: bool):
+    """:func:`solver_coordinates` with the penalty scale of one output only (``base``, the
+    active features' scales then 0 for the intercept): (Coordinates, lam, l1_factor, base)."""
     info = loss_info(loss)
     d = stats.n_features
     sd = np.asarray(stats.feature_std, dtype=float)
@@ -149,9 +179,8 @@ def solver_coordinates(stats, loss: str, block_objective, classes: int, reg_para
         fit_intercept=fit_intercept, active=active, inv_scale=value_scale / c,
         center=np.asarray(stats.feature_mean, dtype=float)[active] if fit_intercept else None,
         value_scale=value_scale, scale_index=block_objective.scale_index)
-    per_output = [weight * value_scale / c] + ([np.zeros(1)] if fit_intercept else [])
-    pen_scale = np.concatenate(per_output * coords.n_outputs + ([np.zeros(1)] if coords.scale_index is not None else []))
-    return coords, lam, l1_factor, pen_scale
+    base = np.concatenate([weight * value_scale / c] + ([np.zeros(1)] if fit_intercept else []))
+    return coords, lam, l1_factor, base
 
 
 def build_objective(engine, loss: str, *, reg_param: float = 0.0, elastic_net_param: float = 0.0,
@@ -207,6 +236,17 @@ def fit_linear_model(
     ``loss="glm"`` with ``glm`` (a GLMLoss): half the deviance of that family and link, offsets
     included, its Hessian the expected (Fisher) one (GeneralizedLinearRegression beyond IRLS).
     """
+    if getattr(engine, "kind", None) == "sharded":
+        if bounds is not None:
+            raise InputError("engine='sharded' does not take bounds (L-BFGS-B holds the model on the driver)")
+        from .sharded_objective import fit_sharded
+
+        return fit_sharded(engine, loss, reg_param=reg_param, elastic_net_param=elastic_net_param,
+                           fit_intercept=fit_intercept, standardization=standardization, n_classes=n_classes,
+                           epsilon=epsilon, solver=solver, max_iter=max_iter, tol=tol, callback=callback,
+                           solver_options=solver_options, label_col=label_col, checkpoint_dir=checkpoint_dir,
+                           checkpoint_interval=checkpoint_interval, initial_coef=initial_coef,
+                           gather=True)     # a LinearFit's callers (the estimators) need the model
     validate_params(reg_param, elastic_net_param, max_iter, tol, loss, epsilon)
     validate_checkpoint(checkpoint_dir, checkpoint_interval)
     objective, block_objective, classes = build_objective(

@@ -10,8 +10,9 @@ from .driver import DriverEngine, collect_to_driver, estimate_driver_bytes
 from .ingest import ingest
 from .local import LocalEngine
 from .resident import ResidentEngine, SessionLost, TaskError
+from .sharded import ShardedEngine
 from .stats import DataStats
 from .tree import TreeEngine
 
-__all__ = ["ingest", "ingest_blocks", "make_engine", "engine_for", "ENGINES", "TreeEngine", "ResidentEngine", "LocalEngine",
+__all__ = ["ingest", "ingest_blocks", "make_engine", "engine_for", "ENGINES", "TreeEngine", "ResidentEngine", "ShardedEngine", "LocalEngine",
            "DriverEngine", "collect_to_driver", "estimate_driver_bytes", "DataStats", "SessionLost", "TaskError"]

@@ -1,6 +1,7 @@
 """Which engine evaluates a fit: ``driver`` (the data collected into the driver process, no Spark
 job per pass), ``tree`` (one Spark job per pass), ``resident`` (blocks held in long-running
-barrier tasks) or ``auto``."""
+barrier tasks), ``sharded`` (resident tasks that also hold the model's shards: models larger
+than the driver) or ``auto``."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, co
 from .frame import BlockFrame, FrameEngine, ingest_frame
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
+from .sharded import ShardedEngine
 from .session import is_connect
 from .stats import DataStats
 from .tree import TreeEngine
@@ -19,7 +21,10 @@ from .tree import TreeEngine
 __all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable", "ingest_blocks",
            "check_session_engine", "no_channel"]
 
-ENGINES = ("auto", "tree", "resident", "driver")
+ENGINES = ("auto", "tree", "resident", "driver", "sharded")
+#: ``auto`` shards the model across the tasks when its coefficients (d x K values, 8 bytes each)
+#: exceed this many MB: the driver then never holds a model-sized vector
+SHARDED_MODEL_BUDGET_MB = 256
 logger = logging.getLogger("sparkopt")
 
 
@@ -68,7 +73,7 @@ def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "lab
     return ingest(df, features_col, label_col, weight_col, **options)
 
 
-def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", *,
+def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", model_values: int = 0, *,
                 compression: Any = "none", compression_ratio: Any = None, **resident_options: Any):
     """An engine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`), blocks already in a Spark
     cache: ``auto`` picks between the Spark engines (resident when every partition can run at
@@ -76,7 +81,9 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     :func:`engine_for` starts from the DataFrame instead and also considers the driver.
     ``blocks_rdd`` may be a :class:`~sparkopt.engine.frame.BlockFrame` (a Spark Connect session's
     cache): ``auto`` and ``tree`` then give a :class:`FrameEngine`, ``resident`` is refused.
-    ``compression`` / ``compression_ratio`` compress the resident engine's channel
+    ``model_values`` (d x K, the coefficients of the model to fit): ``auto`` picks ``sharded`` when
+    they take more than :data:`SHARDED_MODEL_BUDGET_MB` and every partition can run at once.
+    ``compression`` / ``compression_ratio`` compress the resident (and sharded) engine's channel
     (sparkopt.engine.compression); the other engines have no channel of their own and say so
     in the log."""
     engine = check_engine(engine)
@@ -90,11 +97,17 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
         if reason is not None:
             logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
             engine = "tree"
+        elif 8 * int(model_values) > SHARDED_MODEL_BUDGET_MB * 2**20:
+            logger.info("sparkopt: engine='auto' shards the model: %d coefficients take more than %d MB",
+                        int(model_values), SHARDED_MODEL_BUDGET_MB)
+            engine = "sharded"
         else:
             engine = "resident"
     if engine in ("driver", "tree"):
         no_channel(compression, engine)
         return blocks_to_driver(blocks_rdd, stats, depth) if engine == "driver" else TreeEngine(blocks_rdd, stats, depth)
+    if engine == "sharded":
+        return ShardedEngine(blocks_rdd, stats, depth, **{"compression": compression, **resident_options})
     # under auto, tasks that cannot reach the driver make the engine run as the tree engine
     return ResidentEngine(blocks_rdd, stats, depth, **{"fallback": fallback, "compression": compression,
                                                        **resident_options})
@@ -110,19 +123,19 @@ def no_channel(compression: Compression, engine: str) -> None:
 def check_session_engine(df: Any, engine: str) -> str:
     """``engine`` if ``df``'s session can run it, else InputError naming it (before any job)."""
     engine = check_engine(engine)
-    if engine == "resident" and is_connect(df.sparkSession):
-        _refuse_resident()
+    if engine in ("resident", "sharded") and is_connect(df.sparkSession):
+        _refuse_resident(engine)
     return engine
 
 
-def _refuse_resident() -> None:
-    raise InputError(f"engine='resident' is not available here: {CONNECT_NO_RESIDENT}; use engine='tree' "
+def _refuse_resident(engine: str = "resident") -> None:
+    raise InputError(f"engine={engine!r} is not available here: {CONNECT_NO_RESIDENT}; use engine='tree' "
                      "or 'auto' (which uses it), or 'driver' for data that fit in the client")
 
 
 def _frame_engine(blocks: BlockFrame, stats: DataStats, depth: int, engine: str):
-    if engine == "resident":
-        _refuse_resident()
+    if engine in ("resident", "sharded"):
+        _refuse_resident(engine)
     if engine == "driver":
         return DriverEngine(FrameEngine(blocks, stats, depth).collect_blocks(), stats, depth)
     if engine == "auto":

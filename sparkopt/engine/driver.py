@@ -221,6 +221,7 @@ def collect_to_driver(
     num_partitions: int | None = None,
     depth: int = 2,
     offset_col: str | None = None,
+    fold_col: str | None = None,
 ) -> DriverEngine:
     """Collect the selected columns of ``df`` into the driver (one Spark job: ``toArrow``) and
     return a :class:`DriverEngine` over the same blocks :func:`~sparkopt.engine.ingest.ingest`
@@ -232,7 +233,7 @@ def collect_to_driver(
     from pyspark.sql import functions as F
 
     spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
-                             num_partitions)
+                             num_partitions, fold_col)
     table = _to_arrow(selected.withColumn(_PARTITION_COLUMN, F.spark_partition_id()))
     batches = _split_by_partition(table, table.schema.get_field_index(_PARTITION_COLUMN))
     del table
@@ -268,5 +269,5 @@ def _held_bytes(partitions: list[list[Block]]) -> int:
         for b in part:
             X = b.X
             total += (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) if b.is_sparse else X.nbytes
-            total += b.y.nbytes + b.w.nbytes + (0 if b.offset is None else b.offset.nbytes)
+            total += b.y.nbytes + b.w.nbytes + sum(0 if a is None else a.nbytes for a in (b.offset, b.fold))
     return total

@@ -96,6 +96,7 @@ def ingest_frame(
     num_partitions: int | None = None,
     storage_level: Any = None,
     offset_col: str | None = None,
+    fold_col: str | None = None,
 ) -> tuple[BlockFrame, DataStats]:
     """:func:`~sparkopt.engine.ingest.ingest` through DataFrame plans only: the same blocks, the
     same statistics, the same checks and :class:`~sparkopt.errors.InputError` messages, held in a
@@ -104,7 +105,7 @@ def ingest_frame(
     from pyspark import StorageLevel
 
     spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
-                             num_partitions)
+                             num_partitions, fold_col)
     encoded = selected.mapInArrow(_encode_partition(spec, dense, int(max_block_bytes)), _BLOCK_ROWS)
     frame = encoded.persist(StorageLevel.MEMORY_AND_DISK if storage_level is None else storage_level)
     try:

@@ -68,6 +68,7 @@ class _Spec:
     label: str
     weight: str | None
     offset: str | None = None      # a GLM's per-row offset column (MLlib's offsetCol), or None
+    fold: str | None = None        # a cross-validation's per-row fold id column (foldCol), or None
 
     @property
     def is_vector(self) -> bool:
@@ -98,7 +99,8 @@ def _is_vector_type(dt: Any) -> bool:
     return isinstance(dt, OldVectorUDT)
 
 
-def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any, offset_col: Any = None) -> _Spec:
+def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any, offset_col: Any = None,
+                     fold_col: Any = None) -> _Spec:
     from pyspark.sql.types import NumericType
 
     schema = df.schema
@@ -127,6 +129,8 @@ def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any
         numeric("weight column", weight_col)
     if offset_col is not None:
         numeric("offset column", offset_col)
+    if fold_col is not None:
+        numeric("fold column", fold_col)
 
     if isinstance(features_col, str):
         dt = lookup("features column", features_col)
@@ -153,7 +157,7 @@ def _validate_schema(df: Any, features_col: Any, label_col: Any, weight_col: Any
             "features_col must be a vector column name or a list of numeric column names, "
             f"got {features_col!r}"
         )
-    return _Spec(features, label_col, weight_col, offset_col)
+    return _Spec(features, label_col, weight_col, offset_col, fold_col)
 
 
 def _check_params(dense: Any, max_block_bytes: Any, num_partitions: Any) -> None:
@@ -179,7 +183,7 @@ def _check_params(dense: Any, max_block_bytes: Any, num_partitions: Any) -> None
 def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
     """The columns the blocks are built from, in the order :func:`_convert_batch` reads them:
     the features (one vector column, or f0, f1, ... cast to double), label, weight if any, offset
-    if any."""
+    if any, fold id if any."""
     # One selectExpr call (building a Column per feature costs ~5 ms of py4j each).
     if spec.is_vector:
         exprs = [f"{_quote(spec.features)} AS features"]
@@ -190,6 +194,8 @@ def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
         exprs.append(f"CAST({_quote(spec.weight)} AS DOUBLE) AS weight")
     if spec.offset is not None:
         exprs.append(f"CAST({_quote(spec.offset)} AS DOUBLE) AS offset")
+    if spec.fold is not None:
+        exprs.append(f"CAST({_quote(spec.fold)} AS DOUBLE) AS fold")
     selected = df.selectExpr(*exprs)
     if num_partitions is not None:
         selected = selected.repartition(int(num_partitions))
@@ -197,11 +203,11 @@ def _select(df: Any, spec: _Spec, num_partitions: int | None) -> Any:
 
 
 def prepare(df: Any, features_col: Any, label_col: Any, weight_col: Any, offset_col: Any, dense: Any,
-            max_block_bytes: Any, num_partitions: Any) -> tuple[_Spec, Any]:
+            max_block_bytes: Any, num_partitions: Any, fold_col: Any = None) -> tuple[_Spec, Any]:
     """The checks every way of reading the data makes before any job (params, schema), and the
     selected columns: (spec, selected DataFrame)."""
     _check_params(dense, max_block_bytes, num_partitions)
-    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col)
+    spec = _validate_schema(df, features_col, label_col, weight_col, offset_col, fold_col)
     return spec, _select(df, spec, num_partitions)
 
 
@@ -224,6 +230,7 @@ class _Piece:
     nulls: dict[str, int]
     sizes: tuple[int, ...] = ()  # distinct sizes when they disagree inside the batch
     offset: np.ndarray | None = None
+    fold: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -231,7 +238,7 @@ class _Piece:
             xb = self.X.data.nbytes + self.X.indices.nbytes + self.X.indptr.nbytes
         else:
             xb = self.X.nbytes
-        return xb + self.y.nbytes + self.w.nbytes + (0 if self.offset is None else self.offset.nbytes)
+        return xb + self.y.nbytes + self.w.nbytes + sum(0 if a is None else a.nbytes for a in (self.offset, self.fold))
 
 
 def _np(arr: Any) -> np.ndarray:
@@ -353,13 +360,19 @@ def _convert_batch(batch: Any, spec: _Spec, dense: bool | None) -> _Piece:
     offset_position = k + 1 + int(spec.weight is not None)
     if spec.offset is not None:
         note_nulls(spec.offset, batch.column(offset_position))
+    fold_position = offset_position + int(spec.offset is not None)
+    if spec.fold is not None:
+        note_nulls(spec.fold, batch.column(fold_position))
 
     y = _np(lab)
     w = _np(batch.column(k + 1)) if spec.weight is not None else np.ones(n)
     offset = _np(batch.column(offset_position)) if spec.offset is not None else None
+    # kept as read (float64): cross-validation checks the ids, naming the column
+    fold = np.ascontiguousarray(_np(batch.column(fold_position)), dtype=np.float64) if spec.fold is not None else None
     if not keep.all():
         y, w = y[keep], w[keep]
         offset = None if offset is None else offset[keep]
+        fold = None if fold is None else fold[keep]
     y = np.ascontiguousarray(y, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     if offset is not None:
@@ -372,10 +385,10 @@ def _convert_batch(batch: Any, spec: _Spec, dense: bool | None) -> _Piece:
         if X is None:
             empty = np.zeros(0)
             return _Piece(np.zeros((0, 0)), empty, empty, None, nulls, bad_sizes,
-                          None if offset is None else empty)
+                          None if offset is None else empty, None if fold is None else empty)
     else:
         X, d = _convert_columns(batch, k, keep, dense), k
-    return _Piece(X, y, w, d, nulls, offset=offset)
+    return _Piece(X, y, w, d, nulls, offset=offset, fold=fold)
 
 
 # fraction of nonzero entries from which sparse vectors are held as a dense block (no larger then)
@@ -419,11 +432,13 @@ def _build_blocks(
             X = X.toarray()
         y = np.concatenate([p.y for p in rows]) if len(rows) > 1 else rows[0].y
         w = np.concatenate([p.w for p in rows]) if len(rows) > 1 else rows[0].w
-        offset = None
+        offset = fold = None
         if spec.offset is not None:
             offset = np.concatenate([p.offset for p in rows]) if len(rows) > 1 else rows[0].offset
+        if spec.fold is not None:
+            fold = np.concatenate([p.fold for p in rows]) if len(rows) > 1 else rows[0].fold
         stats = block_stats(X, y, w, null_counts=nulls)
-        return (Block(X, y, w, offset) if X.shape[0] else None), stats
+        return (Block(X, y, w, offset, fold) if X.shape[0] else None), stats
 
     for batch in batches:
         if batch.num_rows == 0:
@@ -571,6 +586,7 @@ def ingest(
     storage_level: Any = None,
     transfer: str = "auto",
     offset_col: str | None = None,
+    fold_col: str | None = None,
 ) -> tuple[Any, DataStats]:
     """Convert ``df`` into a persisted ``RDD[Block]`` and the :class:`DataStats` of the data.
 
@@ -583,6 +599,8 @@ def ingest(
     offset_col : a numeric column kept beside the label as each block's ``offset`` (a GLM's
         offset, added to the margin; MLlib's offsetCol); None (default): blocks carry no offset.
         Null offsets are refused like any null; other values are kept as read.
+    fold_col : a numeric column kept as each block's ``fold`` (a cross-validation's user fold ids,
+        foldCol), as read: nulls are refused, the ids are checked where they are used.
     dense : storage kind for the whole data set: None = dense unless sparse vectors are present,
         True = dense ndarrays, False = CSR.
     max_block_bytes : target size of one block: Arrow batches are accumulated until the block
@@ -616,7 +634,7 @@ def ingest(
             f"transfer must be 'auto', 'arrow_batches' or 'map_in_arrow', got {transfer!r}"
         )
     spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
-                             num_partitions)
+                             num_partitions, fold_col)
     if storage_level is None:
         storage_level = StorageLevel.MEMORY_AND_DISK
     max_bytes = int(max_block_bytes)

@@ -63,6 +63,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -173,10 +174,19 @@ def _connect(address: tuple[str, int], secret: bytes, session_id: bytes, timeout
 
 class _WorkerChannel:
     """A worker program's end of the channel inside a resident task: ``send(message)``,
-    ``recv() -> message`` (the driver's stop arrives as ``("stop",)``)."""
+    ``recv() -> message`` (the driver's stop arrives as ``("stop",)``). For worker programs that
+    talk to each other (the sharded engine): ``peer_key`` (derived from the session secret, which
+    arrived in the closure), ``session_id``, ``local_host`` (this task's address on the route to
+    the driver) and ``raw`` (the channel, for heartbeats)."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, peer_key: Optional[bytes] = None, session_id: Optional[bytes] = None) -> None:
         self._channel = channel
+        self.raw = channel
+        self.peer_key, self.session_id = peer_key, session_id
+        try:
+            self.local_host = channel.sock.getsockname()[0]
+        except (OSError, AttributeError):
+            self.local_host = None
 
     def send(self, message: Any) -> None:
         self._channel.send(FrameType.MESSAGE, message)
@@ -224,6 +234,12 @@ def heartbeat_interval(timeout: float) -> float:
     return min(timeout / 4.0, MAX_HEARTBEAT_SECONDS)
 
 
+def _peer_key(secret: bytes, session_id: bytes) -> bytes:
+    """The key a session's tasks derive their task-to-task secrets from (sparkopt.engine.allreduce),
+    never the session secret itself."""
+    return hmac.new(secret, b"sparkopt-peers" + session_id, hashlib.sha256).digest()
+
+
 def _error_value(exc: BaseException) -> tuple:
     return (type(exc).__name__, str(exc), traceback.format_exc())
 
@@ -269,7 +285,8 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
                     if kind == FrameType.RUN:
                         digest, config = request
                         fold = partial(_fold_held_over, held)
-                        result = functions[digest](_WorkerChannel(channel), context.partitionId(), fold, config)
+                        worker_channel = _WorkerChannel(channel, _peer_key(secret, session_id), session_id)
+                        result = functions[digest](worker_channel, context.partitionId(), fold, config)
                     elif kind == FrameType.EVAL:
                         digest, payload, fraction, seed, beat = request
                         fn = functions[digest]

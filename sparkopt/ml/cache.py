@@ -28,52 +28,57 @@ class EngineCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col=None):
+    def _key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col=None, fold_col=None):
         try:
             plan = df.semanticHash()
         except Exception:   # older Spark: fall back to object identity
             plan = ("id", id(df))
         return (plan, application_key(df.sparkSession), str(features_col), label_col,
-                weight_col, num_partitions, "driver" if on_driver else "spark", offset_col)
+                weight_col, num_partitions, "driver" if on_driver else "spark", offset_col, fold_col)
 
     @staticmethod
-    def _fresh(cached, depth, engine, compression):
-        """A new engine (own counters) over a cache entry's data."""
+    def _fresh(cached, depth, engine, model_values=None, compression="none"):
+        """A new engine (own counters) over a cache entry's data (``model_values(stats)``: the
+        model's size, which ``auto`` compares with the sharding budget; ``compression``: the
+        resident engine's channel)."""
         if isinstance(cached, DriverEngine):
             no_channel(Compression.of(compression), "driver")
             return DriverEngine(cached.collect_blocks(), cached.stats, depth)
-        return make_engine(cached.blocks, cached.stats, depth, engine, compression=compression)
+        size = 0 if model_values is None else int(model_values(cached.stats))
+        return make_engine(cached.blocks, cached.stats, depth, engine, model_values=size, compression=compression)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
             engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
-            offset_col: str | None = None, compression: Any = "none") -> tuple[Any, float]:
+            offset_col: str | None = None, fold_col: str | None = None,
+            model_values: Any = None, compression: Any = "none") -> tuple[Any, float]:
         """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
-        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol);
-        `compression` (a Compression) for the resident engine's channel."""
+        with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol), with
+        `fold_col` as their fold ids (a cross-validation's foldCol); `compression` (a
+        Compression) for the resident engine's channel."""
         check_session_engine(df, engine)
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
-        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col)
+        key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col, fold_col)
         with self._lock:
             for stale in [k for k, (ref, _) in self._entries.items() if ref() is None]:
                 self._entries.pop(stale)[1].unpersist()      # its DataFrame is gone: free the blocks
             hit = self._entries.get(key)
             if hit is not None and hit[0]().sameSemantics(df):
                 self._entries.move_to_end(key)
-                return self._fresh(hit[1], depth, engine, compression), 0.0
+                return self._fresh(hit[1], depth, engine, model_values, compression), 0.0
         start = time.perf_counter()
         if on_driver:
             cached = collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                       depth=depth, offset_col=offset_col)
+                                       depth=depth, offset_col=offset_col, fold_col=fold_col)
         else:
             cached = make_engine(*ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
-                                                offset_col=offset_col), depth, "tree")
+                                                offset_col=offset_col, fold_col=fold_col), depth, "tree")
         seconds = time.perf_counter() - start
         with self._lock:
             self._entries[key] = (weakref.ref(df), cached)
             while len(self._entries) > self.capacity:
                 _, (_, old) = self._entries.popitem(last=False)
                 old.unpersist()
-        return self._fresh(cached, depth, engine, compression), seconds
+        return self._fresh(cached, depth, engine, model_values, compression), seconds
 
     def clear(self) -> None:
         with self._lock:

@@ -105,7 +105,17 @@ class SparkoptEstimator(Estimator, SparkoptParams, MLWritable, MLReadable):
         num_partitions = self.getOrDefault(self.numPartitions) if self.isDefined(self.numPartitions) else None
         return ENGINE_CACHE.get(dataset, self.getFeaturesCol(), self.getLabelCol(), weight, num_partitions,
                                 self.getAggregationDepth(), self.getEngine(), self.getMaxDriverSizeInMB(),
+                                model_values=self._model_values,
                                 compression=Compression.of(self.getCompression(), self.getCompressionRatio()))
+
+    def _model_values(self, stats) -> int:
+        """The model's coefficients, d x K (``engine="auto"`` shards the model beyond a budget)."""
+        try:
+            multinomial = self._loss(stats) == "multinomial"
+        except Exception:  # noqa: BLE001 - the fit reports a bad label itself
+            multinomial = False
+        classes = max(int(stats.label_max) + 1, 2) if multinomial and stats.n_rows else 1
+        return int(stats.n_features) * classes
 
     def _fit(self, dataset):
         engine, seconds = self._engine_for(dataset)

@@ -1,9 +1,11 @@
 """LogisticRegressionCV and LinearRegressionCV: choose regParam by k-fold cross-validation of a
 regularization path on one ingest (sparkopt.tuning.cv), then refit on all rows.
 
-The estimator takes its base estimator's params plus numFolds (default 5), regParams (an explicit
-list) or numRegParams (default 20: a path from the full data's lambda_max), metricName and seed
-(the fold assignment's). The model is the base model refitted at bestRegParam (its regParam),
+The estimator takes its base estimator's params plus numFolds (default 5), foldCol (optional: a
+numeric column of the user's own fold ids 0..numFolds-1, instead of folds drawn from seed),
+regParams (an explicit list) or numRegParams (default 20: a path from the full data's lambda_max),
+metricName and seed (the fold assignment's). The folds' paths and the refit on all rows advance
+together, one pass over the data serving all of them. The model is the base model refitted at bestRegParam (its regParam),
 with regParams, avgMetrics, stdMetrics (over folds, as pyspark's CrossValidatorModel),
 bestRegParam and oneStdErrRegParam (glmnet's lambda.1se); all of it is saved and loaded.
 """
@@ -18,6 +20,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from ..errors import InputError
 from ..rules import Rule, canonical_solver, is_int
 from ..tuning.cv import METRICS, cross_validate
+from .cache import ENGINE_CACHE
 from .classification import LogisticRegression, LogisticRegressionModel
 from .estimator import PATH_SOLVERS
 from .params import LINEAR_REGRESSION_VALIDATORS, add_setters
@@ -26,7 +29,7 @@ from .regression import LinearRegression, LinearRegressionModel
 
 __all__ = ["LogisticRegressionCV", "LogisticRegressionCVModel", "LinearRegressionCV", "LinearRegressionCVModel"]
 
-_CLASSIFICATION_METRICS = ("logLoss", "accuracy", "loss")
+_CLASSIFICATION_METRICS = ("logLoss", "accuracy", "areaUnderROC", "loss")
 _REGRESSION_METRICS = ("rmse", "mae", "r2", "loss")
 
 
@@ -37,6 +40,7 @@ def _cv_validators(metrics: tuple) -> dict:
         "regParams": Rule(lambda v: len(v) >= 1 and all(np.isfinite(x) and x >= 0 for x in v)
                           and len(set(v)) == len(v), "a non-empty list of distinct finite values >= 0"),
         "metricName": Rule(lambda v: v in metrics, f"one of {metrics}"),
+        "foldCol": Rule(lambda v: isinstance(v, str) and v != "", "a column name"),
         "solver": Rule(lambda v: v in PATH_SOLVERS, f"one of {PATH_SOLVERS} (cross-validation runs paths)"),
     }
 
@@ -49,6 +53,8 @@ class _CVParams(Params):
                          typeConverter=TypeConverters.toInt)
     metricName = Param(Params._dummy(), "metricName", "held-out metric the choice optimizes",
                        typeConverter=TypeConverters.toString)
+    foldCol = Param(Params._dummy(), "foldCol", "column of user fold ids 0..numFolds-1 (default: folds drawn "
+                    "from seed)", typeConverter=TypeConverters.toString)
 
     def getNumFolds(self) -> int:
         return self.getOrDefault(self.numFolds)
@@ -62,11 +68,17 @@ class _CVParams(Params):
     def getMetricName(self) -> str:
         return self.getOrDefault(self.metricName)
 
+    def getFoldCol(self):
+        return self.getOrDefault(self.foldCol) if self.isDefined(self.foldCol) else None
+
 
 class _CVModelMixin:
     """The cross-validation's results, kept in the model's state (so they are persisted). The
     accessors never raise: pyspark looks names up with getattr (hasParam) before a model has
     its state."""
+
+    #: the sparkopt.tuning.CVResult of the fit that made this model (None after load or copy)
+    cvResult = None
 
     def _cv(self, key, convert):
         value = getattr(self, "_state", {}).get(key)
@@ -121,6 +133,18 @@ class _CVModelMixin:
 
 
 class _CVEstimatorMixin:
+    def _engine_for(self, dataset):
+        fold_col = self.getFoldCol()
+        if fold_col is None:
+            return super()._engine_for(dataset)
+        self._validate_all()
+        weight = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
+        num_partitions = self.getOrDefault(self.numPartitions) if self.isDefined(self.numPartitions) else None
+        # the blocks carry the fold ids beside the rows (a separate cache entry from the plain data's)
+        return ENGINE_CACHE.get(dataset, self.getFeaturesCol(), self.getLabelCol(), weight, num_partitions,
+                                self.getAggregationDepth(), self.getEngine(), self.getMaxDriverSizeInMB(),
+                                fold_col=fold_col)
+
     def _fit(self, dataset):
         self._validate_all()
         engine, seconds = self._engine_for(dataset)
@@ -132,7 +156,8 @@ class _CVEstimatorMixin:
             raise InputError(f"param metricName {metric!r} does not apply to loss {loss!r}")
         started = time.perf_counter()
         result = cross_validate(
-            engine, loss, n_folds=self.getNumFolds(), seed=self.getSeed(), metric_name=metric,
+            engine, loss, n_folds=self.getNumFolds(), seed=self.getSeed(), fold_col=self.getFoldCol(),
+            metric_name=metric,
             elastic_net_param=self.getElasticNetParam(), reg_params=self.getRegParams(),
             n_reg_params=self.getNumRegParams(), fit_intercept=self.getFitIntercept(),
             standardization=self.getStandardization(), solver=canonical_solver(self.getSolver()), tol=self.getTol(),
@@ -144,6 +169,7 @@ class _CVEstimatorMixin:
         model._state.update(cvRegParams=result.reg_params.tolist(), cvAvgMetrics=result.avg_metrics.tolist(),
                             cvStdMetrics=result.std_metrics.tolist(), cvBestRegParam=result.best_reg_param,
                             cvOneStdErrRegParam=result.one_std_err_reg_param, cvMetricName=metric)
+        model.cvResult = result          # the folds' and the full data's paths (not persisted)
         return model
 
     def fitMultiple(self, dataset, paramMaps):
@@ -171,7 +197,7 @@ class LogisticRegressionCVModel(_CVModelMixin, LogisticRegressionModel):
 @register_estimator
 class LogisticRegressionCV(_CVEstimatorMixin, LogisticRegression, _CVParams):
     """LogisticRegression whose regParam is chosen by k-fold cross-validation of a path (see the
-    module docstring); metricName: logLoss (default), accuracy, loss."""
+    module docstring); metricName: logLoss (default), accuracy, areaUnderROC (binary), loss."""
 
     _extra_validators = _cv_validators(_CLASSIFICATION_METRICS)
     _model_class = LogisticRegressionCVModel
@@ -214,4 +240,4 @@ class LinearRegressionCV(_CVEstimatorMixin, LinearRegression, _CVParams):
 
 
 for _cls in (LogisticRegressionCV, LinearRegressionCV):
-    add_setters(_cls, "numFolds", "regParams", "numRegParams", "metricName")
+    add_setters(_cls, "numFolds", "regParams", "numRegParams", "metricName", "foldCol")

@@ -49,6 +49,8 @@ LOCK_NAME = "ckpt.lock"
 FORMAT = "sparkopt-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{6,})\.(json|npz)$")
+#: a shard of a vector-free run's vectors, written by the task that holds it
+_SHARD_NAME = re.compile(r"^ckpt-(\d{6,})-shard-(\d{5})\.npz$")
 
 
 class CheckpointError(ValueError):
@@ -302,14 +304,21 @@ class CheckpointStore:
 
     # -- listing -----------------------------------------------------------------------------
     def _files(self) -> dict[int, dict[str, Path]]:
-        """Checkpoint files by sequence number: exactly ``ckpt-NNNNNN.json|npz``, regular files
-        only (a symlink or FIFO of that name is ignored, never opened)."""
+        """Checkpoint files by sequence number: exactly ``ckpt-NNNNNN.json|npz`` (and the shard
+        files ``ckpt-NNNNNN-shard-RRRRR.npz``, keyed ``shard-R``), regular files only (a symlink
+        or FIFO of that name is ignored, never opened)."""
         found: dict[int, dict[str, Path]] = {}
         for entry in self.directory.iterdir():
             m = _NAME.match(entry.name)
-            if m and entry.is_file() and not entry.is_symlink():
-                found.setdefault(int(m.group(1)), {})[m.group(2)] = entry
+            shard = None if m else _SHARD_NAME.match(entry.name)
+            if (m or shard) and entry.is_file() and not entry.is_symlink():
+                key = m.group(2) if m else f"shard-{int(shard.group(2))}"
+                found.setdefault(int((m or shard).group(1)), {})[key] = entry
         return found
+
+    def next_seq(self) -> int:
+        """The sequence number the next :meth:`save` gets (shards are written under it first)."""
+        return max(self._files(), default=0) + 1
 
     def manifests(self) -> list[Path]:
         """Manifest paths, newest first."""
@@ -317,12 +326,16 @@ class CheckpointStore:
         return [files[s]["json"] for s in sorted(files, reverse=True) if "json" in files[s]]
 
     # -- writing -----------------------------------------------------------------------------
-    def save(self, iteration: int, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    def save(self, iteration: int, meta: dict, arrays: dict[str, np.ndarray], shards: Optional[dict] = None,
+             seq: Optional[int] = None) -> Path:
         """Write one checkpoint atomically and drop the ones older than the newest `keep`.
         `meta`: JSON-able scalars/lists/dicts; `arrays`: name -> numeric ndarray. Returns the
-        manifest path. Errors of the filesystem propagate (the previous checkpoints stay valid)."""
+        manifest path. Errors of the filesystem propagate (the previous checkpoints stay valid).
+        ``shards`` (rank -> :func:`write_shard`'s record) lists shard files already written under
+        ``seq`` (:meth:`next_seq`) by the holders of the shards: the manifest, written last, makes
+        them part of the checkpoint."""
         files = self._files()
-        seq = max(files, default=0) + 1
+        seq = max(files, default=0) + 1 if seq is None else int(seq)
         buffer = io.BytesIO()
         for name, a in arrays.items():
             if not isinstance(a, np.ndarray) or a.dtype.kind not in "biufc":
@@ -336,6 +349,8 @@ class CheckpointStore:
             "fingerprint": self.fingerprint, "meta": meta,
             "arrays": {"file": npz_path.name, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)},
         }
+        if shards is not None:
+            payload["shards"] = {str(rank): dict(info) for rank, info in sorted(shards.items())}
         text = json.dumps(payload, sort_keys=True, default=_json_default)
         manifest = {"sha256": hashlib.sha256(text.encode()).hexdigest(), "payload": payload}
         _write_atomic(npz_path, blob)
@@ -355,7 +370,7 @@ class CheckpointStore:
             # older than the kept ones, or an orphan .npz below them (a write that crashed
             # before its manifest); manifests go first so no manifest outlives its arrays
             if seq not in kept and seq < oldest_kept:
-                for kind in ("json", "npz"):
+                for kind in ["json", "npz"] + sorted(k for k in parts if k.startswith("shard-")):
                     if kind in parts:
                         try:
                             parts[kind].unlink()
@@ -455,6 +470,38 @@ class CheckpointStore:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ------------------------------------------------------------------------ shard files
+def write_shard(store_directory: Union[str, os.PathLike], seq: int, rank: int, arrays: dict[str, np.ndarray]) -> dict:
+    """Write shard ``rank``'s arrays of checkpoint ``seq`` (atomically, numeric arrays only, as
+    :meth:`CheckpointStore.save` writes its own); the record the manifest keeps of it. Run by
+    whoever holds the shard (a task of the sharded engine), before the driver's manifest."""
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "biufc":
+            raise CheckpointError(f"shard array {name!r} must be a numeric ndarray")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    blob = buffer.getvalue()
+    path = Path(store_directory) / f"ckpt-{int(seq):06d}-shard-{int(rank):05d}.npz"
+    _write_atomic(path, blob)
+    return {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+
+
+def read_shard(store_directory: Union[str, os.PathLike], seq: int, rank: int, record: Any) -> dict[str, np.ndarray]:
+    """Shard ``rank``'s arrays of checkpoint ``seq``, checked against the manifest's ``record``
+    (its own file name, size and sha256; a regular file; no pickles); ValueError otherwise."""
+    expected = f"ckpt-{int(seq):06d}-shard-{int(rank):05d}.npz"
+    if not isinstance(record, dict) or record.get("file") != expected:
+        raise ValueError(f"manifest names shard file {str(record)[:80]!r}, not {expected!r}")
+    size = record.get("size")
+    if not isinstance(size, int) or not 0 <= size <= MAX_ARRAYS_BYTES:
+        raise ValueError(f"manifest gives no valid size for {expected}")
+    blob = _read_regular(Path(store_directory) / expected, size)
+    if len(blob) != size or hashlib.sha256(blob).hexdigest() != record.get("sha256"):
+        raise ValueError(f"shard file {expected} does not match its manifest (size or checksum)")
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 # ------------------------------------------------------------------------ minimize() loop state

@@ -51,13 +51,24 @@ def strong_wolfe(
     c1: float = 1e-4,
     c2: float = 0.9,
     max_trials: int = 25,
+    slope: Optional[Callable[[object], float]] = None,
+    dphi0: Optional[float] = None,
+    holding: Optional[Callable[[list], None]] = None,
 ) -> LineSearchResult:
     """Strong-Wolfe search along `direction` (Nocedal & Wright, Algorithms 3.5 and 3.6), with
     Hager & Zhang's approximate sufficient-decrease test where F's changes are rounding noise.
 
     evaluate(t) -> (f, g) at x + t * direction. Non-finite values are treated as "too far".
+    With ``slope`` (and ``dphi0``, the slope at t = 0) the gradients stay opaque: ``slope(g)`` is
+    the directional derivative ``g . direction`` and ``nan`` when g is not finite (vector-free
+    L-BFGS, whose gradients are handles to vectors held elsewhere); ``direction`` is then unused.
+    ``holding(gs)``, after every trial, lists the gradients the search may still return (the
+    bracket's ends and the current trial): the caller may free the others.
     """
-    dphi0 = float(g0 @ direction)
+    if slope is None:
+        def slope(g):
+            return float(g @ direction) if _finite(0.0, g) else float("nan")
+        dphi0 = float(g0 @ direction)
     if not dphi0 < 0:
         return LineSearchResult(False, 0.0, f0, g0)
     noise = rounding_error(f0)
@@ -72,13 +83,17 @@ def strong_wolfe(
     t = step0
     trials = 0
     lo = hi = None
+
+    def hold(*points) -> None:
+        if holding is not None:
+            holding([p[3] for p in points if p is not None and p[3] is not None])
     while trials < max_trials:
         f, g = evaluate(t)
         trials += 1
-        if not _finite(f, g):
+        dphi = slope(g) if _finite(f) else np.nan
+        if not _finite(f, dphi):
             lo, hi = prev, (t, np.inf, np.nan, None)
             break
-        dphi = float(g @ direction)
         point = (t, f, dphi, g)
         if not decreases_enough(t, f, dphi) or (trials > 1 and f >= prev[1] + noise):
             lo, hi = prev, point
@@ -89,10 +104,12 @@ def strong_wolfe(
             lo, hi = point, prev
             break
         prev = point
+        hold(prev)
         t *= 2.0
     else:
         return LineSearchResult(False, 0.0, f0, g0, trials=trials)
 
+    hold(lo, hi)
     while trials < max_trials and abs(hi[0] - lo[0]) > 1e-16 * max(1.0, abs(lo[0])):
         a, fa, da, _ = lo
         b, fb, db, _ = hi
@@ -102,18 +119,21 @@ def strong_wolfe(
             t = 0.5 * (a + b)
         f, g = evaluate(t)
         trials += 1
-        if not _finite(f, g):
+        dphi = slope(g) if _finite(f) else np.nan
+        if not _finite(f, dphi):
             hi = (t, np.inf, np.nan, None)
+            hold(lo, hi)
             continue
-        dphi = float(g @ direction)
         if not decreases_enough(t, f, dphi) or f >= fa + noise:
             hi = (t, f, dphi, g)
+            hold(lo, hi)
             continue
         if abs(dphi) <= -c2 * dphi0:
             return LineSearchResult(True, t, f, g, trials=trials)
         if dphi * (b - a) >= 0:
             hi = lo
         lo = (t, f, dphi, g)
+        hold(lo, hi)
     if lo[0] > 0 and lo[1] < f0:
         # sufficient decrease holds but curvature does not: still a usable step
         return LineSearchResult(True, lo[0], lo[1], lo[3], trials=trials)

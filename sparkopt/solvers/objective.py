@@ -19,6 +19,8 @@ attributes:
 :class:`Fingerprinted`      what identifies the problem for a checkpoint
 :class:`TrafficCounted`     bytes sent to / received from the workers so far
 :class:`InexactObjective`   values that may trail the exact ones (compressed exchanges)
+:class:`DistributedVectors` named vectors held by the engine (shards), vector programs that
+                            return scalars only (vector-free L-BFGS / OWL-QN)
 ==========================  ===========================================================
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 __all__ = ["Objective", "SampledObjective", "LocalRoundObjective", "WorkerObjective", "PassCosts",
            "CurvatureBound", "DiagonalCurvature", "Fingerprinted", "TrafficCounted", "InexactObjective",
+           "DistributedVectors",
            "CountingObjective", "require"]
 
 
@@ -152,6 +155,33 @@ class InexactObjective(Protocol):
     def refresh(self, reason: str) -> None: ...
 
     def make_exact(self, reason: str) -> None: ...
+
+
+@runtime_checkable
+class DistributedVectors(Protocol):
+    """Vectors of ``n_params`` values held where the data are (split into shards by coordinate
+    ranges), under names; the driver sends *vector programs* and receives scalars only, so no
+    n_params-long vector ever reaches it (Chen, Wang & Zhou, NIPS 2014).
+
+    ``vec_run(program)`` runs the ops of sparkopt.solvers.vectors (``("combine", out, terms)``,
+    ``("dots", pairs)``, ``("pseudo", out, g, x)``, ...; each op's meaning is its kernel there)
+    in order on every shard and returns, for each op that yields a value, that value reduced over
+    the shards (sums in shard order, maxima). ``("loss_grad", x, g)`` is the one op that reads the
+    data: the smooth part of F at the named vector ``x`` (one pass), its gradient written into
+    ``g``. ``vec_start(name)`` writes the problem's starting point into ``name``;
+    ``vec_gather(name)`` returns a vector whole (small models, tests). Checkpoints (optional):
+    ``vec_save(store, iteration, names, state)`` has every shard holder write its part of the
+    named vectors next to the manifest of ``state`` (sparkopt.solvers.vectors.save_vectors),
+    ``vec_load(store)`` loads the newest usable one back and returns its ``state`` (or None)."""
+
+    n_params: int
+    has_l1: bool
+
+    def vec_run(self, program: list) -> list: ...
+
+    def vec_start(self, name: str) -> None: ...
+
+    def vec_gather(self, name: str) -> np.ndarray: ...
 
 
 def require(objective: Any, capability: type, solver: str, what: str) -> None:

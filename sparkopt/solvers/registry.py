@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -27,19 +27,21 @@ __all__ = ["SOLVERS", "SolverChoice", "SolverOptionWarning", "choose_solver", "e
 # exact Newton aggregates a dense p x p Hessian per partition and factors it on the driver
 EXACT_NEWTON_MAX_PARAMS = 1024
 # passes each method typically needs to a 1e-6 gradient reduction, in well-conditioned solver
-# coordinates (measured on the raw-units matrix, a9a, letter, kddcup: newton 5-13, newton-cg
-# 30-150, lbfgs 20-175, owlqn 27-240, proximal newton 6-9): the cost model's only guess
-EXPECTED_PASSES = {"newton": 10, "newton-cg": 60, "lbfgs": 80, "owlqn": 120}
+# coordinates (measured on the raw-units matrix, a9a, letter, kddcup: newton 5-13 (kddcup's
+# nearly separable classes: 23 iterations), newton-cg 30-150, lbfgs 20-175, owlqn 27-240,
+# proximal newton 6-9): the cost model's only guess
+EXPECTED_PASSES = {"newton": 8, "newton-cg": 60, "lbfgs": 80, "owlqn": 120}
 # what each method's passes are made of (an accepted Newton-CG step: one gradient pass, the
 # rest Hessian-vector products)
 _PASS_KINDS = {"newton": "hessian", "newton-cg": "hessp", "lbfgs": "gradient", "owlqn": "gradient"}
 DEFAULT_COSTS = {"gradient": 1.0, "hessian": 1.0, "hessp": 1.0, "overhead": 0.0}
 
 
-def estimated_cost(objective: Objective, method: str) -> float:
-    """Expected passes x (cost of one such pass + the per-pass overhead), in gradient passes."""
+def estimated_cost(objective: Objective, method: str, passes: Optional[float] = None) -> float:
+    """Expected passes (``passes``, default :data:`EXPECTED_PASSES`'s) x (cost of one such pass
+    + the per-pass overhead), in gradient passes."""
     costs = dict(DEFAULT_COSTS, **(objective.pass_costs() if isinstance(objective, PassCosts) else {}))
-    return EXPECTED_PASSES[method] * (costs[_PASS_KINDS[method]] + costs["overhead"])
+    return (EXPECTED_PASSES[method] if passes is None else passes) * (costs[_PASS_KINDS[method]] + costs["overhead"])
 
 
 class SolverOptionWarning(UserWarning):

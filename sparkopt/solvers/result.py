@@ -16,7 +16,7 @@ import numpy as np
 
 from ..objectives.penalties import weighted_l1
 
-__all__ = ["Status", "STATUS_MESSAGES", "ConvergenceWarning", "OptimizeResult", "finish", "optimality_norm",
+__all__ = ["Status", "STATUS_MESSAGES", "ConvergenceWarning", "OptimizeResult", "finish", "conclude", "optimality_norm",
            "pseudo_gradient", "l1_value", "rounding_error"]
 
 
@@ -159,6 +159,18 @@ def finish(objective: Any, *, solver: str, x: np.ndarray, status: Status, nit: i
     if not _finite(fun, jac) and status != Status.DIVERGED:
         status, detail = Status.DIVERGED, ""
     grad_norm = optimality_norm(objective, x, jac) if _finite(jac) else float("inf")
+    return conclude(x=x, fun=fun, jac=jac, grad_norm=grad_norm, solver=solver, status=status, nit=nit,
+                    passes=passes, nfev=nfev, history=history, seconds=seconds, detail=detail,
+                    threshold=threshold, extra=extra, warn=warn, stacklevel=stacklevel + 1)
+
+
+def conclude(*, x: Any, fun: float, jac: Any, grad_norm: float, solver: str, status: Status, nit: int,
+             passes: float, nfev: int, history: list[dict], seconds: float, detail: str = "",
+             threshold: Optional[float] = None, extra: Optional[dict] = None, warn: bool = True,
+             stacklevel: int = 3) -> OptimizeResult:
+    """The OptimizeResult, message and warning of a run whose answer is already evaluated
+    (``grad_norm`` its optimality norm): :func:`finish`'s last step, and the whole ending of a
+    vector-free run, whose ``x`` and ``jac`` are handles to vectors the driver never holds."""
     message = STATUS_MESSAGES[status] + (f" ({detail})" if detail else "")
     if status == Status.PRECISION_LIMIT and threshold is not None:
         message += f" (gradient norm {grad_norm:.3g}; tol asks for <= {threshold:.3g})"

@@ -150,6 +150,9 @@ class EngineView(DataFacts):
     def session(self):
         return self.parent.session()
 
+    def register_functions(self, fns) -> None:
+        """Nothing: a view's passes reach the parent wrapped, not as the functions named here."""
+
     def run_workers(self, worker_fn, config, server):
         raise InputError("a path's or a fold's view of the data cannot run worker programs (asynchronous "
                          "solvers); use a synchronous solver")

@@ -58,7 +58,7 @@ from ..objectives.losses import loss_info
 from ..objectives.penalties import ElasticNet
 from ..rules import check_param
 from ..solvers import ConvergenceWarning, Status, minimize
-from ..solvers.registry import EXACT_NEWTON_MAX_PARAMS
+from ..solvers.registry import EXACT_NEWTON_MAX_PARAMS, estimated_cost
 from ..solvers.result import finish, pseudo_gradient
 from .columns import ColumnSubsetEngine, expand_coef, restrict_coef
 
@@ -75,6 +75,9 @@ DEVIANCE_MAX = 0.999
 EARLY_STOP_MIN_POINTS = 5
 #: lambda_max is rounded up by this relative margin (see the module docstring)
 LAMBDA_MAX_MARGIN = 1e-10
+#: passes a warm-started point takes (a9a, ridge logistic, 20 points to 1e-4 lambda_max, tol 1e-6:
+#: Newton 73 passes in all, L-BFGS 194): what `auto` weighs, with each pass's cost, for a smooth path
+WARM_PASSES = {"newton": 3.7, "lbfgs": 9.7}
 
 
 @dataclass
@@ -378,8 +381,15 @@ class _PathRun:
         elif self.solver == "auto" and objective.has_hessian and objective.n_params <= EXACT_NEWTON_MAX_PARAMS:
             # warm-started along a path, (proximal) Newton needs a few passes a point (a9a,
             # elastic net, 20 points: 95 passes in all against 1054 for cold `auto` fits,
-            # jobs/bench/path_vs_fits.py); the cost model of `auto` assumes a cold start
+            # jobs/bench/path_vs_fits.py); the cost model of `auto` assumes a cold start. Without
+            # an L1 term L-BFGS is the other candidate: more passes, each without a Hessian
+            # (a9a ridge on the driver: 194 passes and 2.0 s against Newton's 73 and 4.5 s),
+            # so the pass overhead decides (Newton on the tree engine, L-BFGS in memory)
             method = "newton"
+            if objective.l1_weights is None and \
+                    estimated_cost(objective, "lbfgs", WARM_PASSES["lbfgs"]) < \
+                    estimated_cost(objective, "newton", WARM_PASSES["newton"]):
+                method = "lbfgs"
         else:
             method = choose_fit_method(objective, p.loss, self.solver)[0]
         start = coef_start if whole else restrict_coef(coef_start, columns, p.d, p.fit_intercept, p.n_outputs,

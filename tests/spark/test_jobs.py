@@ -162,7 +162,9 @@ def test_bad_invocations_fail_cleanly(tmp_path, args, reason, run_main):
 
 @pytest.mark.parametrize("args, reason", [(["--reg-param", "-1"], "regParam"),
                                           (["--elastic-net-param", "2"], "elasticNetParam"),
-                                          (["--max-iter", "-3"], "maxIter")])
+                                          (["--max-iter", "-3"], "maxIter"),
+                                          (["--model", "svm", "--cv", "3"], "--cv needs --model"),
+                                          (["--cv", "1"], "numFolds")])
 def test_bad_params_are_refused_before_spark_starts(tmp_path, args, reason):
     """A master nobody listens on: had the job started Spark first, the error would be about it."""
     proc = run_job("train.py", "--input", ROOT / "data" / "a9a", "--master", "spark://127.0.0.1:9", *args,
@@ -171,6 +173,24 @@ def test_bad_params_are_refused_before_spark_starts(tmp_path, args, reason):
     last = proc.stderr.strip().splitlines()[-1]
     assert reason in last and "spark://" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
+
+
+def test_train_cv_chooses_the_reg_param_and_plots_the_path(tmp_path, run_main):
+    from sparkopt.ml import LinearRegressionCVModel
+
+    out = tmp_path / "cv"
+    proc = run_main("train.py", "--input", ROOT / "data" / "angel_abalone_8d_train.libsvm", "--model", "linear",
+                    "--elastic-net-param", "1", "--cv", "3", "--quiet", "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    cv = metrics["cv"]
+    assert cv["num_folds"] == 3 and cv["metric"] == "rmse" and len(cv["reg_params"]) == 20
+    assert metrics["reg_param"] == cv["best_reg_param"] == cv["reg_params"][int(np.argmin(cv["avg_metrics"]))]
+    assert cv["passes"] < cv["fit_passes"]
+    for name in ("path.png", "convergence.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    model = LinearRegressionCVModel.load(str(out / "model"))
+    assert model.bestRegParam == cv["best_reg_param"] and model.avgMetrics == cv["avg_metrics"]
 
 
 def test_train_resumes_from_checkpoint_dir(trained, tmp_path, run_main):

@@ -132,7 +132,8 @@ def test_cross_validator_over_reg_param(binary):
 
 def test_fit_multiple_reuses_ingest_and_warm_starts(binary):
     clear_cache()
-    lr = LogisticRegression(tol=1e-8)
+    # one solver on both sides: iteration counts of different solvers do not compare
+    lr = LogisticRegression(tol=1e-8, solver="lbfgs")
     maps = [{lr.regParam: r} for r in (1e-3, 1e-1, 1e-2)]
     models = dict(lr.fitMultiple(binary, maps))
     cold = {i: lr.copy(m).fit(binary) for i, m in enumerate(maps)}
@@ -147,6 +148,18 @@ def test_fit_multiple_reuses_ingest_and_warm_starts(binary):
     assert warm_iters < cold_iters
     # the blocks were ingested once: every fit after the first reports no ingest time
     assert sorted(m.summary.ingestSeconds == 0 for m in cold.values()) == [True, True, True]
+
+
+def test_fit_multiple_with_auto_costs_fewer_passes_than_cold_fits(binary):
+    # auto may pick another solver along a warm-started path than for one cold fit (a warm start
+    # favours the cheaper passes of L-BFGS); what must hold is that the path costs less
+    lr = LogisticRegression(tol=1e-8)
+    maps = [{lr.regParam: r} for r in (1e-3, 1e-1, 1e-2)]
+    models = dict(lr.fitMultiple(binary, maps))
+    cold = {i: lr.copy(m).fit(binary) for i, m in enumerate(maps)}
+    for i in range(3):
+        assert models[i].summary.objective == pytest.approx(cold[i].summary.objective, rel=1e-10)
+    assert sum(m.summary.totalPasses for m in models.values()) < sum(m.summary.totalPasses for m in cold.values())
 
 
 def test_summary_fields(binary, regression):

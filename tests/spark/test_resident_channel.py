@@ -328,3 +328,75 @@ def test_listener_takes_the_next_free_port_of_its_range(data):
             assert resident.map_sum(lambda block, p: block.n_rows, None) == resident.n_rows
             bound = resident._session.address[1]
     assert port < bound <= port + 16
+
+
+class _FaultyBlockObjective:
+    """The block objective, but task 0's Python worker dies (``os._exit``) or stops itself
+    (SIGSTOP: alive, silent) at its ``at_call``-th sampled pass, once; its pid goes to a file."""
+
+    def __init__(self, inner, marker_dir, at_call, fault):
+        self.inner, self.marker_dir, self.at_call, self.fault = inner, marker_dir, at_call, fault
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "inner":     # unpickling looks these up first
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def loss_grad_weight(self, coef, block):
+        from pyspark import TaskContext
+
+        marker = Path(self.marker_dir)
+        if TaskContext.get().partitionId() == 0 and not (marker / "faulted").exists():
+            counter = marker / f"calls-{os.getpid()}"
+            with open(counter, "a") as fh:
+                fh.write(".")
+            if counter.stat().st_size >= self.at_call:
+                (marker / "pid").write_text(str(os.getpid()))
+                (marker / "faulted").touch()
+                if self.fault == "kill":
+                    os._exit(17)
+                os.kill(os.getpid(), signal.SIGSTOP)
+        return self.inner.loss_grad_weight(coef, block)
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_async_sgd_restarts_lost_or_hung_workers_from_the_servers_model(data, tmp_path, fault, caplog):
+    """A resident task killed, or stopped (alive but silent: every worker waits past the request
+    deadline), mid async-sgd: the session is restarted from the server's model and, synchronous
+    and deterministic (tau = 0), the fit ends where the undisturbed one does."""
+    from sparkopt.fit import build_objective
+    from sparkopt.solvers import minimize
+
+    rdd, stats, _ = data
+    options = dict(step_size=0.3, fraction=0.3, schedule="constant", seed=4, staleness=0, deterministic=True)
+
+    def run(objective_of, request_timeout=None):
+        engine = ResidentEngine(rdd, stats, request_timeout=request_timeout)
+        objective = objective_of(build_objective(engine, "logistic", reg_param=1e-3)[0])
+        with engine.session():
+            return engine, minimize(objective, None, "async-sgd", tol=1e-12, max_iter=10, options=options)
+
+    undisturbed, want = run(lambda objective: objective)
+
+    def faulty(objective):
+        objective.block_objective = _FaultyBlockObjective(objective.block_objective, str(tmp_path), 4, fault)
+        return objective
+
+    start = time.monotonic()
+    try:
+        with caplog.at_level("WARNING", logger="sparkopt"):
+            engine, got = run(faulty, request_timeout=3.0)
+    finally:
+        pid = int((tmp_path / "pid").read_text()) if (tmp_path / "pid").exists() else None
+        if fault == "stop" and pid is not None and _descends_from_us(pid):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+    assert (tmp_path / "faulted").exists() and time.monotonic() - start < 60
+    assert got.extra["restarts"] == 1 and engine.sessions_started == undisturbed.sessions_started + 1
+    assert not engine.active
+    assert "starting the workers again from the server's model at round" in caplog.text
+    if fault == "stop":
+        assert "missed the request deadline" in caplog.text
+    assert got.nit == want.nit == 10 and [row["rounds"] for row in got.history] == list(range(11))
+    np.testing.assert_allclose(got.x, want.x, rtol=0, atol=1e-12)

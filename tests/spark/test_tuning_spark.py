@@ -41,6 +41,27 @@ def test_screened_path_on_tree_and_resident_engines_equals_local(letter_binary):
         resident.close()
 
 
+def test_gathered_cross_validation_on_tree_and_resident_engines_equals_local(letter_binary):
+    """The folds' passes gathered into one Spark job (tree) or one resident request each: same
+    folds, numbers and pass count as the in-memory engine over the same blocks."""
+    from sparkopt.tuning import cross_validate
+
+    rdd, stats = letter_binary
+    tree = TreeEngine(rdd, stats)
+    kw = dict(n_folds=3, seed=4, elastic_net_param=0.5, n_reg_params=4, tol=1e-8, metric_name="accuracy")
+    expected = cross_validate(LocalEngine(tree.collect_blocks(), stats), "logistic", **kw)
+    assert expected.passes * 3 < expected.fit_passes
+    resident = ResidentEngine(rdd, stats)
+    try:
+        for engine in (tree, resident):
+            got = cross_validate(engine, "logistic", **kw)
+            assert got.passes == expected.passes and engine.passes == expected.passes
+            np.testing.assert_allclose(got.metrics, expected.metrics, rtol=1e-12)
+            assert rel(got.best.coef_vector, expected.best.coef_vector) < 1e-12
+    finally:
+        resident.close()
+
+
 def test_squared_error_path_costs_one_spark_pass(spark, letter_binary):
     rdd, stats = letter_binary
     engine = TreeEngine(rdd, stats)
@@ -137,11 +158,14 @@ def test_logistic_regression_cv_chooses_persists_and_pipelines(letter_df, tmp_pa
     loaded = LogisticRegressionCVModel.load(str(tmp_path / "cv"))
     assert loaded.bestRegParam == model.bestRegParam and loaded.avgMetrics == model.avgMetrics
     assert rel(loaded.coefficients.toArray(), model.coefficients.toArray()) == 0
-    pipeline = Pipeline(stages=[LogisticRegressionCV(labelCol="binary", numFolds=2, regParams=[0.1, 0.01])])
+    pipeline = Pipeline(stages=[LogisticRegressionCV(labelCol="binary", numFolds=2, regParams=[0.1, 0.01],
+                                                     metricName="areaUnderROC")])
     fitted = pipeline.fit(letter_df)
+    auc = fitted.stages[0]
+    assert auc.bestRegParam == auc.regParams[int(np.argmax(auc.avgMetrics))] and 0.5 < max(auc.avgMetrics) < 1
     fitted.write().overwrite().save(str(tmp_path / "pipe"))
     again = PipelineModel.load(str(tmp_path / "pipe"))
-    assert again.stages[0].regParams == [0.1, 0.01]
+    assert again.stages[0].regParams == [0.1, 0.01] and again.stages[0].metricName == "areaUnderROC"
     assert again.transform(letter_df).count() == letter_df.count()
 
 
@@ -154,3 +178,36 @@ def test_linear_regression_cv_equals_the_exhaustive_choice(letter_df):
     assert model.regParams == regs and model.metricName == "r2"
     assert model.bestRegParam == regs[int(np.argmax(model.avgMetrics))]
     assert model.summary.totalPasses >= 1 and model._fit.params["cv_passes"] >= 3
+
+
+def test_fold_col_gives_the_users_folds_and_bad_ids_are_named(letter_df):
+    """foldCol rides with the rows through the ingest (tree engine) and the driver collect; the
+    folds are the column's; ids outside 0..numFolds-1, non-integers, nulls and a non-numeric
+    column are refused by name."""
+    from pyspark.sql import functions as F
+
+    from sparkopt.errors import InputError
+    from sparkopt.ml import LogisticRegressionCV
+    from sparkopt.tuning import cross_validate
+
+    df = letter_df.withColumn("myFold", F.expr("pmod(hash(label, features), 3)"))
+    expected_sizes = sorted(r["count"] for r in df.groupBy("myFold").count().collect())
+    kw = dict(labelCol="binary", foldCol="myFold", numFolds=3, regParams=[0.1, 0.01, 0.001], tol=1e-9)
+    for engine_name in ("tree", "driver"):
+        estimator = LogisticRegressionCV(engine=engine_name, **kw)
+        model = estimator.fit(df)
+        assert model.cvResult is not None and len(model.avgMetrics) == 3
+        engine, _ = estimator._engine_for(df)
+        blocks = engine.collect_blocks()
+        held = sorted(int(sum(np.sum(b.fold == k) for part in blocks for b in part)) for k in range(3))
+        assert held == expected_sizes
+        local = cross_validate(LocalEngine(blocks, engine.stats), "logistic", n_folds=3, fold_col="myFold",
+                               metric_name="logLoss", reg_params=kw["regParams"], tol=1e-9)
+        np.testing.assert_allclose(model.avgMetrics, local.avg_metrics, rtol=1e-12)
+        assert rel(model.coefficients.toArray(), local.best.coefficients) < 1e-12
+    for expression, match in (("myFold + 1", r"foldCol 'bad' must hold integer fold ids .*0\.\.2.*3\.0"),
+                              ("CASE WHEN label = 1 THEN 0.5 ELSE myFold END", r"0\.\.2.*0\.5"),
+                              ("CASE WHEN label = 1 THEN NULL ELSE myFold END", "column 'bad' has .* null"),
+                              ("CAST(myFold AS STRING)", "fold column 'bad' must be numeric")):
+        with pytest.raises(InputError, match=match):
+            LogisticRegressionCV(**{**kw, "foldCol": "bad"}).fit(df.withColumn("bad", F.expr(expression)))

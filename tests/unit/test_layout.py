@@ -22,10 +22,11 @@ RULES = {
     "solvers": ({"numpy", "scipy"}, SHARED | {"sparkopt.solvers", "sparkopt.objectives"}),
     # cryptography: the resident channel's AES-GCM frames (engine/wire.py)
     "engine": ({"numpy", "scipy", "pyarrow", "pyspark", "py4j", "cryptography"}, SHARED | {"sparkopt.engine"}),
-    # driver-side numerics over the objective and engine interfaces: no Spark, no ml layer
+    # driver-side numerics over the objective and engine interfaces: no Spark, no ml layer (of the
+    # engine package only its numpy-only statistics and fold rules: a view samples as engines do)
     "tuning": ({"numpy", "scipy"}, SHARED | {"sparkopt.tuning", "sparkopt.fit", "sparkopt.least_squares",
                                             "sparkopt.linear_objective", "sparkopt.objectives",
-                                            "sparkopt.solvers", "sparkopt.engine.stats"}),
+                                            "sparkopt.solvers", "sparkopt.engine.stats", "sparkopt.engine.fold"}),
 }
 
 

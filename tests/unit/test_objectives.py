@@ -173,6 +173,45 @@ def test_dense_and_csr_agree(loss, fit_intercept, weighted):
     close(obj.hess(coef, dense), obj.hess(coef, csr))
 
 
+@pytest.mark.parametrize("loss", ["logistic", "squared_error", "multinomial", "huber"])
+def test_csr_hessian_with_nearly_full_columns_equals_the_dense_one(loss):
+    """A CSR block whose few nearly full columns the Hessian takes as a dense side matrix (and
+    the rest as sparse products): the same matrix as the dense block's, on every call (cached
+    split), and the split really happens."""
+    from sparkopt.objectives.linear import _column_split, dense_columns
+
+    rng = np.random.default_rng(11)
+    n, d = 400, 12
+    dense_part = rng.normal(size=(n, 3)) * np.array([1e3, 1.0, 5.0])         # counts, flags, ...
+    rare = rng.normal(size=(n, d - 3)) * (rng.random((n, d - 3)) < 0.08)      # one-hot-like, rare
+    X = np.hstack([rare[:, :4], dense_part, rare[:, 4:]])
+    X[rng.random(n) < 0.3, 5] = 0.0                                           # 70% full: still dense
+    K_ = K if loss == "multinomial" else 2
+    y = rng.integers(0, K_, n).astype(float) if loss in ("logistic", "multinomial") else rng.normal(size=n)
+    w = rng.random(n) + 0.5
+    obj = make_block_objective(loss, d, True, n_classes=K_)
+    dense, csr = Block(X, y, w), Block(sp.csr_matrix(X), y, w)
+    coef = obj.initial_coef() + rng.normal(size=obj.n_params) * 1e-3
+    assert list(dense_columns(csr.X)) == [4, 5, 6] and _column_split(csr.X) is not None
+    want = obj.hess(coef, dense)
+    for _ in range(2):
+        np.testing.assert_allclose(obj.hess(coef, csr), want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def test_dense_gram_with_negative_weights_is_exact():
+    """The symmetric rank-k update needs weights >= 0; other weights take the GEMM."""
+    from sparkopt.objectives.linear import _dense_gram
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 6))
+    for D in (rng.random(50), rng.normal(size=50), None):
+        want = X.T @ X if D is None else X.T @ (X * D[:, None])
+        got = _dense_gram(X, D)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
+        if D is None or np.all(D >= 0):
+            assert np.array_equal(got, got.T)              # the rank-k update mirrors one triangle
+
+
 @ALL
 @STORAGE
 def test_block_sums_are_additive(loss, sparse):

@@ -137,3 +137,45 @@ def test_too_many_folds_for_the_rows_is_named():
     X = np.random.default_rng(0).normal(size=(4, 2))
     with pytest.raises(InputError, match="without rows"):
         cross_validate(LocalEngine.from_arrays(X, np.array([0.0, 1.0, 0.0, 1.0])), "logistic", n_folds=4)
+
+
+def test_area_under_roc_is_the_weighted_share_of_pairs_ranked_right():
+    """Scores one or more bins apart: exactly scikit-learn's weighted AUC; rows sharing a bin
+    count one half, as tied scores do there."""
+    from sklearn.metrics import roc_auc_score
+
+    from sparkopt.objectives import make_block_objective
+    from sparkopt.tuning.cv import ROC_BINS, _heldout_roc, area_under_roc
+
+    rng = np.random.default_rng(0)
+    u = (rng.permutation(ROC_BINS)[:400] + 0.5) / ROC_BINS          # one row per bin centre
+    margins = np.log(u / (1 - u))
+    y = (rng.random(400) < u).astype(float)
+    w = rng.uniform(0.5, 2.0, 400)
+    bo = make_block_objective("logistic", 1, False)
+    block = Block(margins[:, None], y, w)
+    got = area_under_roc(_heldout_roc(bo, block, np.array([[1.0], [-1.0]])))
+    assert got[0] == pytest.approx(roc_auc_score(y, margins, sample_weight=w), rel=1e-12)
+    assert got[1] == pytest.approx(1 - got[0], rel=1e-12)
+    tied = area_under_roc(_heldout_roc(bo, block, np.array([[0.0]])))          # every row in one bin
+    assert tied[0] == 0.5
+    assert np.isnan(area_under_roc(_heldout_roc(bo, Block(margins[:5, None], np.ones(5), w[:5]), np.ones((1, 1))))[0])
+
+
+def test_cross_validated_area_under_roc_equals_scikit_learns_to_the_bins(magic):
+    from sklearn.metrics import roc_auc_score
+
+    X, y = magic
+    engine = LocalEngine.from_arrays(X, y, num_partitions=2, block_rows=300)
+    result = cross_validate(engine, "logistic", n_folds=3, seed=4, metric_name="areaUnderROC", elastic_net_param=1.0,
+                            n_reg_params=5, tol=1e-10)
+    Xa, ya, wa, ids = _materialized_folds(engine, 3, 4)
+    for k in range(3):
+        test = ids == k
+        for i, point in enumerate(result.paths[k].points):
+            m = Xa[test] @ point.coefficients + point.intercept
+            expected = roc_auc_score(ya[test], m) if np.ptp(m) > 0 else 0.5
+            assert abs(result.metrics[k, i] - expected) < 2e-3
+    assert result.best_reg_param == result.reg_params[int(np.argmax(result.avg_metrics))]
+    with pytest.raises(InputError, match="does not apply"):
+        cross_validate(engine, "squared_error", metric_name="areaUnderROC")

@@ -230,6 +230,23 @@ def test_path_points_equal_independent_cold_fits(a9a_head, abalone):
         assert _rel(point.fit.coef_vector, cold.coef_vector) < 1e-8
 
 
+def test_smooth_path_solver_follows_the_pass_costs_and_equals_cold_fits(a9a_head):
+    """A ridge path under auto: L-BFGS in memory (a Hessian pass costs ~16 gradient passes on
+    sparse a9a), Newton where each pass pays a Spark job; either way every point is the cold fit's."""
+
+    class JobPerPass(LocalEngine):
+        pass_overhead = 0.05          # the tree engine's
+
+    X, y = a9a_head
+    for engine, solver in ((_engine(X, y), "lbfgs"), (JobPerPass(_engine(X, y).collect_blocks()), "newton")):
+        path = regularization_path(engine, "logistic", elastic_net_param=0.0, n_reg_params=6, tol=1e-12)
+        assert {p.solver for p in path.points} == {solver}
+        for point in path.points[::2]:
+            cold = fit_linear_model(_engine(X, y), "logistic", reg_param=point.reg_param, solver="newton",
+                                    tol=1e-12, max_iter=200)
+            assert _rel(point.fit.coef_vector, cold.coef_vector) < 1e-8
+
+
 def test_screened_and_unscreened_paths_agree(a9a_head):
     X, y = a9a_head
     kw = dict(elastic_net_param=0.5, n_reg_params=15, min_ratio=1e-2, tol=1e-10)
