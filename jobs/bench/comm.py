@@ -184,16 +184,21 @@ def _passes(engine, loss: str, passes: int) -> dict:
 
 
 def balance_part(spark, args) -> list[dict]:
-    from sparkopt.engine import ResidentEngine
-
     df = _skewed(spark, args.datasets, 32000, 320)
     blocks, stats = _ingest_in_blocks(spark, df, 1000)
+    return _pass_runs(blocks, stats, df, args, f"skewed a9a (partition rows {stats.partition_rows})",
+                      (("balance off", dict(balance=True, balance_threshold=1e9)), ("balance on", dict(balance=True))))
+
+
+def _pass_runs(blocks, stats, df, args, what: str, runs) -> list[dict]:
+    """:func:`_passes` on a ResidentEngine per (label, options) of ``runs``; frees the data after."""
+    from sparkopt.engine import ResidentEngine
+
     rows = []
-    for label, kwargs in (("balance off", dict(balance=True, balance_threshold=1e9)),
-                          ("balance on", dict(balance=True))):
-        log(f"skewed: {label}")
+    for label, kwargs in runs:
+        log(f"{what}: {label}")
         row = _passes(ResidentEngine(blocks, stats, **kwargs), "logistic", args.passes)
-        row.update(what=f"skewed a9a (partition rows {stats.partition_rows}), {label}")
+        row.update(what=f"{what}, {label}")
         rows.append(row)
         log(json.dumps(row))
     blocks.unpersist()
@@ -202,23 +207,14 @@ def balance_part(spark, args) -> list[dict]:
 
 
 def straggler_part(spark, args) -> list[dict]:
-    from sparkopt.engine import ResidentEngine
     from sparkopt.engine.resident import task_slots
 
     slots = max(task_slots(spark.sparkContext), 1)
     df = _load(spark, "a9a", args.datasets, slots)
     blocks, stats = _ingest_in_blocks(spark, df, 1000)
-    rows = []
-    for label, kwargs in (("unslowed", dict()), ("task 0 3x slower, balance off", dict(inject_slowness={0: 3.0})),
-                          ("task 0 3x slower, balance on", dict(inject_slowness={0: 3.0}, balance=True))):
-        log(f"straggler: {label}")
-        row = _passes(ResidentEngine(blocks, stats, **kwargs), "logistic", args.passes)
-        row.update(what=f"a9a in {slots} tasks, {label}")
-        rows.append(row)
-        log(json.dumps(row))
-    blocks.unpersist()
-    df.unpersist()
-    return rows
+    return _pass_runs(blocks, stats, df, args, f"a9a in {slots} tasks",
+                      (("unslowed", dict()), ("task 0 3x slower, balance off", dict(inject_slowness={0: 3.0})),
+                       ("task 0 3x slower, balance on", dict(inject_slowness={0: 3.0}, balance=True))))
 
 
 def pass_table(rows: list[dict], base: dict | None = None) -> str:
