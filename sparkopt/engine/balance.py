@@ -12,7 +12,7 @@ those, and after each pass decides whether the blocks should be held otherwise:
 * the cost of a block is its stored entries plus :data:`ROW_COST` per row (measured: a row's
   fixed work -- margins, softmax, weights -- is worth about that many entries);
 * a task's speed is its measured seconds over the cost of what it holds (a slow executor has a
-  high value), averaged over the last passes;
+  high value), averaged over the last passes of the session but its first (which warms up);
 * the new assignment is LPT on machines of different speeds: blocks by decreasing cost, each to
   the task where it would finish first; blocks of one partition may go to different tasks (the
   fold keeps each block's position, so sampling and seeded block functions see what every
@@ -122,8 +122,9 @@ class Balancer:
                 total += float(seconds)
                 cost += self.cost(key)
             times[task], costs[task] = total, cost
-        self._times.append(times)
-        self._costs.append(costs)
+        if self.passes_since > 0:         # a session's first pass warms up (allocations, caches): not timed
+            self._times.append(times)
+            self._costs.append(costs)
         self.passes_since += 1
         self.history.append({"task_seconds": dict(times), "spread": self.spread(times)})
 
