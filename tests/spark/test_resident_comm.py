@@ -82,11 +82,11 @@ def test_a_restart_resets_the_error_feedback_with_a_logged_reason(letter, tmp_pa
     exact = build_objective(LocalEngine(resident.collect_blocks(), stats=stats), "multinomial", reg_param=1e-3)[0]
     z0 = np.zeros(objective.n_params)
     with caplog.at_level(logging.INFO, logger="sparkopt"), resident.session():
-        got = minimize(objective, z0, "lbfgs", tol=1e-8, max_iter=60)
-    want = minimize(exact, z0, "lbfgs", tol=1e-8, max_iter=60)
+        got = minimize(objective, z0, "lbfgs", tol=1e-8, max_iter=400)
+    want = minimize(exact, z0, "lbfgs", tol=1e-8, max_iter=400)
     assert (tmp_path / "crashed").exists() and resident.restarts == 1
     assert "error-feedback state reset (session 2 started)" in caplog.text
-    assert got.status.name == "CONVERGED"
+    assert got.status.name == want.status.name == "CONVERGED", (got.nit, want.nit)
     assert abs(got.fun - want.fun) <= 1e-9 * abs(want.fun)
 
 
