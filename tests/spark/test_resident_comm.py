@@ -153,3 +153,24 @@ def test_an_injected_straggler_loses_blocks(skewed):
     for key, task in balancer.holder.items():
         held[task] += balancer.cost(key)
     assert held[0] < 0.6 * held[1]             # the 3x slower task holds much less
+
+
+@pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
+def test_the_estimators_compression_param_reaches_the_resident_channel(spark, caplog):
+    from sparkopt.errors import InputError
+    from sparkopt.ml import LogisticRegression
+
+    df = letter_head(spark, 2)
+    with pytest.raises(InputError, match="compression must be one of"):
+        LogisticRegression(compression="zstd")
+    fits = {}
+    with caplog.at_level(logging.INFO, logger="sparkopt"):
+        for scheme in ("none", "int8"):
+            model = LogisticRegression(engine="resident", solver="lbfgs", regParam=1e-3, maxIter=20,
+                                       compression=scheme).fit(df)
+            fits[scheme] = model.summary.history.collect()[-1]
+    assert "loss and gradient passes travel as int8 (error feedback)" in caplog.text
+    # cumulative bytes received: int8's replies are a fraction of float64's
+    per_pass = {k: row["bytes_received"] / row["passes"] for k, row in fits.items()}
+    assert per_pass["int8"] < 0.5 * per_pass["none"]
+    df.unpersist()
