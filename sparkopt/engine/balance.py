@@ -12,12 +12,13 @@ those, and after each pass decides whether the blocks should be held otherwise:
 * the cost of a block is its stored entries plus :data:`ROW_COST` per row (measured: a row's
   fixed work -- margins, softmax, weights -- is worth about that many entries);
 * a task's speed is its measured seconds over the cost of what it holds (a slow executor has a
-  high value), averaged over the last passes of the session but its first (which warms up);
+  high value), the median over the last passes of the session but its first (which warms up);
 * the new assignment is LPT on machines of different speeds: blocks by decreasing cost, each to
   the task where it would finish first; blocks of one partition may go to different tasks (the
   fold keeps each block's position, so sampling and seeded block functions see what every
   engine sees);
-* it is taken when the slowest task's time is more than ``threshold`` x the median task's and
+* it is taken when the slowest task's time is more than ``threshold`` x the median task's in
+  every timed pass of the window (the same task each time: a drift, not noise) and
   the new assignment is predicted to cut the slowest time by at least :data:`MIN_GAIN`, at
   most once every ``cooldown`` passes (a new assignment starts a new session: the blocks are
   re-read from the cache through one shuffle).
@@ -138,9 +139,18 @@ class Balancer:
         return max(values) / median if median > 0 else 1.0
 
     def task_seconds(self) -> dict[int, float]:
-        """Each task's seconds per pass, averaged over the last passes."""
+        """Each task's seconds per pass: the median over the last passes (one pass that a busy
+        machine stretched does not count)."""
         tasks = set().union(*self._times) if self._times else set()
-        return {g: float(np.mean([t.get(g, 0.0) for t in self._times])) for g in tasks}
+        return {g: float(np.median([t.get(g, 0.0) for t in self._times])) for g in tasks}
+
+    def drifted(self) -> bool:
+        """Every timed pass of the window spread more than ``threshold`` with the same slowest
+        task: a drift, not noise (on a shared machine single passes of a few ms spread 2-3x)."""
+        if not self._times:
+            return False
+        slowest = {max(t, key=t.get) for t in self._times if t}
+        return len(slowest) == 1 and all(self.spread(t) > self.threshold for t in self._times)
 
     def speeds(self) -> list[float]:
         """Seconds per unit cost of each task (its measured time over the cost it held); a task
@@ -169,7 +179,7 @@ class Balancer:
                 return None
         else:
             seconds = self.task_seconds()
-            if self.spread(seconds) <= self.threshold:
+            if not self.drifted() or self.spread(seconds) <= self.threshold:
                 return None
             speeds = self.speeds()
             now = max(seconds.values())
