@@ -38,6 +38,8 @@ CV_MODELS = ("logistic", "multinomial", "linear", "huber")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from sparkopt.rules import COMPRESSION_SCHEMES
+
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--input", required=True, help="training data: a LIBSVM file, a Parquet directory or a CSV file")
@@ -85,6 +87,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-driver-size-mb", type=float, default=256.0,
                    help="--engine auto fits on the driver when the data are estimated at most this many MB as "
                         "float64 rows (0: never)")
+    p.add_argument("--compression", choices=COMPRESSION_SCHEMES, default="none",
+                   help="resident engine: how gd / lbfgs / owlqn passes travel between driver and tasks (with error "
+                        "feedback; powersgd: multinomial only)")
+    p.add_argument("--compression-ratio", type=float, default=None,
+                   help="--compression topk / powersgd: the byte reduction asked for (default 16; 1 sends exact values)")
     p.add_argument("--test-input", default=None, help="optional held-out set, same format as --input")
     p.add_argument("--output", required=True, help="output directory (an existing one is replaced only when it is a sparkopt output)")
     p.add_argument("--seed", type=int, default=0, help="random seed (sgd sampling)")
@@ -115,7 +122,10 @@ def make_estimator(args, features, label):
                   optimizer=args.optimizer,
                   miniBatchFraction=args.mini_batch_fraction, engine=args.engine,
                   maxDriverSizeInMB=args.max_driver_size_mb, localSteps=args.local_steps,
-                  localCombination=args.local_combination, staleness=args.staleness)
+                  localCombination=args.local_combination, staleness=args.staleness,
+                  compression=args.compression)
+    if args.compression_ratio is not None:
+        common["compressionRatio"] = args.compression_ratio
     if args.step_size is not None:
         common["stepSize"] = args.step_size
     if args.weight_col:
@@ -166,6 +176,8 @@ def write_history(history, path: Path) -> None:
     keys = ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
     if history and all("rounds" in row for row in history):     # local-sgd: communication rounds
         keys.append("rounds")
+    if history and all("bytes_sent" in row for row in history):  # what crossed the engine's channel
+        keys += ["bytes_sent", "bytes_received"]
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(keys)

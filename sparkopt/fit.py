@@ -28,6 +28,7 @@ from .objectives.losses import LOSSES, check_labels as check_label_range, loss_i
 from .objectives.penalties import ElasticNet
 from .rules import check_param
 from .solvers import SOLVERS, ConvergenceWarning, OptimizeResult, Status, explain_solver, minimize
+from .solvers.registry import compressed_passes
 from .solvers.result import convergence_scale, finish, l1_value
 
 logger = logging.getLogger("sparkopt")
@@ -257,6 +258,7 @@ def fit_linear_model(
                             initial_coef=initial_coef, callback=callback, checkpoint_dir=checkpoint_dir)
     method, reason = choose_fit_method(objective, loss, solver, checkpoint_dir)
     logger.info("sparkopt: solver=%r -> %s: %s", solver, method, reason)
+    choose_compression(engine, objective, method, loss)
     if method != "normal":
         engine.register_functions(objective.block_functions() + [partial(_misclassified_weight, block_objective)])
     with engine.session():       # the resident engine keeps its tasks for the whole fit
@@ -332,6 +334,26 @@ def choose_fit_method(objective, loss: str, solver: str, checkpoint_dir=None) ->
     except ValueError as err:
         raise InputError(str(err)) from None
     return choice.name, choice.reason
+
+
+def choose_compression(engine, objective: LinearModelObjective, method: str, loss: str) -> bool:
+    """Whether this fit's loss and gradient passes travel compressed: the engine compresses
+    (``compression`` other than none, ratio other than 1) and the solver tolerates error-feedback
+    values (sparkopt.solvers.registry.compressed_passes); otherwise every pass is exact, with the
+    reason logged. A scheme that cannot compress this loss's gradient (powersgd on a vector)
+    raises InputError."""
+    compression = engine.compression
+    if compression.lossless:
+        return False
+    allowed, why = compressed_passes(method)
+    if not allowed:
+        logger.info("sparkopt: compression=%r is off for this fit (solver %s): %s; every pass is exact",
+                    compression.scheme, method, why)
+        return False
+    compression.check_shape(objective.gradient_rows, objective.block_objective.n_params, f"loss={loss!r}")
+    objective.compress_passes()
+    logger.info("sparkopt: loss and gradient passes travel as %s: %s", compression.describe(), why)
+    return True
 
 
 def _misclassified_weight(block_objective, block, coef) -> float:

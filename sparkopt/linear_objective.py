@@ -12,18 +12,22 @@ expressed in z with per-coordinate weights (sparkopt.fit.build_objective chooses
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
 import numpy as np
 
+from .engine.compression import Exchange
 from .objectives import make_block_objective
 from .objectives.async_sgd import AsyncSGDWorker
 from .objectives.linear import DENSE_COLUMN_SHARE
 from .objectives.local_sgd import LocalSGDBlockFn, local_steps
 from .objectives.penalties import ElasticNet
 from .solvers.checkpoint import approx_scalar, array_digest
+
+logger = logging.getLogger("sparkopt")
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,10 @@ class LinearModelObjective:
 
     def __init__(self, engine, block_objective, penalty: ElasticNet, coordinates: Optional[Coordinates] = None):
         self.engine = engine
+        # whether loss and loss + gradient passes may travel compressed when the engine's channel
+        # compresses (sparkopt.engine.compression): only for a solver that tolerates it, which the
+        # caller says with compress_passes()
+        self.compressed = False
         self.block_objective = block_objective
         self.penalty = penalty
         self.coordinates = coordinates or Coordinates.identity(block_objective.n_params)
@@ -286,18 +294,54 @@ class LinearModelObjective:
     def _valid(self, coef) -> bool:
         return self.block_objective.feasible(coef)
 
+    @property
+    def gradient_rows(self) -> int:
+        """The rows of the coefficient vector seen as a matrix (multinomial: one per class)."""
+        bo = self.block_objective
+        return int(bo.n_classes) if bo.loss == "multinomial" else 1
+
+    @property
+    def inexact(self) -> bool:
+        """Whether loss and gradient values may trail the exact ones now (InexactObjective)."""
+        return self.compressed and not self.engine.compression.lossless
+
+    def make_exact(self, reason: str) -> None:
+        """Every later pass travels exactly (InexactObjective; the reason is logged)."""
+        if self.compressed:
+            logger.info("sparkopt: exact passes from here on: %s", reason)
+        self.compressed = False
+
+    def refresh(self, reason: str) -> None:
+        """The next pass sends exact values, later ones compress again (InexactObjective)."""
+        if self.compressed:
+            self.engine.refresh_exchange(reason)
+
+    def compress_passes(self) -> None:
+        """Let loss and loss + gradient passes travel compressed (error feedback: the values
+        returned trail the exact ones by a fraction of their last change) when the engine
+        compresses; before it, and for every other pass, values are exact."""
+        self.compressed = True
+
+    def _pass_fn(self, fn, sums: tuple):
+        """``fn`` bound to the block objective, marked as compressible (model out, the ``sums``
+        entries back) unless this objective's passes must be exact."""
+        bound = partial(fn, self.block_objective)
+        if self.compressed:
+            bound.exchange = Exchange(model=True, sums=sums, rows=self.gradient_rows)
+        return bound
+
     def loss(self, z):
         coef = self.coordinates.to_coef(z)
         if not self._valid(coef):
             return np.inf
-        (f,) = self.engine.map_sum(partial(_loss, self.block_objective), coef)
+        (f,) = self.engine.map_sum(self._pass_fn(_loss, ()), coef)
         return f / self.weight_sum + self.penalty.smooth_value(z)
 
     def loss_grad(self, z):
         coef = self.coordinates.to_coef(z)
         if not self._valid(coef):
             return np.inf, np.full(self.n_params, np.nan)
-        f, g = self.engine.map_sum(partial(_loss_grad, self.block_objective), coef)
+        f, g = self.engine.map_sum(self._pass_fn(_loss_grad, (1,)), coef)
         return (f / self.weight_sum + self.penalty.smooth_value(z),
                 self.coordinates.to_z_grad(g) / self.weight_sum + self.penalty.smooth_grad(z))
 
@@ -433,8 +477,10 @@ class LinearModelObjective:
         """Every block function (and worker program) this objective may ask its engine to run, so
         an engine that ships code to its workers once (the resident engine) can ship them all."""
         bo = self.block_objective
-        fns = [partial(f, bo) for f in (_loss, _loss_grad, _loss_grad_hess, _loss_grad_moments, _hessp,
-                                        _hessp_weight, _stochastic)]
+        # the compressed passes and their exact twins (a run may switch to exact values: make_exact)
+        fns = [self._pass_fn(_loss, ()), self._pass_fn(_loss_grad, (1,))] if self.compressed else []
+        fns += [partial(f, bo) for f in (_loss, _loss_grad, _loss_grad_hess, _loss_grad_moments, _hessp,
+                                         _hessp_weight, _stochastic)]
         return fns + [LocalSGDBlockFn(bo, self.coordinates, self.penalty, self.l1_weights), AsyncSGDWorker(bo)]
 
     def run_parameter_server(self, server, *, fraction: float, seed: int, delays: dict) -> list:

@@ -15,14 +15,16 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS", "SOLVER_ALIASES", "canonical_solver",
-           "GLM_FAMILIES", "GLM_LINKS", "GLM_FAMILY_LINKS", "GLM_SOLVERS", "check_glm_link"]
+__all__ = ["Rule", "RULES", "check_param", "is_int", "SCHEDULES", "OPTIMIZERS", "COMPRESSION_SCHEMES", "SOLVER_ALIASES",
+           "canonical_solver", "GLM_FAMILIES", "GLM_LINKS", "GLM_FAMILY_LINKS", "GLM_SOLVERS", "check_glm_link"]
 
 #: step-size schedules of the SGD family (see sparkopt.solvers.sgd.scheduled_step); "auto" is each
 #: solver's own default
 SCHEDULES = ("auto", "constant", "inverse_sqrt", "exponential")
 #: update rules of the SGD family (sparkopt.solvers.adaptive)
 OPTIMIZERS = ("sgd", "adagrad", "adam")
+#: compression schemes of the resident channel (sparkopt.engine.compression)
+COMPRESSION_SCHEMES = ("none", "bf16", "int8", "topk", "powersgd")
 #: MLlib's spellings of the solvers sparkopt names otherwise (MLlib's "normal" and "auto" are
 #: sparkopt's own names too)
 SOLVER_ALIASES = {"l-bfgs": "lbfgs"}
@@ -123,6 +125,9 @@ RULES: dict[str, Rule] = {
     "aggregationDepth": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "numPartitions": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "maxBlockSizeInMB": Rule(lambda v: _finite(v) and v >= 0, ">= 0 (0 lets the engine choose)"),
+    # compressed exchanges of the resident engine (sparkopt.engine.compression)
+    "compression": _one_of(COMPRESSION_SCHEMES),
+    "compressionRatio": Rule(lambda v: _finite(v) and v >= 1, "a finite number >= 1 (1 sends every value exactly)"),
     # classification (MLlib's ParamValidators for thresholds)
     "thresholds": Rule(lambda v: len(v) >= 1 and all(_finite(t) and t >= 0 for t in v)
                        and sum(t == 0 for t in v) <= 1, "a non-empty list of numbers >= 0, at most one of them 0"),

@@ -8,6 +8,7 @@ import logging
 from typing import Any, Optional, Sequence
 
 from ..errors import InputError
+from .compression import Compression
 from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
 from .frame import BlockFrame, FrameEngine, ingest_frame
 from .frame_resident import FrameResidentEngine, frame_resident_unavailable
@@ -20,7 +21,7 @@ from .stats import DataStats
 from .tree import TreeEngine
 
 __all__ = ["ENGINES", "make_engine", "engine_for", "resident_unavailable", "ingest_blocks",
-           "check_session_engine"]
+           "check_session_engine", "no_channel"]
 
 ENGINES = ("auto", "tree", "resident", "driver", "sharded")
 #: ``auto`` shards the model across the tasks when its coefficients (d x K values, 8 bytes each)
@@ -69,8 +70,8 @@ def ingest_blocks(df: Any, features_col: Any = "features", label_col: str = "lab
     return ingest(df, features_col, label_col, weight_col, **options)
 
 
-def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", model_values: int = 0,
-                **resident_options: Any):
+def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str = "auto", model_values: int = 0, *,
+                compression: Any = "none", compression_ratio: Any = None, **resident_options: Any):
     """An engine over ``blocks_rdd`` (see :func:`~sparkopt.engine.ingest`), blocks already in a Spark
     cache: ``auto`` picks between the Spark engines (resident when every partition can run at
     once, else tree); ``driver`` collects the cached blocks into the driver (one job).
@@ -82,11 +83,17 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     engine when its tasks cannot reach this process), else the frame engine.
     ``model_values`` (d x K, the coefficients of the model to fit): ``auto`` picks ``sharded`` when
     they take more than :data:`SHARDED_MODEL_BUDGET_MB` and every partition can run at once
-    (classic sessions)."""
+    (classic sessions). ``compression`` / ``compression_ratio`` compress the resident (and
+    sharded) engine's channel on a classic session (sparkopt.engine.compression); the other
+    engines have no channel of their own and say so in the log."""
     engine = check_engine(engine)
+    compression = Compression.of(compression, compression_ratio)
     if isinstance(blocks_rdd, FusedSource):
-        return _fused_engine(blocks_rdd, depth, engine, model_values, **resident_options)
+        return _fused_engine(blocks_rdd, depth, engine, model_values, compression=compression, **resident_options)
     framed = isinstance(blocks_rdd, BlockFrame)
+    if framed:
+        no_channel(compression, "Spark Connect session's")
+        compression = Compression()
     fallback = engine == "auto"
     if engine == "auto":
         reason = (frame_resident_unavailable if framed else resident_unavailable)(blocks_rdd)
@@ -99,6 +106,8 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
             engine = "sharded"
         else:
             engine = "resident"
+    if engine in ("driver", "tree"):
+        no_channel(compression, engine)
     if engine == "driver":
         if framed:
             return DriverEngine(FrameEngine(blocks_rdd, stats, depth).collect_blocks(), stats, depth)
@@ -108,10 +117,10 @@ def make_engine(blocks_rdd: Any, stats: DataStats, depth: int = 2, engine: str =
     if engine == "sharded":
         if framed:
             _refuse_sharded()
-        return ShardedEngine(blocks_rdd, stats, depth, **resident_options)
+        return ShardedEngine(blocks_rdd, stats, depth, **{"compression": compression, **resident_options})
     # under auto, tasks that cannot reach the driver (or Connect client) make the engine run as the tree engine
     resident = FrameResidentEngine if framed else ResidentEngine
-    return resident(blocks_rdd, stats, depth, **{"fallback": fallback, **resident_options})
+    return resident(blocks_rdd, stats, depth, **{"fallback": fallback, "compression": compression, **resident_options})
 
 
 class _Partitions:
@@ -167,6 +176,13 @@ def _model_too_large(model_values: Any) -> bool:
 CONNECT_NO_SHARDED = ("the sharded engine runs over an RDD of blocks, which a Spark Connect session does not have")
 
 
+def no_channel(compression: Compression, engine: str) -> None:
+    """Log that ``engine`` has no channel for a lossy ``compression`` to compress."""
+    if not compression.lossless:
+        logger.info("sparkopt: compression=%r applies to the resident engine's channel; the %s engine has "
+                    "none, so its passes travel as they always do", compression.scheme, engine)
+
+
 def check_session_engine(df: Any, engine: str) -> str:
     """``engine`` if ``df``'s session can run it, else InputError naming it (before any job):
     ``sharded`` needs a classic session."""
@@ -197,22 +213,24 @@ def use_driver(df: Any, features_col: Any, label_col: str, weight_col: Optional[
 def engine_for(df: Any, features_col: str | Sequence[str] = "features", label_col: str = "label",
                weight_col: Optional[str] = None, *, engine: str = "auto",
                max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB, num_partitions: Optional[int] = None,
-               depth: int = 2, **ingest_options: Any):
+               depth: int = 2, compression: Any = "none", compression_ratio: Any = None, **ingest_options: Any):
     """An engine over ``df``'s selected columns, from the DataFrame: ``driver`` collects them into
     the driver process (:func:`~sparkopt.engine.driver.collect_to_driver`); ``tree`` /
     ``resident`` ingest them into a Spark cache (:func:`~sparkopt.engine.ingest.ingest`);
     ``auto`` fits on the driver when their estimated float64 size
     (:func:`~sparkopt.engine.driver.estimate_driver_bytes`, no Spark job) is within
-    ``max_driver_mb``, else as :func:`make_engine` chooses. The caller owns the engine
-    (``unpersist()`` or ``with``)."""
+    ``max_driver_mb``, else as :func:`make_engine` chooses (``compression``: the resident engine's).
+    The caller owns the engine (``unpersist()`` or ``with``)."""
     check_session_engine(df, engine)
+    compression = Compression.of(compression, compression_ratio)
     if use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions):
+        no_channel(compression, "driver")
         return collect_to_driver(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                  depth=depth, **ingest_options)
     blocks, stats = ingest_blocks(df, features_col, label_col, weight_col, num_partitions=num_partitions,
                                   **ingest_options)
     try:
-        return make_engine(blocks, stats, depth, engine)
+        return make_engine(blocks, stats, depth, engine, compression=compression)
     except BaseException:
         blocks.unpersist()
         raise

@@ -23,6 +23,7 @@ import contextlib
 from typing import Any
 
 from ..errors import InputError
+from .compression import Compression
 from .fold import check_depth
 from .stats import DataFacts, DataStats
 
@@ -36,6 +37,10 @@ class EngineBase(DataFacts):
     _depth: int
     #: fixed seconds a pass costs beyond its arithmetic (the cost model of ``solver="auto"``)
     pass_overhead = 0.0
+    #: how full passes of block functions marked with an Exchange travel (only the resident
+    #: engine, and a LocalEngine simulating it, have a channel to compress; see
+    #: sparkopt.engine.compression)
+    compression = Compression()
 
     def __init__(self) -> None:
         self.reset_counters()
@@ -51,6 +56,10 @@ class EngineBase(DataFacts):
     def session(self):
         """Hold whatever the engine needs for a series of passes (a fit); nothing by default."""
         yield self
+
+    def refresh_exchange(self, reason: str) -> None:
+        """The next compressed pass sends exact values both ways (key frames; the reason is
+        logged); nothing to do for an engine without a compressed channel."""
 
     def register_functions(self, fns: Any) -> None:
         """Block functions later passes will use (a hint: engines that ship code to their workers

@@ -19,6 +19,7 @@ The contract of a block function:
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -27,8 +28,8 @@ from ..blocks import Block, sample_rng
 from ..errors import InputError
 from ..rules import check_param
 
-__all__ = ["BlockFn", "add_results", "fold_partition", "fold_partitions", "fold_over", "check_depth",
-           "check_sampling"]
+__all__ = ["BlockFn", "add_results", "fold_partition", "fold_positioned", "fold_partitions", "fold_held",
+           "fold_over", "check_depth", "check_sampling"]
 
 BlockFn = Callable[[Block, Any], Any]
 
@@ -78,12 +79,32 @@ def fold_partition(
 
     ``fn(block, value, (partition_index, j))`` when ``fn.wants_index`` is true (see the module
     docstring); ``j`` counts the partition's blocks from 0, before any sampling."""
+    return fold_positioned(fn, value, partition_index, enumerate(blocks), fraction, seed)
+
+
+def fold_positioned(
+    fn: BlockFn,
+    value: Any,
+    partition_index: int,
+    blocks: Iterable[tuple[int, Block]],
+    fraction: float | None = None,
+    seed: int | None = None,
+    clock: list | None = None,
+) -> Any:
+    """:func:`fold_partition` over ``(j, block)`` pairs (in order) that need not be all of the
+    partition's blocks: a task that holds some blocks of a partition (the resident engine's
+    load balancing) folds them at their own positions, so sampling and block functions that
+    read ``(p, j)`` see what every engine sees. ``clock``: a list each block's seconds are
+    appended to."""
     with_index = bool(getattr(fn, "wants_index", False))
     acc = None
-    for j, block in enumerate(blocks):
+    for j, block in blocks:
+        start = time.perf_counter() if clock is not None else 0.0
         if fraction is not None:
             block = block.sample(fraction, sample_rng(seed, partition_index, j))
         acc = add_results(acc, fn(block, value, (partition_index, j)) if with_index else fn(block, value))
+        if clock is not None:
+            clock.append(time.perf_counter() - start)
     return acc
 
 
@@ -99,6 +120,23 @@ def fold_partitions(
     acc = None
     for index, blocks in partitions:
         acc = add_results(acc, fold_partition(fn, value, index, blocks, fraction, seed))
+    return acc
+
+
+def fold_held(
+    fn: BlockFn,
+    value: Any,
+    held: Iterable[tuple[int, Iterable[tuple[int, Block]]]],
+    fraction: float | None = None,
+    seed: int | None = None,
+    clock: list | None = None,
+) -> Any:
+    """:func:`fold_partitions` over ``(partition index, [(j, block), ...])`` pairs, in the order
+    given: what a task holding some blocks of some partitions computes (with whole partitions,
+    the very sums of :func:`fold_partitions`). ``clock`` as :func:`fold_positioned`'s."""
+    acc = None
+    for index, pairs in held:
+        acc = add_results(acc, fold_positioned(fn, value, index, pairs, fraction, seed, clock))
     return acc
 
 

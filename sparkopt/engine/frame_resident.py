@@ -230,10 +230,11 @@ class FrameResidentEngine(ResidentEngine):
     frame engine over the same cached blocks."""
 
     _session_class = _FrameSession
+    _balances = False
 
     def __init__(self, blocks: BlockFrame, stats: DataStats, depth: int = 2, **options: Any) -> None:
+        self._blocks = blocks         # what FrameEngine's passes read (and _setting, from the start)
         super().__init__(blocks, stats, depth, **options)
-        self._blocks = blocks         # what FrameEngine's passes read
 
     @property
     def spark(self) -> Any:

@@ -155,6 +155,7 @@ class FusedEngine(ResidentEngine):
     every partition must fit the task slots at once."""
 
     _session_class = _FrameSession
+    _balances = False
 
     def __init__(self, source: FusedSource, depth: int = 2, **options: Any) -> None:
         super().__init__(source, source.stats, depth, **options)

@@ -16,8 +16,9 @@ import scipy.sparse as sp
 
 from ..blocks import Block
 from ..errors import InputError
+from .compression import Compression, DriverExchange, TaskExchange, message_bytes
 from .contract import EngineBase
-from .fold import BlockFn, check_depth, check_sampling, fold_over, fold_partitions
+from .fold import BlockFn, add_results, check_depth, check_sampling, fold_over, fold_partition, fold_partitions
 from .stats import DataStats, block_stats, combine_partitions, data_problems
 
 __all__ = ["LocalEngine"]
@@ -41,7 +42,13 @@ class LocalEngine(EngineBase):
     """Blocks held in memory as ``list[list[Block]]`` (partitions of blocks), folded in order.
 
     ``stats`` defaults to the fold of :func:`block_stats` over the blocks; ``depth`` is kept only
-    for interface parity with :class:`TreeEngine` (the local fold is sequential)."""
+    for interface parity with :class:`TreeEngine` (the local fold is sequential).
+
+    ``compression`` (a scheme name or :class:`~sparkopt.engine.compression.Compression`; None: no
+    channel at all) simulates the resident engine's channel: every partition plays one resident
+    task, with its own error-feedback state, and every pass's payload and partial sums are
+    counted in ``bytes_sent`` / ``bytes_received`` at the size the channel would carry them
+    (same codecs, so the same numbers as a resident engine with one partition per task)."""
 
     kind = "local"
 
@@ -50,8 +57,15 @@ class LocalEngine(EngineBase):
         partitions: Sequence[Sequence[Block]],
         stats: DataStats | None = None,
         depth: int = 2,
+        compression: Any = None,
+        compression_ratio: Any = None,
     ) -> None:
         super().__init__()
+        self._channel: DriverExchange | None = None
+        if compression is not None:
+            self.compression = Compression.of(compression, compression_ratio)
+            self._channel = DriverExchange(self.compression)
+            self._task_ends: dict[int, TaskExchange] = {}
         self._partitions = [list(p) for p in partitions]
         kinds = {b.is_sparse for p in self._partitions for b in p}
         if len(kinds) > 1:
@@ -75,6 +89,8 @@ class LocalEngine(EngineBase):
         depth: int = 2,
         validate: bool = True,
         offset: Any = None,
+        compression: Any = None,
+        compression_ratio: Any = None,
     ) -> "LocalEngine":
         """Split rows into ``num_partitions`` contiguous partitions (sizes differ by at most one
         row; partitions are empty when there are fewer rows than partitions), each cut into blocks
@@ -83,7 +99,8 @@ class LocalEngine(EngineBase):
         ``X`` keeps its storage kind: a dense array becomes a float64 C-ordered ndarray, a scipy
         sparse matrix becomes float64 CSR. With ``validate`` the data are checked like
         :func:`ingest` checks a DataFrame (non-finite values, negative weights, ...). ``offset``
-        (n,), if given, is every block's per-row margin offset (a GLM's offsetCol)."""
+        (n,), if given, is every block's per-row margin offset (a GLM's offsetCol). ``compression``
+        simulates the resident channel (see the class)."""
         if sp.issparse(X):
             X = sp.csr_matrix(X, dtype=np.float64)
         else:
@@ -127,7 +144,8 @@ class LocalEngine(EngineBase):
         stats = combine_partitions(
             [[block_stats(b.X, b.y, b.w) for b in p] for p in partitions], n_features=X.shape[1]
         )
-        engine = cls(partitions, stats=stats, depth=depth)
+        engine = cls(partitions, stats=stats, depth=depth, compression=compression,
+                     compression_ratio=compression_ratio)
         if validate:
             problems = data_problems(
                 engine.stats, features="X", label="y", weight="w", source="input arrays"
@@ -150,8 +168,37 @@ class LocalEngine(EngineBase):
     ) -> Any:
         """Sum of ``fn(block, payload)`` over all (optionally row-sampled) blocks."""
         fraction, seed = check_sampling(fraction, seed)
+        if self._channel is not None:
+            return self._channel_pass(fn, payload, fraction, seed)
         acc = fold_partitions(fn, payload, enumerate(self._partitions), fraction, seed)
         return self._pass_result(acc, fraction)
+
+    def refresh_exchange(self, reason: str) -> None:
+        if self._channel is not None:
+            self._channel.reset(reason)
+
+    def _channel_pass(self, fn: BlockFn, payload: Any, fraction: float | None, seed: int | None) -> Any:
+        """A pass as the resident engine runs it with one task per partition: the request
+        (compressed as the channel's scheme allows) to every task, each task's reply decoded and
+        the replies added in partition order; the bytes are the messages' channel sizes."""
+        compressed = self._channel.applies(fn, fraction)
+        request = self._channel.outgoing(fn, payload) if compressed else payload
+        size = message_bytes(request)
+        replies, sent, received = [], 0, 0
+        for p, blocks in enumerate(self._partitions):
+            end = self._task_ends.setdefault(p, TaskExchange(self.compression))
+            reply = end.evaluate(fn, request, fraction,
+                                 lambda value, p=p, blocks=blocks: fold_partition(fn, value, p, blocks, fraction, seed))
+            sent += size
+            received += message_bytes(reply)
+            replies.append((p, reply))
+        if compressed:
+            acc = self._channel.combine(fn, replies)
+        else:
+            acc = None
+            for _, reply in replies:
+                acc = add_results(acc, reply)
+        return self._pass_result(acc, fraction, sent, received)
 
     def collect_blocks(self) -> list[list[Block]]:
         return [list(p) for p in self._partitions]

@@ -78,10 +78,13 @@ from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import InputError, WorkersLost
-from .fold import BlockFn, add_results, check_sampling, fold_over, fold_partitions
+from .balance import Balancer, block_timings
+from .compression import Compression, DriverExchange, TaskExchange
+from .fold import BlockFn, add_results, check_sampling, fold_held
+from .link import Link, LinkModel, parse_link
 from .stats import DataStats
 from .tree import TreeEngine
-from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, server_handshake
+from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, frame_bytes, server_handshake
 
 __all__ = ["ResidentEngine", "TaskError", "SessionLost", "DriverUnreachable", "task_slots", "PeerFilter",
            "executor_hosts", "channel_encrypted"]
@@ -242,10 +245,14 @@ def _error_value(exc: BaseException) -> tuple:
 
 
 def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions: dict, connect_timeout: float,
-           encrypted: bool = False):
+           encrypted: bool = False, compression: Compression = Compression(), timed: bool = False,
+           slow: Optional[dict] = None):
     """The barrier task body: hold the blocks, answer the driver's requests until told to stop.
-    ``functions`` (digest -> block function or worker program) and whether the channel is
-    ``encrypted`` arrive in this closure."""
+    ``functions`` (digest -> block function or worker program), whether the channel is
+    ``encrypted``, the ``compression`` of its passes, whether replies carry the blocks' timings
+    (``timed``: ``(result, timing rows)``, sparkopt.engine.balance) and an injected slowness
+    (``slow``: task -> factor its folds are stretched by; measurements only) arrive in this
+    closure."""
 
     def run(tagged: Iterator[tuple[int, int, Any]]) -> Iterator[tuple[int, int]]:
         from pyspark import BarrierTaskContext
@@ -254,17 +261,18 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
         tagged_blocks: dict[int, list] = {}
         for index, position, block in tagged:
             tagged_blocks.setdefault(index, []).append((position, block))
-        # a shuffle may deliver blocks in any order: restore each partition's own order; the
-        # partitions themselves are held (and folded) in index order
-        partitions = {index: [block for _, block in sorted(tagged_blocks[index], key=lambda pair: pair[0])]
-                      for index in sorted(tagged_blocks)}
+        # a shuffle may deliver blocks in any order: restore each partition's own order (a task
+        # may hold some blocks of a partition: each keeps its position); the partitions
+        # themselves are held (and folded) in index order
+        held = [(index, sorted(tagged_blocks[index], key=lambda pair: pair[0])) for index in sorted(tagged_blocks)]
         del tagged_blocks
-        rows = sum(b.n_rows for blocks in partitions.values() for b in blocks)
-        weight = float(sum(float(b.w.sum()) for blocks in partitions.values() for b in blocks))
+        rows = sum(b.n_rows for _, pairs in held for _, b in pairs)
+        weight = float(sum(float(b.w.sum()) for _, pairs in held for _, b in pairs))
+        exchange = TaskExchange(compression)       # this session's error-feedback state
         channel = _connect(address, secret, session_id, connect_timeout, encrypted)
         served = 0
         try:
-            channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), list(partitions),
+            channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), [i for i, _ in held],
                                            int(rows), weight))
             while True:
                 try:
@@ -276,13 +284,21 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
                 try:
                     if kind == FrameType.RUN:
                         digest, config = request
-                        fold = partial(fold_over, list(partitions.items()))
+                        fold = partial(_fold_held_over, held)
                         worker_channel = _WorkerChannel(channel, _peer_key(secret, session_id), session_id)
                         result = functions[digest](worker_channel, context.partitionId(), fold, config)
                     elif kind == FrameType.EVAL:
                         digest, payload, fraction, seed, beat = request
+                        fn = functions[digest]
+                        factor = (slow or {}).get(context.partitionId(), 1.0)
+                        clock = [] if timed or factor > 1.0 else None
                         with heartbeats(channel, beat):
-                            result = fold_partitions(functions[digest], payload, partitions.items(), fraction, seed)
+                            result = exchange.evaluate(fn, payload, fraction,
+                                                       lambda value: fold_held(fn, value, held, fraction, seed, clock))
+                            if factor > 1.0:      # an injected straggler (measurements): stretched folds
+                                time.sleep((factor - 1.0) * sum(clock))
+                        if timed:
+                            result = (result, block_timings(held, clock, factor))
                     else:
                         raise WireError(f"unexpected frame type {kind}")
                     try:
@@ -300,6 +316,12 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
         yield context.partitionId(), served
 
     return run
+
+
+def _fold_held_over(held: list, fn: BlockFn, payload: Any, fraction: float | None = None,
+                    seed: int | None = None) -> Any:
+    """A worker program's ``fold``: :func:`fold_held` over its task's blocks."""
+    return fold_held(fn, payload, held, fraction, seed)
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -428,12 +450,19 @@ def _valid_hello(value: Any, groups: int) -> bool:
 class _Session:
     """One barrier job and the driver's end of its channel."""
 
+    link: Optional[Link] = None     # the throttled link model (sparkopt.engine.link), if any
+    timed = False                   # whether replies carry the blocks' timings
+
     def __init__(self, tagged: Any, groups: int, *, host: str, bind_host: str, port: int, port_retries: int,
                  start_timeout: float, connect_timeout: float, functions: dict, peers: PeerFilter,
                  encrypted: bool = False,
                  max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
-                 handshake_timeout: float = HANDSHAKE_SECONDS) -> None:
+                 handshake_timeout: float = HANDSHAKE_SECONDS, compression: Compression = Compression(),
+                 link: Optional[LinkModel] = None, timed: bool = False, slow: Optional[dict] = None) -> None:
         self.id = secrets.token_bytes(SESSION_ID_BYTES)
+        self.link = None if link is None else Link(link)
+        self.timed = bool(timed)
+        self.timings: dict[int, Any] = {}                  # group -> timing rows of the last pass
         self.groups = groups
         self.functions = frozenset(functions)
         self._secret = secrets.token_bytes(32)
@@ -458,7 +487,8 @@ class _Session:
         self._job_group = f"sparkopt-resident-{self.id.hex()}"
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"{self._job_group}-accept", daemon=True)
         self._acceptor.start()
-        self._launch(tagged, _serve(self.address, self._secret, self.id, functions, connect_timeout, self.encrypted))
+        self._launch(tagged, _serve(self.address, self._secret, self.id, functions, connect_timeout, self.encrypted,
+                                    compression, self.timed, slow))
         try:
             self._await_tasks(start_timeout)
         except BaseException:
@@ -638,6 +668,8 @@ class _Session:
                     raise SessionLost(f"resident task {group} closed its channel") from exc
                 if kind not in (FrameType.REPLY, FrameType.ERROR, FrameType.MESSAGE, FrameType.HEARTBEAT):
                     raise SessionLost(f"resident task {group} sent an unexpected frame type {kind}")
+                if self.link is not None:
+                    self.link.incoming(size)
                 now = time.monotonic()
                 for other in ([channel] if per_task else heard):
                     heard[other] = now
@@ -646,17 +678,29 @@ class _Session:
                 yield group, kind, value, size
 
     def evaluate(self, digest: bytes, payload: Any, fraction: Any, seed: Any, timeout: float,
-                 cap: Optional[float] = None) -> tuple[Any, int, int]:
+                 cap: Optional[float] = None,
+                 combine: Optional[Callable[[list], Any]] = None) -> tuple[Any, int, int]:
         """Send the request to every task and sum their replies in group order; (sum, bytes
         sent, bytes received). A task may stay silent ``timeout`` seconds; while it folds it sends
         a heartbeat every :func:`heartbeat_interval` seconds, each of which gives it ``timeout``
-        more, up to ``cap`` seconds in all."""
+        more, up to ``cap`` seconds in all. ``combine([(group, reply), ...])`` (in group order)
+        replaces the plain sum (compressed replies are decoded task by task)."""
         deadline = time.monotonic() + timeout
         beat = heartbeat_interval(timeout)
+        request = (digest, payload, fraction, seed, beat)
+        arrivals = None
+        if self.link is not None:
+            try:
+                size = frame_bytes(request, self.encrypted)
+            except TypeError as exc:
+                raise _Uncarriable(f"its payload cannot travel on the channel: {exc}") from exc
+            arrivals = dict(zip(self.connections, self.link.schedule([size] * len(self.connections))))
         sent = 0
         for group in self.connections:
+            if arrivals is not None:
+                self.link.wait_until(arrivals[group])
             try:
-                sent += self._send(group, FrameType.EVAL, (digest, payload, fraction, seed, beat), deadline)
+                sent += self._send(group, FrameType.EVAL, request, deadline)
             except TypeError as exc:    # raised while encoding, before any byte left: the session is intact
                 raise _Uncarriable(f"its payload cannot travel on the channel: {exc}") from exc
         received = 0
@@ -674,6 +718,14 @@ class _Session:
         for kind, value in replies.values():
             if kind == FrameType.ERROR:
                 raise _task_error(value)
+        if self.timed:
+            for group, (kind, value) in list(replies.items()):
+                if not (isinstance(value, tuple) and len(value) == 2):
+                    raise SessionLost(f"resident task {group} sent a reply without its timings")
+                self.timings[group] = value[1]
+                replies[group] = (kind, value[0])
+        if combine is not None:
+            return combine([(group, replies[group][1]) for group in sorted(replies)]), sent, received
         acc = None
         for group in sorted(replies):
             acc = add_results(acc, replies[group][1])
@@ -819,8 +871,24 @@ class ResidentEngine(TreeEngine):
                  start_timeout: float = 120.0, connect_timeout: float = 10.0,
                  request_timeout: Optional[float] = None, host: Optional[str] = None,
                  bind_host: Optional[str] = None, port: Optional[int] = None, fallback: bool = False,
-                 max_request_time: Optional[float] = None) -> None:
+                 max_request_time: Optional[float] = None, compression: Any = "none",
+                 compression_ratio: Any = None, link: Any = None, balance: Optional[bool] = None,
+                 balance_threshold: float = 1.2, inject_slowness: Optional[dict] = None) -> None:
         super().__init__(blocks_rdd, stats, depth)
+        if balance is None:
+            balance = _conf_bool(self._setting, "spark.sparkopt.resident.balance")
+        if isinstance(balance_threshold, bool) or not isinstance(balance_threshold, (int, float)) \
+                or not balance_threshold >= 1.0:
+            raise InputError(f"balance_threshold must be a number >= 1 (max / median task time), got "
+                             f"{balance_threshold!r}")
+        self.balance = bool(balance)
+        self.balance_threshold = float(balance_threshold)
+        self.inject_slowness = dict(inject_slowness or {})
+        self._balancer: Optional[Balancer] = None
+        self._assignment: Optional[dict] = None
+        self.compression = Compression.of(compression, compression_ratio)
+        self._exchange = DriverExchange(self.compression)
+        self.link = parse_link(link if link is not None else self._setting("spark.sparkopt.resident.link", None))
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise InputError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
         for name, value in (("start_timeout", start_timeout), ("connect_timeout", connect_timeout),
@@ -840,7 +908,7 @@ class ResidentEngine(TreeEngine):
         self._host, self._bind_host, self._port = host, bind_host, port
         self._session: Optional[_Session] = None
         self._peers: Optional[PeerFilter] = None
-        self._regrouped: dict[int, Any] = {}
+        self._regrouped: dict[Any, Any] = {}    # groups or a block assignment -> the regrouped records
         self._functions: collections.OrderedDict = collections.OrderedDict()   # digest -> function
         # block functions whose payload or result the channel cannot carry (nothing on it is ever
         # unpickled): their passes run as tree-engine jobs over the same blocks, same numbers
@@ -860,9 +928,17 @@ class ResidentEngine(TreeEngine):
         """The (partition, position, block) records the ``groups`` barrier tasks load.
 
         One task per partition when the slots allow; otherwise partitions are regrouped onto the
-        slots by one shuffle (barrier stages refuse ``coalesce``), balanced by rows. The shuffle
+        slots by one shuffle (barrier stages refuse ``coalesce``), balanced by rows. With a
+        block assignment of the balancer, blocks go where it says (one shuffle too). The shuffle
         output is kept by Spark, so later sessions of this engine skip it."""
         tagged = self._rdd.mapPartitionsWithIndex(_tag_blocks)
+        if self._assignment is not None:
+            key = tuple(sorted(self._assignment.items()))
+            if key not in self._regrouped:
+                assignment = dict(self._assignment)
+                self._regrouped[key] = (tagged.map(lambda record: (assignment[(record[0], record[1])], record))
+                                        .partitionBy(groups, lambda target: target).values())
+            return self._regrouped[key]
         if groups >= self.num_partitions:
             return tagged
         if groups not in self._regrouped:
@@ -880,6 +956,9 @@ class ResidentEngine(TreeEngine):
 
     #: the session kind this engine starts (the Spark Connect engine's differs in its job only)
     _session_class = _Session
+    #: whether the balancer may regroup blocks onto tasks (engines whose tasks read their own
+    #: partitions cannot)
+    _balances = True
 
     def _setting(self, key: str, default: Any = None) -> Any:
         """A Spark setting of the application (``SparkConf.get``)."""
@@ -906,14 +985,29 @@ class ResidentEngine(TreeEngine):
     def _start(self) -> _Session:
         get = self._setting
         groups = self._groups()
+        if self.balance and self._balancer is None:
+            if self._balances:
+                self._balancer = Balancer(max(self._slots(), 1), threshold=self.balance_threshold)
+            else:
+                self.balance = False
+                logger.info("sparkopt: %s loads one partition per task and does not move blocks between "
+                            "tasks: balance ignored", type(self).__name__)
+        if self._assignment is not None:
+            groups = self._balancer.groups
         host, bind_host = self._addresses()
         port = self._port if self._port is not None else _conf_int(get, "spark.sparkopt.resident.port", 0)
         retries = _conf_int(get, "spark.sparkopt.resident.portMaxRetries", 16)
         session = self._session_class(self._tagged(groups), groups, host=host, bind_host=bind_host, port=port,
                                       port_retries=retries, start_timeout=self.start_timeout,
                                       connect_timeout=self.connect_timeout, functions=dict(self._functions),
-                                      peers=self._peer_filter(host), encrypted=channel_encrypted(get))
+                                      peers=self._peer_filter(host), encrypted=channel_encrypted(get),
+                                      compression=self.compression, link=self.link, timed=self.balance,
+                                      slow=self.inject_slowness)
         self.sessions_started += 1
+        if self._balancer is not None:
+            self._balancer.new_session()
+        # the tasks of a new session hold no error-feedback state: both ends start from key frames
+        self._exchange.reset(f"session {self.sessions_started} started")
         logger.info("sparkopt resident engine: %d tasks hold %d partitions (frames %s)", groups, self.num_partitions,
                     "encrypted" if session.encrypted else "authenticated, not encrypted")
         return session
@@ -1018,8 +1112,14 @@ class ResidentEngine(TreeEngine):
                     start = time.monotonic()
                     timeout = self._timeout()
                     cap = self.max_request_time or REQUEST_CAP_DEADLINES * timeout
-                    result, sent, received = session.evaluate(digest, payload, fraction, seed, timeout, cap)
+                    request, combine = payload, None
+                    if self._exchange.applies(fn, fraction):
+                        request = self._exchange.outgoing(fn, payload)
+                        combine = partial(self._exchange.combine, fn)
+                    result, sent, received = session.evaluate(digest, request, fraction, seed, timeout, cap, combine)
                     self._pass_seconds.append(time.monotonic() - start)
+                    if self._balancer is not None:
+                        self._rebalance(session)
                     break
                 except DriverUnreachable as exc:
                     self.close(hung=True)
@@ -1041,6 +1141,8 @@ class ResidentEngine(TreeEngine):
                     self._pass_as_tree_job(digest, fn, str(exc))
                     return self._tree_pass(fn, payload, fraction, seed)
                 except TaskError:
+                    # the tasks that answered moved their error-feedback state, unread here
+                    self._exchange.reset("a task raised during a pass")
                     if self._depth_open == 0:   # every reply was read: the session can go on
                         self.close()
                     raise
@@ -1050,6 +1152,28 @@ class ResidentEngine(TreeEngine):
             if self._depth_open == 0:
                 self.close()      # no session() block: one request, one session
         return self._pass_result(result, fraction, sent, received)
+
+    def refresh_exchange(self, reason: str) -> None:
+        self._exchange.reset(reason)
+
+    def _rebalance(self, session: _Session) -> None:
+        """After a timed pass: record the blocks' costs and the tasks' times; when the balancer
+        proposes another assignment, end this session (the next pass starts one that holds the
+        blocks as proposed)."""
+        balancer = self._balancer
+        balancer.observe(session.timings)
+        proposal = balancer.propose(first=balancer.regroupings == 0 and balancer.passes_since == 1)
+        if proposal is None:
+            return
+        times = balancer.history[-1]["task_seconds"]
+        balancer.adopt(proposal, "task seconds " + ", ".join(f"{g}: {t:.3g}" for g, t in sorted(times.items())))
+        self._assignment = proposal
+        self.close()
+
+    @property
+    def balancer(self) -> Optional[Balancer]:
+        """The load balancer's record (None unless ``balance``)."""
+        return self._balancer
 
     def run_workers(self, worker_fn: Any, config: Any, server: Any) -> list:
         """Run ``worker_fn(channel, worker_index, fold, config)`` in every resident task at once

@@ -51,7 +51,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 __all__ = ["WireError", "FrameType", "Channel", "encode_value", "decode_value", "encode_frame",
-           "read_frame", "client_handshake", "server_handshake", "MAX_FRAME_BYTES", "NONCE_BYTES",
+           "read_frame", "frame_bytes", "client_handshake", "server_handshake", "MAX_FRAME_BYTES", "NONCE_BYTES",
            "SESSION_ID_BYTES", "socket_reader", "ENCRYPTED", "AUTHENTICATED"]
 
 MAGIC_HELLO = b"SOH1"
@@ -307,6 +307,11 @@ def _encode_sealed(sealer: Any, frame_type: int, sequence: int, value: Any, max_
         raise TypeError(f"a message of {len(payload)} bytes exceeds the channel's frame limit of {max_frame}")
     header = HEADER.pack(MAGIC_FRAME, sealer.version, frame_type, sequence, len(payload))
     return header + sealer.seal(header, payload, sequence)
+
+
+def frame_bytes(value: Any, encrypted: bool = AUTHENTICATED) -> int:
+    """The size in bytes of the frame that carries ``value`` (TypeError if it cannot be carried)."""
+    return HEADER.size + len(encode_value(value)) + (GCM_TAG_BYTES if encrypted else TAG_BYTES)
 
 
 def read_frame(read_exact: Callable[[int], bytes], key: bytes, expected_sequence: int,

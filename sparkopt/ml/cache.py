@@ -10,7 +10,8 @@ from collections import OrderedDict
 from typing import Any
 
 from ..engine import DriverEngine, collect_to_driver, make_engine
-from ..engine.choose import check_session_engine, fused_load, ingest_blocks, use_driver
+from ..engine.choose import check_session_engine, fused_load, ingest_blocks, no_channel, use_driver
+from ..engine.compression import Compression
 from ..engine.fused import fused_source
 from ..engine.session import application_key
 from ..engine.driver import DEFAULT_DRIVER_BUDGET_MB
@@ -41,21 +42,24 @@ class EngineCache:
                 weight_col, num_partitions, "driver" if on_driver else "spark", offset_col, fold_col)
 
     @staticmethod
-    def _fresh(cached, depth, engine, model_values=None):
+    def _fresh(cached, depth, engine, model_values=None, compression="none"):
         """A new engine (own counters) over a cache entry's data (``model_values(stats)``: the
-        model's size, which ``auto`` compares with the sharding budget)."""
+        model's size, which ``auto`` compares with the sharding budget; ``compression``: the
+        resident engine's channel)."""
         if isinstance(cached, DriverEngine):
+            no_channel(Compression.of(compression), "driver")
             return DriverEngine(cached.collect_blocks(), cached.stats, depth)
         size = 0 if model_values is None else int(model_values(cached.stats))
-        return make_engine(cached.blocks, cached.stats, depth, engine, model_values=size)
+        return make_engine(cached.blocks, cached.stats, depth, engine, model_values=size, compression=compression)
 
     def get(self, df, features_col, label_col, weight_col, num_partitions, depth,
             engine: str = "auto", max_driver_mb: float = DEFAULT_DRIVER_BUDGET_MB,
             offset_col: str | None = None, fold_col: str | None = None,
-            model_values: Any = None) -> tuple[Any, float]:
+            model_values: Any = None, compression: Any = "none") -> tuple[Any, float]:
         """A fresh engine of the requested kind over the (cached) data, and the ingest seconds;
         with `offset_col` the blocks carry that column as their offset (a GLM's offsetCol), with
-        `fold_col` as their fold ids (a cross-validation's foldCol)."""
+        `fold_col` as their fold ids (a cross-validation's foldCol); `compression` (a
+        Compression) for the resident engine's channel."""
         check_session_engine(df, engine)
         on_driver = use_driver(df, features_col, label_col, weight_col, engine, max_driver_mb, num_partitions)
         key = self._key(df, features_col, label_col, weight_col, num_partitions, on_driver, offset_col, fold_col)
@@ -66,7 +70,7 @@ class EngineCache:
                 hit = self._entries.get(key)
                 if hit is not None and hit[0]() is not None and hit[0]().sameSemantics(df):
                     self._entries.move_to_end(key)
-                    return self._fresh(hit[1], depth, engine, model_values), 0.0
+                    return self._fresh(hit[1], depth, engine, model_values, compression), 0.0
                 running = self._ingesting.get(key)
                 if running is None:
                     self._ingesting[key] = threading.Event()
@@ -97,7 +101,7 @@ class EngineCache:
         finally:
             with self._lock:
                 self._ingesting.pop(key).set()
-        return self._fresh(cached, depth, engine, model_values), seconds
+        return self._fresh(cached, depth, engine, model_values, compression), seconds
 
     def clear(self) -> None:
         with self._lock:

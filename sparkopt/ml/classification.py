@@ -230,7 +230,7 @@ class LogisticRegression(SparkoptEstimator, _LogisticRegressionParams, Probabili
                  weightCol=None, aggregationDepth=2, family="auto", solver="auto", stepSize=None,
                  miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, localSteps=1,
+                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, compression="none", compressionRatio=None, localSteps=1,
                  localCombination=1.0, staleness=2, thresholds=None, lowerBoundsOnCoefficients=None,
                  upperBoundsOnCoefficients=None, lowerBoundsOnIntercepts=None, upperBoundsOnIntercepts=None,
                  maxBlockSizeInMB=0.0):
@@ -331,7 +331,7 @@ class LinearSVC(SparkoptEstimator, _LinearSVCParams, Classifier):
                  standardization=True, threshold=0.0, weightCol=None, aggregationDepth=2, loss="hinge",
                  solver="auto", stepSize=None, miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0,
                  numPartitions=None, initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, localSteps=1,
+                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, compression="none", compressionRatio=None, localSteps=1,
                  localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(loss="hinge", threshold=0.0, rawPredictionCol="rawPrediction")

@@ -20,6 +20,7 @@ from pyspark.ml import PredictionModel, Predictor
 from pyspark.ml.util import MLReadable, MLWritable
 
 from ..engine import TreeEngine
+from ..engine.compression import Compression
 from ..errors import InputError
 from ..fit import LinearFit, fit_linear_model
 from ..rules import canonical_solver
@@ -112,7 +113,8 @@ class SparkoptEstimator(Predictor, SparkoptParams, MLWritable, MLReadable):
         num_partitions = self.getOrDefault(self.numPartitions) if self.isDefined(self.numPartitions) else None
         return ENGINE_CACHE.get(dataset, self.getFeaturesCol(), self.getLabelCol(), weight, num_partitions,
                                 self.getAggregationDepth(), self.getEngine(), self.getMaxDriverSizeInMB(),
-                                model_values=self._model_values)
+                                model_values=self._model_values,
+                                compression=Compression.of(self.getCompression(), self.getCompressionRatio()))
 
     def _model_values(self, stats) -> int:
         """The model's coefficients, d x K (``engine="auto"`` shards the model beyond a budget)."""

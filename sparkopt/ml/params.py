@@ -39,7 +39,7 @@ def _one_of(options: tuple) -> Rule:
 VALIDATORS: dict[str, Rule] = {name: RULES[name] for name in (
     "maxIter", "tol", "regParam", "elasticNetParam", "aggregationDepth", "stepSize", "miniBatchFraction",
     "localSteps", "localCombination", "stepSchedule", "optimizer", "epsilon", "numPartitions", "checkpointDir",
-    "maxBlockSizeInMB", "thresholds", "maxDriverSizeInMB")}
+    "maxBlockSizeInMB", "thresholds", "maxDriverSizeInMB", "compression", "compressionRatio")}
 VALIDATORS.update({
     "solver": _one_of(FIT_SOLVERS + tuple(SOLVER_ALIASES)),
     "engine": _one_of(ENGINES),
@@ -118,6 +118,16 @@ class SparkoptParams(_PredictorParams, HasWeightCol, HasMaxIter, HasTol, HasRegP
                               "engine='auto' fits on the driver when the selected columns (features, label, weight) "
                               "are estimated at most this many MB as float64 rows (rows x columns x 8 bytes, from "
                               "Spark's plan statistics, no job); 0 never does", typeConverter=TypeConverters.toFloat)
+    compression = Param(Params._dummy(), "compression",
+                        "how the resident engine's channel carries the loss and gradient passes of gd, lbfgs and "
+                        "owlqn: none (float64), bf16, int8, topk or powersgd (multinomial), each with error feedback "
+                        "(the values trail the exact ones by a fraction of their last change; convergence is "
+                        "confirmed with exact values); other solvers and engines pass exactly",
+                        typeConverter=TypeConverters.toString)
+    compressionRatio = Param(Params._dummy(), "compressionRatio",
+                             "the byte reduction topk (k = n / ratio) and powersgd (the rank) aim at; 1 sends every "
+                             "value exactly (equals none); unset: 16 (bf16 and int8 are fixed formats, 4x and ~8x)",
+                             typeConverter=TypeConverters.toFloat)
     verbose = Param(Params._dummy(), "verbose",
                     "show per-iteration progress: a live line in a notebook, else a line on stderr",
                     typeConverter=TypeConverters.toBoolean)
@@ -134,7 +144,8 @@ class SparkoptParams(_PredictorParams, HasWeightCol, HasMaxIter, HasTol, HasRegP
                          standardization=True, aggregationDepth=2, solver="auto", stepSize=1.0,
                          miniBatchFraction=1.0, stepSchedule="auto", seed=0, verbose=False, optimizer="sgd",
                          checkpointInterval=10, engine="auto", localSteps=1, localCombination=1.0,
-                         staleness=2, maxBlockSizeInMB=0.0, maxDriverSizeInMB=DEFAULT_DRIVER_BUDGET_MB)
+                         staleness=2, maxBlockSizeInMB=0.0, maxDriverSizeInMB=DEFAULT_DRIVER_BUDGET_MB,
+                         compression="none")
 
     def _set(self, **kwargs):
         for name, value in kwargs.items():
@@ -182,6 +193,12 @@ class SparkoptParams(_PredictorParams, HasWeightCol, HasMaxIter, HasTol, HasRegP
     def getMaxDriverSizeInMB(self) -> float:
         return self.getOrDefault(self.maxDriverSizeInMB)
 
+    def getCompression(self) -> str:
+        return self.getOrDefault(self.compression)
+
+    def getCompressionRatio(self) -> Optional[float]:
+        return self.getOrDefault(self.compressionRatio) if self.isDefined(self.compressionRatio) else None
+
     def getInitialModel(self):
         return self.getOrDefault(self.initialModel) if self.isDefined(self.initialModel) else None
 
@@ -213,5 +230,6 @@ def add_setters(cls, *names):
 add_setters(SparkoptParams, "featuresCol", "labelCol", "weightCol", "predictionCol", "maxIter", "tol", "regParam",
             "elasticNetParam", "fitIntercept", "standardization", "aggregationDepth", "seed", "stepSize", "solver",
             "miniBatchFraction", "stepSchedule", "numPartitions", "initialModel", "verbose",
-            "checkpointInterval", "checkpointDir", "engine", "maxDriverSizeInMB", "localSteps", "localCombination",
+            "checkpointInterval", "checkpointDir", "engine", "maxDriverSizeInMB", "compression", "compressionRatio",
+            "localSteps", "localCombination",
             "staleness", "optimizer", "maxBlockSizeInMB")

@@ -88,7 +88,7 @@ class LinearRegression(SparkoptEstimator, _LinearRegressionParams, Regressor):
                  weightCol=None, aggregationDepth=2, loss="squaredError", epsilon=1.35, solver="auto",
                  stepSize=None, miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, localSteps=1,
+                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, compression="none", compressionRatio=None, localSteps=1,
                  localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(loss="squaredError", epsilon=1.35)
@@ -130,7 +130,7 @@ class PoissonRegression(SparkoptEstimator, _PoissonRegressionParams, Regressor):
                  weightCol=None, aggregationDepth=2, link="log", solver="auto", stepSize=None,
                  miniBatchFraction=1.0, stepSchedule="auto", optimizer="sgd", seed=0, numPartitions=None,
                  initialModel=None, verbose=False,
-                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, localSteps=1,
+                 checkpointDir=None, checkpointInterval=10, engine="auto", maxDriverSizeInMB=256.0, compression="none", compressionRatio=None, localSteps=1,
                  localCombination=1.0, staleness=2, maxBlockSizeInMB=0.0):
         super().__init__()
         self._setDefault(link="log")

@@ -168,7 +168,8 @@ class TrainingSummary:
     @property
     def history(self):
         """Per-iteration records as a Spark DataFrame (iteration, objective, grad_norm, step_size,
-        passes, seconds; plus rounds for local-sgd)."""
+        passes, seconds; plus rounds for local-sgd, and bytes_sent / bytes_received, cumulative,
+        where the engine counts them)."""
         spark = self._dataset.sparkSession
         history = self._fit.result.history
         cols = ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
@@ -177,7 +178,11 @@ class TrainingSummary:
         if history and all("rounds" in r for r in history):      # local-sgd: communication rounds
             cols.append("rounds")
             schema += ", rounds int"
-        rows = [tuple(int(r[c]) if c in ("iteration", "rounds") else float(r[c]) for c in cols) for r in history]
+        if history and all("bytes_sent" in r for r in history):   # what crossed the engine's channel so far
+            cols += ["bytes_sent", "bytes_received"]
+            schema += ", bytes_sent long, bytes_received long"
+        integral = ("iteration", "rounds", "bytes_sent", "bytes_received")
+        rows = [tuple(int(r[c]) if c in integral else float(r[c]) for c in cols) for r in history]
         return spark.createDataFrame(rows, schema)
 
 

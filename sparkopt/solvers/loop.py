@@ -15,9 +15,9 @@ import numpy as np
 
 from ..rules import check_param
 from .checkpoint import CheckpointStore, problem_fingerprint, restore, snapshot
-from .objective import Objective, TrafficCounted
+from .objective import InexactObjective, Objective, TrafficCounted
 from .registry import choose_solver, has_l1, make_solver
-from .result import OptimizeResult, Status, convergence_scale, finish, optimality_norm, rounding_error
+from .result import OptimizeResult, Status, convergence_scale, finish, l1_value, optimality_norm, rounding_error
 from .solver import Callback, OwnLoopSolver, SampledSolver, Solver, SolverState
 
 __all__ = ["minimize"]
@@ -27,6 +27,13 @@ logger = logging.getLogger("sparkopt")
 # an exact solver whose F has stayed within its rounding error, without halving its gradient norm,
 # for this many iterations is at the precision limit (tol asks for more than float64 gives)
 STALL_ITERATIONS = 20
+
+# a compressed run whose steps fail again this soon after a refresh goes on with exact values
+REFRESH_ITERATIONS = 10
+
+# the endings an inexact objective's run must confirm with exact values (the others -- budgets,
+# a callback, divergence -- end the run whatever the values)
+_CONFIRM = (Status.CONVERGED, Status.NO_PROGRESS, Status.PRECISION_LIMIT)
 
 # the statuses after which the state is whole and worth a final checkpoint (a failed step may
 # have left it half-updated: its rerun replays the last interval instead)
@@ -52,6 +59,7 @@ class _Run:
         self.saved_iteration: Optional[int] = None
         self.best_opt = np.inf  # smallest optimality norm so far
         self.progress: list[tuple[float, float, float]] = []   # (best F, best optimality, F) recently
+        self.refreshed_at: Optional[int] = None   # the iteration an inexact objective was last refreshed at
 
     # -- counters
     def passes(self) -> float:
@@ -124,6 +132,33 @@ class _Run:
         # flat: the iterates' F stays within the band too (a run whose F climbs is diverging)
         flat = all(abs(f - f_now) <= band for _, _, f in self.progress)
         return flat and f_then - f_now <= band and opt_now > 0.5 * opt_then
+
+    def confirm_exactly(self, state: SolverState, ending: tuple) -> bool:
+        """When the objective's values are inexact (compressed exchanges) and the run is about to
+        end: evaluate the iterate once more with exact values and go on (True), so the solver's
+        next test or step decides on them. A failed step refreshes the values (the next pass is
+        exact, later ones compressed again); convergence, or another failure within
+        REFRESH_ITERATIONS iterations of a refresh (near the optimum the errors stay as large as
+        the changes), makes every later value exact. The best iterate so far is forgotten: its F was
+        inexact."""
+        objective = self.objective
+        if ending[0] not in _CONFIRM or not isinstance(objective, InexactObjective) or not objective.inexact:
+            return False
+        if ending[0] == Status.CONVERGED or (self.refreshed_at is not None
+                                             and state.iteration - self.refreshed_at < REFRESH_ITERATIONS):
+            objective.make_exact(f"the solver's {ending[0].name} on inexact values at iteration {state.iteration} "
+                                 "is checked with exact ones")
+        else:
+            objective.refresh(f"{ending[0].name} at iteration {state.iteration}: the solver retries from exact values")
+            self.refreshed_at = state.iteration
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            f, g = objective.loss_grad(state.x)
+        state.f, state.g = f + l1_value(objective, state.x), g
+        state.opt_norm = optimality_norm(objective, state.x, g)
+        state.failure = None
+        self.best = (state.x.copy(), state.f, state.g) if _finite(state.f, state.g) else (state.x.copy(), np.inf, None)
+        self.progress.clear()
+        return True
 
     def checkpoint(self, state: SolverState) -> None:
         best_x, best_f, best_g = self.best
@@ -221,6 +256,9 @@ def _iterate(objective, solver, x0, store, *, tol, max_iter, max_passes, callbac
         if ending is None and max_passes is not None and run.passes() >= max_passes:
             ending = (Status.MAX_PASSES, "")
         if ending is not None:
+            if run.confirm_exactly(state, ending):
+                ending = None
+                continue
             break
         state.info = {}
         x_before = state.x
@@ -229,6 +267,9 @@ def _iterate(objective, solver, x0, store, *, tol, max_iter, max_passes, callbac
             state = solver.step(objective, state)
         if state.failure is not None:         # the step could not be taken: not an iteration
             ending = state.failure
+            if run.confirm_exactly(state, ending):
+                ending = None
+                continue
             break
         state.iteration += 1
         row = run.record(state)
@@ -239,6 +280,8 @@ def _iterate(objective, solver, x0, store, *, tol, max_iter, max_passes, callbac
         if run.stalled():
             ending = solver.terminate(state, tol, run.scale) or (
                 Status.PRECISION_LIMIT, f"{STALL_ITERATIONS} iterations without progress beyond F's rounding error")
+            if run.confirm_exactly(state, ending):
+                ending = None
         # before the callback: a callback that interrupts (KeyboardInterrupt) loses nothing
         if store is not None and state.iteration % checkpoint_interval == 0:
             run.checkpoint(state)
@@ -254,6 +297,11 @@ def _iterate(objective, solver, x0, store, *, tol, max_iter, max_passes, callbac
     if store is not None and run.saved_iteration != state.iteration and status in _CLEAN_END:
         run.checkpoint(state)        # a rerun returns this result; a larger max_iter continues
     x, fun, jac = solver.answer(state, run.best, status)
+    if isinstance(objective, InexactObjective) and objective.inexact:
+        # a budget or the callback ended a run on inexact values: F and the gradient of the answer
+        # are evaluated exactly once (in finish)
+        objective.make_exact(f"the run ended ({status.name}) on inexact values")
+        fun, jac = None, None
     return finish(objective, solver=solver.name, x=x, status=status, nit=state.iteration, passes=run.passes(),
                   nfev=run.evaluations(), history=run.history, seconds=run.seconds(), fun=fun, jac=jac,
                   detail=detail, threshold=tol * run.scale, warn=warn, stacklevel=4)

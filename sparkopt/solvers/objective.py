@@ -18,6 +18,7 @@ attributes:
 :class:`DiagonalCurvature`  loss, gradient and the Hessian's diagonal in one pass (preconditioning)
 :class:`Fingerprinted`      what identifies the problem for a checkpoint
 :class:`TrafficCounted`     bytes sent to / received from the workers so far
+:class:`InexactObjective`   values that may trail the exact ones (compressed exchanges)
 :class:`DistributedVectors` named vectors held by the engine (shards), vector programs that
                             return scalars only (vector-free L-BFGS / OWL-QN)
 ==========================  ===========================================================
@@ -29,7 +30,8 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = ["Objective", "SampledObjective", "LocalRoundObjective", "WorkerObjective", "PassCosts",
-           "CurvatureBound", "DiagonalCurvature", "Fingerprinted", "TrafficCounted", "DistributedVectors",
+           "CurvatureBound", "DiagonalCurvature", "Fingerprinted", "TrafficCounted", "InexactObjective",
+           "DistributedVectors",
            "CountingObjective", "require"]
 
 
@@ -137,6 +139,22 @@ class TrafficCounted(Protocol):
 
     @property
     def bytes_received(self) -> int: ...
+
+
+@runtime_checkable
+class InexactObjective(Protocol):
+    """Loss and gradient values that may trail the exact ones while ``inexact`` is true (an
+    engine's compressed exchanges with error feedback: their error is a fraction of the values'
+    last change); ``refresh(reason)`` makes the next evaluation exact (later ones trail again),
+    ``make_exact(reason)`` every later one. The ``minimize`` loop refreshes when a step fails,
+    and makes the values exact before it lets a run end converged (or fail twice at one
+    iterate), so every end is confirmed with exact values."""
+
+    inexact: bool
+
+    def refresh(self, reason: str) -> None: ...
+
+    def make_exact(self, reason: str) -> None: ...
 
 
 @runtime_checkable

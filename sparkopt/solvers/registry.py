@@ -22,7 +22,7 @@ from .sgd import MiniBatchSGD
 from .solver import OwnLoopSolver, Solver
 
 __all__ = ["SOLVERS", "SolverChoice", "SolverOptionWarning", "choose_solver", "explain_solver", "make_solver",
-           "solver_options", "has_l1", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES"]
+           "solver_options", "has_l1", "compressed_passes", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES"]
 
 # exact Newton aggregates a dense p x p Hessian per partition and factors it on the driver
 EXACT_NEWTON_MAX_PARAMS = 1024
@@ -69,6 +69,22 @@ _BUILDERS: dict[str, Callable[..., Union[Solver, OwnLoopSolver]]] = {
 # the same name, another method for the problem at hand: Newton under an L1 term is proximal
 _VARIANTS: dict[str, tuple[Callable[..., Solver], ...]] = {"newton": (ProximalNewton,)}
 SOLVERS = ("auto",) + tuple(_BUILDERS)
+# which solvers' loss and gradient passes may travel compressed (sparkopt.engine.compression: the
+# values trail the exact ones by a fraction of their last change, error feedback), and why
+_COMPRESSED_PASSES: dict[str, tuple[bool, str]] = {
+    "gd": (True, "gradient descent on error-feedback gradients (EF21, with the model sent the same way: "
+                 "EF21-BC) converges linearly under the PL condition"),
+    "lbfgs": (True, "L-BFGS on error-feedback gradients and losses: their errors vanish as the steps "
+                    "shrink (measured in jobs/bench/comm.py; no convergence proof)"),
+    "owlqn": (True, "OWL-QN on error-feedback gradients and losses: their errors vanish as the steps "
+                    "shrink (measured in jobs/bench/comm.py; no convergence proof)"),
+    "newton": (False, "Newton aggregates exact Hessians and its line search compares exact values"),
+    "newton-cg": (False, "Newton-CG's trust region compares F with a model built from exact "
+                         "Hessian-vector products"),
+    "sgd": (False, "sampled passes are not compressed (error feedback needs the same value again)"),
+    "local-sgd": (False, "local SGD exchanges model deltas of its own"),
+    "async-sgd": (False, "the parameter server exchanges messages of its own"),
+}
 # what `auto` may resolve to (and so which options it may use)
 _AUTO_CANDIDATES = ("newton", "newton-cg", "lbfgs", "owlqn")
 
@@ -94,6 +110,11 @@ def solver_options(method: str) -> tuple[str, ...]:
             raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}")
         out.extend(o for o in _accepted_by_name(name) if o not in out)
     return tuple(out)
+
+
+def compressed_passes(name: str) -> tuple[bool, str]:
+    """(whether solver ``name``'s loss and gradient passes may travel compressed, why)."""
+    return _COMPRESSED_PASSES.get(name, (False, f"{name!r} needs exact passes"))
 
 
 def has_l1(objective: Objective) -> bool:

@@ -173,8 +173,12 @@ def test_summary_fields(binary, regression):
     assert np.all(np.diff(s.objectiveHistory) <= 1e-12)
     assert 0.9 < s.areaUnderROC <= 1 and 0.9 < s.accuracy <= 1
     hist = s.history
-    assert hist.columns == ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds"]
+    # every engine counts what crossed its channel (none on the driver: zeros)
+    assert hist.columns == ["iteration", "objective", "grad_norm", "step_size", "passes", "seconds",
+                            "bytes_sent", "bytes_received"]
     assert hist.count() == len(s.objectiveHistory)
+    sent = [r.bytes_sent for r in hist.orderBy("iteration").collect()]
+    assert sent == sorted(sent) and sent[0] >= 0       # cumulative
     reg = LinearRegression(regParam=0.1).fit(regression).summary
     assert reg.rootMeanSquaredError > 0 and 0 < reg.r2 < 1
 
