@@ -342,8 +342,10 @@ def choose_compression(engine, objective: LinearModelObjective, method: str, los
     values (sparkopt.solvers.registry.compressed_passes); otherwise every pass is exact, with the
     reason logged. A scheme that cannot compress this loss's gradient (powersgd on a vector)
     raises InputError."""
-    compression = engine.compression
-    if compression.lossless:
+    # views of an engine (a fold's rows, some columns: sparkopt.tuning) pass wrapped block
+    # functions, which travel exact
+    compression = getattr(engine, "compression", None)
+    if compression is None or compression.lossless:
         return False
     allowed, why = compressed_passes(method)
     if not allowed:

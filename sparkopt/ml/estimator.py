@@ -68,7 +68,9 @@ class SparkoptEstimator(Predictor, SparkoptParams, MLWritable, MLReadable):
                        checkpoint_namespace: Optional[str] = None):
         self._validate_all()
         loss = self._loss(engine.stats)
-        initial = warm
+        # the sharded engine starts from its own shards (an initial model would pass through the
+        # driver): a grid's fits there run cold, same optimum
+        initial = None if getattr(engine, "kind", None) == "sharded" else warm
         model0 = self.getInitialModel()
         if initial is None and model0 is not None:
             initial = model0._coef_vector_for(loss, engine.stats.n_features, self.getFitIntercept())

@@ -124,9 +124,15 @@ def skewed(spark):
 
 
 @pytest.mark.filterwarnings("ignore::sparkopt.solvers.ConvergenceWarning")
-def test_skewed_blocks_are_regrouped_and_the_fit_equals_the_unbalanced_one(skewed, caplog):
+def test_skewed_blocks_are_regrouped_and_the_fit_equals_the_unbalanced_one(skewed, caplog, monkeypatch):
+    from sparkopt.engine.balance import Balancer
+
     blocks, stats = skewed
     assert stats.partition_rows == (2970, 30) and stats.n_blocks >= 16
+    adopted = []
+    adopt = Balancer.adopt
+    monkeypatch.setattr(Balancer, "adopt", lambda self, assignment, why: (adopted.append(dict(assignment)),
+                                                                          adopt(self, assignment, why)))
     plain = ResidentEngine(blocks, stats)
     balanced = ResidentEngine(blocks, stats, balance=True)
     a = _fit(plain, max_iter=25)
@@ -135,9 +141,10 @@ def test_skewed_blocks_are_regrouped_and_the_fit_equals_the_unbalanced_one(skewe
     assert balanced.balancer.regroupings >= 1 and "regrouping" in caplog.text
     assert b.result.nit == a.result.nit
     assert rel(b.coef_vector, a.coef_vector) < 1e-10
-    # after the regrouping both tasks hold about half of the stored entries
+    # the first regrouping (by stored entries; later ones follow measured task times, which on a
+    # loaded machine may differ) leaves both tasks about half of the entries
     held = np.zeros(2)
-    for key, task in balanced.balancer.holder.items():
+    for key, task in adopted[0].items():
         held[task] += balanced.balancer.entries[key]
     assert held.max() / held.min() < 1.3
 

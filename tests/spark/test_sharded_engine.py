@@ -218,6 +218,11 @@ def test_estimator_and_auto_choose_the_sharded_engine(a9a, spark):
         resident = LogisticRegression(regParam=1e-2, engine="resident", tol=1e-10, solver="lbfgs").fit(df)
         assert rel(sharded.coefficients.toArray(), resident.coefficients.toArray()) < 1e-7
         assert sharded.summary.totalIterations > 0
+        # a grid (CrossValidator's fitMultiple) on the sharded engine: cold fits, the same optimum
+        grid = LogisticRegression(engine="sharded", tol=1e-10)
+        models = dict(grid.fitMultiple(df, [{grid.regParam: 1e-1}, {grid.regParam: 1e-2}]))
+        assert models[1].summary.objective == pytest.approx(sharded.summary.objective, rel=1e-9)
+        assert models[0].getRegParam() == 1e-1 and models[0].summary.converged
     finally:
         clear_cache()
     # auto: a model beyond the budget is sharded (no job runs to decide)
