@@ -71,13 +71,29 @@ class StandaloneCluster:
         self._spawn(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.port),
                      "--webui-port", str(self.ui_port)], "master.log")
         wait_for(self._master_up, 90, "the standalone master")
-        for i, wdir in enumerate(self.worker_dirs):
-            wdir.mkdir(parents=True)
-            self._spawn(["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1", "--memory",
-                         "1g", "--webui-port", str(free_port()), "--work-dir", str(wdir), self.url], f"worker{i}.log")
-        wait_for(lambda: len([w for w in master_state(self.ui_port)["workers"] if w["state"] == "ALIVE"])
-                 == len(self.worker_dirs), 90, "both workers to register")
+        self.workers = [self._start_worker(i) for i in range(len(self.worker_dirs))]
+        self._wait_for_workers()
         return self
+
+    def _start_worker(self, i: int) -> subprocess.Popen:
+        self.worker_dirs[i].mkdir(parents=True)
+        return self._spawn(["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
+                            "--memory", "1g", "--webui-port", str(free_port()), "--work-dir",
+                            str(self.worker_dirs[i]), self.url], f"{self.worker_dirs[i].name}.log")
+
+    def _wait_for_workers(self, alive: int | None = None):
+        alive = len(self.workers) if alive is None else alive
+        wait_for(lambda: len([w for w in master_state(self.ui_port)["workers"] if w["state"] == "ALIVE"])
+                 == alive, 90, f"{alive} workers alive")
+
+    def replace_worker(self, i: int):
+        """A new worker (new work directory) in place of worker ``i``, which must be gone: once
+        the master has seen it go, so that the count of live workers means the new one."""
+        assert self.workers[i].poll() is not None
+        self._wait_for_workers(len(self.workers) - 1)
+        self.worker_dirs[i] = self.workdir / f"worker{i}-{len(self.processes)}"
+        self.workers[i] = self._start_worker(i)
+        self._wait_for_workers()
 
     def _master_up(self):
         try:
@@ -218,11 +234,12 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("engine", ["tree", "resident"])
-def test_fit_survives_a_killed_worker(tmp_path, engine):
+def test_fit_survives_a_killed_worker(cluster, tmp_path, engine):
     """SIGKILL one worker with its executor and Python workers mid-fit: the fit ends with the
-    coefficients of an undisturbed fit over the same blocks (1e-8)."""
-    (tmp_path / "cluster").mkdir()
-    c = StandaloneCluster(tmp_path / "cluster").start()
+    coefficients of an undisturbed fit over the same blocks (1e-8). (The module's cluster; the
+    executors run this Python, named by spark.pyspark.python. A new worker replaces the killed
+    one afterwards.)"""
+    c = cluster
     try:
         markers, out = tmp_path / "markers", tmp_path / "out.json"
         markers.mkdir()
@@ -239,7 +256,7 @@ def test_fit_survives_a_killed_worker(tmp_path, engine):
             wait_for(lambda: (markers / "paused").exists() or job.poll() is not None, 300, "the fit to pause")
             assert job.poll() is None, job.stdout.read()[-3000:]
             # both executors hold data; kill the first worker and everything it started
-            victim = c.processes[1]
+            victim = c.workers[0]
             doomed = [victim.pid, *_descendants(victim.pid)]
             assert len(doomed) >= 3, "the worker should have an executor (and its Python workers) running"
             for pid in doomed:
@@ -261,4 +278,7 @@ def test_fit_survives_a_killed_worker(tmp_path, engine):
         if engine == "resident":
             assert result["restarts"] >= 1
     finally:
-        c.stop()
+        if c.workers[0].poll() is None:
+            c.workers[0].kill()
+        c.workers[0].wait(timeout=30)
+        c.replace_worker(0)
