@@ -46,6 +46,12 @@ class Block:
                      None if self.offset is None else self.offset[rows],
                      None if self.fold is None else self.fold[rows])
 
+    def row_range(self, start: int, stop: int) -> "Block":
+        """Rows ``start:stop`` (views of a dense block's arrays, no copy)."""
+        return Block(self.X[start:stop], self.y[start:stop], self.w[start:stop],
+                     None if self.offset is None else self.offset[start:stop],
+                     None if self.fold is None else self.fold[start:stop])
+
     def sample(self, fraction: float, rng: np.random.Generator) -> "Block":
         """Bernoulli(fraction) sample of rows, as Spark's RDD.sample(False, fraction) does."""
         keep = np.flatnonzero(rng.random(self.n_rows) < fraction)

@@ -22,7 +22,7 @@ from .sgd import MiniBatchSGD
 from .solver import OwnLoopSolver, Solver
 
 __all__ = ["SOLVERS", "SolverChoice", "SolverOptionWarning", "choose_solver", "explain_solver", "make_solver",
-           "solver_options", "has_l1", "compressed_passes", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES"]
+           "solver_options", "has_l1", "compressed_passes", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES", "COST_TIE"]
 
 # exact Newton aggregates a dense p x p Hessian per partition and factors it on the driver
 EXACT_NEWTON_MAX_PARAMS = 1024
@@ -35,6 +35,10 @@ EXPECTED_PASSES = {"newton": 8, "newton-cg": 60, "lbfgs": 80, "owlqn": 120}
 # rest Hessian-vector products)
 _PASS_KINDS = {"newton": "hessian", "newton-cg": "hessp", "lbfgs": "gradient", "owlqn": "gradient"}
 DEFAULT_COSTS = {"gradient": 1.0, "hessian": 1.0, "hessp": 1.0, "overhead": 0.0}
+#: estimated costs this close (ratio) are a tie, which the method with fewer expected passes
+#: wins: the cost model's calibration is good to about this much, and a method's pass count
+#: is its risk (Newton's 5-13 against Newton-CG's 30-150 or L-BFGS's 20-175)
+COST_TIE = 1.1
 
 
 def estimated_cost(objective: Objective, method: str, passes: Optional[float] = None) -> float:
@@ -127,7 +131,7 @@ def explain_solver(objective: Objective, method: str = "auto") -> SolverChoice:
 
     ``auto`` estimates each applicable method's cost (:func:`estimated_cost`: expected passes x
     the cost of a pass of its kind, from the objective's :class:`PassCosts`) and takes the
-    cheapest: exact Newton (proximal Newton under L1) while p <= EXACT_NEWTON_MAX_PARAMS,
+    cheapest, of costs within :data:`COST_TIE` the one with the fewest expected passes: exact Newton (proximal Newton under L1) while p <= EXACT_NEWTON_MAX_PARAMS,
     Newton-CG, L-BFGS; OWL-QN under L1; L-BFGS / OWL-QN for a loss without curvature."""
     if method not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}")
@@ -139,9 +143,13 @@ def explain_solver(objective: Objective, method: str = "auto") -> SolverChoice:
             return SolverChoice("owlqn" if l1 else "lbfgs", "the loss has no usable curvature")
         candidates = (["newton"] if small else []) + (["owlqn"] if l1 else ["newton-cg", "lbfgs"])
         costs = {m: estimated_cost(objective, m) for m in candidates}
-        best = min(candidates, key=lambda m: (costs[m], candidates.index(m)))
+        cheapest = min(costs.values())
+        tied = [m for m in candidates if costs[m] <= COST_TIE * cheapest]
+        best = min(tied, key=lambda m: (EXPECTED_PASSES[m], costs[m], candidates.index(m)))
         table = ", ".join(f"{m} ~{c:.3g}" for m, c in sorted(costs.items(), key=lambda kv: kv[1]))
         why = f"cheapest by estimated cost in gradient passes ({table})"
+        if len(tied) > 1:
+            why += f"; within {COST_TIE:g}x of each other, the fewest expected passes"
         if not small:
             why += f"; exact Newton needs p <= {EXACT_NEWTON_MAX_PARAMS} (p = {objective.n_params})"
         if best == "newton" and l1:

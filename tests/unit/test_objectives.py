@@ -708,3 +708,26 @@ def test_huber_matches_sklearn():
     assert total(ours) <= total(ref_x) + 1e-15
     g = obj.loss_grad(ours, block)[1] / w.sum() + pen.smooth_grad(ours)
     assert np.abs(g).max() < 1e-8
+
+
+@ALL
+@pytest.mark.parametrize("offset", [False, True])
+def test_a_large_dense_block_is_summed_in_row_slices_equal_to_the_whole(loss, offset, monkeypatch):
+    """loss_grad over row slices (here 7 rows, as a large block's of ROW_SLICE_BYTES) equals the
+    whole block's evaluation, offsets sliced with their rows; CSR blocks are taken whole."""
+    obj, dense, csr, coef = make_problem(loss, True, True, seed=7)
+    if offset:
+        dense = Block(dense.X, dense.y, dense.w, np.random.default_rng(1).normal(scale=0.1, size=dense.n_rows))
+    whole = obj._block_loss_grad(coef, dense)
+    per_row = 8 * (obj.n_features + 4 * (obj.n_classes if obj.loss == "multinomial" else 1) + 4)
+    monkeypatch.setattr(type(obj), "ROW_SLICE_BYTES", 7 * per_row)
+    monkeypatch.setattr(type(obj), "MIN_SLICE_ROWS", 1)
+    assert obj._slice_rows(dense) == 7 and obj._slice_rows(csr) is None
+    sliced = obj.loss_grad(coef, dense)
+    assert sliced[0] == pytest.approx(whole[0], rel=1e-13)
+    np.testing.assert_allclose(sliced[1], whole[1], rtol=1e-12, atol=1e-12 * np.abs(whole[1]).max())
+    total, grad = 0.0, np.zeros(obj.n_params)
+    for start in range(0, dense.n_rows, 7):                 # the slices' sum, in row order
+        value, g = obj._block_loss_grad(coef, dense.row_range(start, start + 7))
+        total, grad = total + value, grad + g
+    assert sliced[0] == total and np.array_equal(sliced[1], grad)
