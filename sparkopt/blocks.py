@@ -40,17 +40,12 @@ class Block:
     def is_sparse(self) -> bool:
         return sp.issparse(self.X)
 
-    def take(self, rows: np.ndarray) -> "Block":
-        """Sub-block of the given row indices (sorted int array), same storage kind."""
+    def take(self, rows: Union[np.ndarray, slice]) -> "Block":
+        """Sub-block of the given row indices (sorted int array) or row slice (views of a dense
+        block's arrays, no copy), same storage kind."""
         return Block(self.X[rows], self.y[rows], self.w[rows],
                      None if self.offset is None else self.offset[rows],
                      None if self.fold is None else self.fold[rows])
-
-    def row_range(self, start: int, stop: int) -> "Block":
-        """Rows ``start:stop`` (views of a dense block's arrays, no copy)."""
-        return Block(self.X[start:stop], self.y[start:stop], self.w[start:stop],
-                     None if self.offset is None else self.offset[start:stop],
-                     None if self.fold is None else self.fold[start:stop])
 
     def sample(self, fraction: float, rng: np.random.Generator) -> "Block":
         """Bernoulli(fraction) sample of rows, as Spark's RDD.sample(False, fraction) does."""

@@ -22,7 +22,8 @@ from .sgd import MiniBatchSGD
 from .solver import OwnLoopSolver, Solver
 
 __all__ = ["SOLVERS", "SolverChoice", "SolverOptionWarning", "choose_solver", "explain_solver", "make_solver",
-           "solver_options", "has_l1", "compressed_passes", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES", "COST_TIE"]
+           "solver_options", "has_l1", "compressed_passes", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES",
+           "COST_TIE"]
 
 # exact Newton aggregates a dense p x p Hessian per partition and factors it on the driver
 EXACT_NEWTON_MAX_PARAMS = 1024
@@ -131,8 +132,9 @@ def explain_solver(objective: Objective, method: str = "auto") -> SolverChoice:
 
     ``auto`` estimates each applicable method's cost (:func:`estimated_cost`: expected passes x
     the cost of a pass of its kind, from the objective's :class:`PassCosts`) and takes the
-    cheapest, of costs within :data:`COST_TIE` the one with the fewest expected passes: exact Newton (proximal Newton under L1) while p <= EXACT_NEWTON_MAX_PARAMS,
-    Newton-CG, L-BFGS; OWL-QN under L1; L-BFGS / OWL-QN for a loss without curvature."""
+    cheapest (of costs within :data:`COST_TIE` of it, the one with the fewest expected passes):
+    exact Newton (proximal Newton under L1) while p <= EXACT_NEWTON_MAX_PARAMS, Newton-CG,
+    L-BFGS; OWL-QN under L1; L-BFGS / OWL-QN for a loss without curvature."""
     if method not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {method!r}")
     l1 = has_l1(objective)
