@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.measure import timed
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "6g",
             "spark.executorEnv.OMP_NUM_THREADS": "1"}
@@ -36,12 +38,7 @@ def gradient(block, v):
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeats))
 
 
 def _load(spark, data: str, n: int):

@@ -286,8 +286,8 @@ class BlockObjective:
     #: a dense block's loss and gradient are summed over row slices of about this many bytes of
     #: rows and their per-row temporaries (margins, probabilities): a slice stays in cache between
     #: the margins ``X b`` and the gradient ``X^T r``, which otherwise read the whole block from
-    #: memory twice. One block of 15,000 x 16 x 26 classes (letter): 2.2x faster; 1e5 x 100
-    #: binary: 1.6x; CSR blocks gain nothing and are not sliced
+    #: memory twice. One block of 15,000 x 16 x 26 classes (letter): 2.4x faster; 1e5 x 100
+    #: binary: 1.1x (jobs/bench/block_passes.py); CSR blocks gain nothing and are not sliced
     ROW_SLICE_BYTES = 4 * 2**20
     MIN_SLICE_ROWS = 256
 
