@@ -18,6 +18,10 @@ fi
 # the tests that start Spark processes of their own (standalone cluster, Connect server, job
 # subprocesses), logged and shown at the end. Each is waiting on Spark or sockets much of the time,
 # so together they take about the longer of the two. The run fails if either fails.
+# the machine's busy share over the run (from /proc/stat: idle + iowait against all), printed at the end
+cpu_ticks() { awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat 2>/dev/null || echo "0 0"; }
+read -r idle_start total_start < <(cpu_ticks)
+started=$SECONDS
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/sparkopt-tests.XXXXXX")"
 other_log="$scratch/others.log"
 python -m pytest -m "not shared_session" -p no:cacheprovider --basetemp "$scratch/others" > "$other_log" 2>&1 &
@@ -32,4 +36,7 @@ echo "================ tests outside the shared SparkSession (-m 'not shared_ses
 cat "$other_log"
 rm -rf "$scratch"
 echo "shared-session tests: exit $status; the others: exit $other_status"
+read -r idle_end total_end < <(cpu_ticks)
+awk -v s=$((SECONDS - started)) -v i=$((idle_end - idle_start)) -v t=$((total_end - total_start)) \
+  'BEGIN { printf "whole suite: %d min %02d s wall, machine %s busy\n", s / 60, s % 60, (t > 0 ? sprintf("%.0f%%", 100 * (1 - i / t)) : "n/a") }'
 [ "$status" = 0 ] && [ "$other_status" = 0 ]
