@@ -7,19 +7,15 @@ from pyspark.ml.classification import (Classifier, ClassificationModel, Probabil
                                        ProbabilisticClassifier, _ProbabilisticClassifierParams)
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasThreshold
-from scipy.special import expit, softmax
 
 from ..errors import InputError
 from ..fit import check_labels
+from ..predictions import LinearPredictor
 from .estimator import SparkoptEstimator, SparkoptModel
 from .persistence import register_estimator, register_model
 from .params import LINEAR_SVC_MODEL_VALIDATORS, LINEAR_SVC_VALIDATORS, add_setters
 from .scoring import as_matrix, dense_matrix, dense_vector
 from . import summary as summaries
-
-
-def _margins(X, coef_matrix, intercepts):
-    return np.asarray(X @ coef_matrix.T) + intercepts
 
 
 class _ClassifierModel(SparkoptModel, ClassificationModel):
@@ -66,17 +62,7 @@ class _ClassifierModel(SparkoptModel, ClassificationModel):
         return float(self._coef_matrix()[1][0])
 
     def predictRaw(self, value):
-        return dense_vector(self._raw(as_matrix(value))[0])
-
-    def predict(self, value) -> float:
-        return float(self._score(as_matrix(value))[self.getPredictionCol() or "prediction"][0])
-
-    def _raw(self, X):
-        B, c = self._coef_matrix()
-        M = _margins(X, B, c)
-        if M.shape[1] == 1:
-            return np.hstack([-M, M])
-        return M
+        return dense_vector(self._predictor().raw_scores(as_matrix(value))[0])
 
 
 class _LogisticRegressionParams(_ProbabilisticClassifierParams, HasThreshold):
@@ -181,22 +167,15 @@ class LogisticRegressionModel(_ClassifierModel, _LogisticRegressionParams, Proba
         return [(self.getRawPredictionCol(), "vector"), (self.getProbabilityCol(), "vector"),
                 (self.getPredictionCol(), "double")]
 
-    def _score(self, X):
-        raw = self._raw(X)
-        if self.numClasses == 2 and self._state["loss"] == "logistic":
-            p1 = expit(raw[:, 1])
-            prob = np.column_stack([1.0 - p1, p1])
-            prediction = (p1 > self.getThreshold()).astype(float)
-        else:
-            prob = softmax(raw, axis=1)
-            if self.isDefined(self.thresholds):
-                t = np.asarray(self.getOrDefault(self.thresholds), dtype=float)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    scaled = np.where(t == 0, np.inf, prob / np.where(t == 0, 1.0, t))
-                prediction = np.argmax(scaled, axis=1).astype(float)
-            else:
-                prediction = np.argmax(raw, axis=1).astype(float)
-        return {self.getRawPredictionCol(): raw, self.getProbabilityCol(): prob, self.getPredictionCol(): prediction}
+    def _predictor(self) -> LinearPredictor:
+        B, c = self._coef_matrix()
+        binary = self.numClasses == 2 and self._state["loss"] == "logistic"
+        thresholds = None
+        if not binary and self.isDefined(self.thresholds):
+            thresholds = tuple(self.getOrDefault(self.thresholds))
+        return LinearPredictor("logistic" if binary else "multinomial", B, c, prediction=self.getPredictionCol(),
+                               raw=self.getRawPredictionCol(), probability=self.getProbabilityCol(),
+                               threshold=self.getThreshold() if binary else 0.5, thresholds=thresholds)
 
     def _check_thresholds(self) -> None:
         if self.numClasses == 2 and self._state["loss"] == "logistic":
@@ -214,7 +193,7 @@ class LogisticRegressionModel(_ClassifierModel, _LogisticRegressionParams, Proba
         return super().predict(value)
 
     def predictProbability(self, value):
-        return dense_vector(self._score(as_matrix(value))[self.getProbabilityCol()][0])
+        return dense_vector(self._predictor().outputs(as_matrix(value))["probability"][0])
 
 
 @register_estimator
@@ -313,9 +292,10 @@ class LinearSVCModel(_ClassifierModel, _LinearSVCParams):
     def _output_columns(self):
         return [(self.getRawPredictionCol(), "vector"), (self.getPredictionCol(), "double")]
 
-    def _score(self, X):
-        raw = self._raw(X)
-        return {self.getRawPredictionCol(): raw, self.getPredictionCol(): (raw[:, 1] > self.getThreshold()).astype(float)}
+    def _predictor(self) -> LinearPredictor:
+        B, c = self._coef_matrix()
+        return LinearPredictor("margin_classifier", B, c, prediction=self.getPredictionCol(),
+                               raw=self.getRawPredictionCol(), threshold=self.getThreshold())
 
 
 @register_estimator

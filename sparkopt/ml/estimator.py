@@ -26,6 +26,7 @@ from ..fit import LinearFit, fit_linear_model
 from ..rules import canonical_solver
 from ..solvers import SOLVERS
 from ..objectives.losses import loss_info
+from ..predictions import LinearPredictor
 from ..solvers.checkpoint import approx_scalar
 from ..solvers.registry import solver_options
 from ..tuning import regularization_path
@@ -33,7 +34,7 @@ from .cache import ENGINE_CACHE
 from .params import SparkoptParams
 from .persistence import NOT_PERSISTED, EstimatorWriter, ModelReader, ModelWriter, ParamsOnlyReader
 from .progress import Progress
-from .scoring import transform_in_arrow
+from .scoring import as_matrix, transform_in_arrow
 from .summary import RegressionSummary, RegressionTrainingSummary, TrainingSummary
 
 
@@ -486,22 +487,18 @@ class SparkoptModel(PredictionModel, SparkoptParams, MLWritable, MLReadable):
         prediction: a numeric attribute without name, ``{"ml_attr": {}}``)."""
         return {self.getPredictionCol(): {"ml_attr": {}}}
 
-    def _score(self, X) -> dict[str, np.ndarray]:   # pragma: no cover - abstract
+    def _predictor(self) -> LinearPredictor:   # pragma: no cover - abstract
+        """This model's coefficients and output rule as a numpy-only LinearPredictor: what
+        transform ships into the tasks (not the model: its params would make every Python
+        worker import pyspark.ml and the estimators)."""
         raise NotImplementedError
 
-    def _transform(self, dataset):
-        # ship a bare copy (params + coefficients): the model itself refers to its training
-        # DataFrame through the summary, which must not be pickled into the tasks
-        return transform_in_arrow(dataset, self.getFeaturesCol(), self.numFeatures, self._output_columns(),
-                                  self._bare_copy()._score, metadata=self._output_metadata())
+    def predict(self, value) -> float:
+        return float(self._predictor().outputs(as_matrix(value))["prediction"][0])
 
-    def _bare_copy(self):
-        bare = type(self)()
-        bare._resetUid(self.uid)
-        for source, target in ((self._paramMap, bare._paramMap), (self._defaultParamMap, bare._defaultParamMap)):
-            target.update({bare.getParam(p.name): v for p, v in source.items() if p.name not in NOT_PERSISTED})
-        bare._state = dict(self._state)
-        return bare
+    def _transform(self, dataset):
+        return transform_in_arrow(dataset, self.getFeaturesCol(), self.numFeatures, self._output_columns(),
+                                  self._predictor(), metadata=self._output_metadata())
 
     # -- persistence -----------------------------------------------------------------------------
     def write(self):

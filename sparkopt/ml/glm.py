@@ -3,6 +3,7 @@ offsets, IRLS and R-style summary (deviance, AIC, dispersion, standard errors)."
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..fit import fit_linear_model
 from ..glm import IRLS_MAX_FEATURES, GLMFit, fisher_inverse_diagonal, fit_glm
 from ..objectives.glm import SummarySums, family_aic, residuals, summary_sums
 from ..objectives.losses import GLMLoss, check_labels, glm_loss, glm_loss_name
+from ..predictions import LinearPredictor
 from ..rules import RULES, Rule, canonical_solver
 from .cache import ENGINE_CACHE
 from .estimator import SparkoptEstimator, exclusive_engine
@@ -135,14 +137,9 @@ class GeneralizedLinearRegressionModel(_RegressionModel, _GeneralizedLinearRegre
         link = self.getLinkPredictionCol() if self.isDefined(self.linkPredictionCol) else ""
         return [(link or "", "double"), (self.getPredictionCol(), "double")]
 
-    def _score(self, X, offset=None):
-        eta = self._margin(X)
-        if offset is not None:
-            eta = eta + offset
-        out = {self.getPredictionCol(): self._glm_loss().mean(eta)}
-        if self.isDefined(self.linkPredictionCol) and self.getLinkPredictionCol():
-            out[self.getLinkPredictionCol()] = eta
-        return out
+    def _predictor(self) -> LinearPredictor:
+        link = self.getLinkPredictionCol() if self.isDefined(self.linkPredictionCol) else ""
+        return replace(super()._predictor(), kind="glm", glm=self._glm_loss(), link=link or "")
 
     def _output_metadata(self):
         """MLlib's: linkPrediction and prediction numeric attributes without name."""
@@ -150,7 +147,7 @@ class GeneralizedLinearRegressionModel(_RegressionModel, _GeneralizedLinearRegre
 
     def _transform(self, dataset):
         return transform_in_arrow(dataset, self.getFeaturesCol(), self.numFeatures, self._output_columns(),
-                                  self._bare_copy()._score, offset_col=self._offset_col(),
+                                  self._predictor(), offset_col=self._offset_col(),
                                   metadata=self._output_metadata())
 
     def _repr_sizes(self) -> str:

@@ -6,10 +6,11 @@ from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.regression import RegressionModel, Regressor
 
+from ..predictions import LinearPredictor
 from .estimator import SparkoptEstimator, SparkoptModel
 from .persistence import register_estimator, register_model
 from .params import LINEAR_REGRESSION_VALIDATORS, POISSON_REGRESSION_VALIDATORS, add_setters
-from .scoring import as_matrix, dense_vector
+from .scoring import dense_vector
 from . import summary as summaries
 
 _MLLIB_LOSS = {"squaredError": "squared_error", "huber": "huber"}
@@ -25,14 +26,16 @@ class _RegressionModel(SparkoptModel, RegressionModel):
     def intercept(self) -> float:
         return float(self._state["coef_vector"][self.numFeatures]) if self._state["fitIntercept"] else 0.0
 
-    def _margin(self, X):
-        return np.asarray(X @ np.asarray(self.coefficients.toArray())).ravel() + self.intercept
+    #: how the margin becomes the prediction (LinearPredictor's kind)
+    _prediction_kind = "identity"
+
+    def _predictor(self) -> LinearPredictor:
+        coef = np.asarray(self._state["coef_vector"], dtype=float)
+        return LinearPredictor(self._prediction_kind, coef[None, : self.numFeatures], np.array([self.intercept]),
+                               prediction=self.getPredictionCol())
 
     def _output_columns(self):
         return [(self.getPredictionCol(), "double")]
-
-    def predict(self, value) -> float:
-        return float(self._score(as_matrix(value))[self.getPredictionCol()][0])
 
 
 class _LinearRegressionParams(Params):
@@ -68,9 +71,6 @@ class LinearRegressionModel(_RegressionModel, _LinearRegressionParams):
     @property
     def scale(self) -> float:
         return float(self._state["scale"]) if self._state.get("scale") is not None else 1.0
-
-    def _score(self, X):
-        return {self.getPredictionCol(): self._margin(X)}
 
 
 @register_estimator
@@ -111,8 +111,7 @@ class PoissonRegressionModel(_RegressionModel, _PoissonRegressionParams):
 
     _extra_validators = POISSON_REGRESSION_VALIDATORS
 
-    def _score(self, X):
-        return {self.getPredictionCol(): np.exp(np.minimum(self._margin(X), 709.0))}
+    _prediction_kind = "exp"
 
 
 @register_estimator

@@ -24,7 +24,8 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
     features as a numpy / CSR matrix, or `score(X, offset)` with `offset_col` (a numeric column
     read as float64, nulls as NaN; a GLM's offsetCol). `metadata` gives an output column its
     schema metadata ({name: dict}: MLlib's ``ml_attr``). `score` is pickled into the tasks with
-    everything it holds.
+    everything it holds: a model's numpy-only ``LinearPredictor``, so that the Python workers
+    import neither pyspark.ml nor the estimators.
 
     Only the features column (and the offset column) goes through Arrow, into one scalar Arrow
     UDF whose struct result the output columns are read from: every other column stays in the
@@ -34,8 +35,6 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
-
-    from ..engine.ingest import _convert_vectors
 
     if features_col not in dataset.columns:
         raise InputError(f"features column {features_col!r} not found; available columns: {dataset.columns}")
@@ -50,12 +49,50 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
     if offset_col is not None and offset_col not in dataset.columns:
         raise InputError(f"offset column {offset_col!r} not found; available columns: {dataset.columns}")
 
-    def spark_type(kind):
-        return T.ArrayType(T.DoubleType(), False) if kind == "vector" else T.DoubleType()
+    fields = [T.StructField(f"_{i}", T.ArrayType(T.DoubleType(), False) if kind == "vector" else T.DoubleType(),
+                            False) for i, (_, kind) in enumerate(outputs)]
+    scorer = arrow_scorer(features_col, n_features, outputs, score)
+    inputs = [F.col(_quoted(features_col))]
+    if offset_col is not None:
+        inputs.append(F.col(_quoted(offset_col)))
 
-    fields = [T.StructField(f"_{i}", spark_type(kind), False) for i, (_, kind) in enumerate(outputs)]
-    arrow_fields = [pa.field(f.name, pa.list_(pa.field("element", pa.float64(), False)) if kind == "vector"
-                             else pa.float64(), False) for f, (_, kind) in zip(fields, outputs)]
+        def run(features, offset):
+            return scorer(features, offset)
+    else:
+        def run(features):
+            return scorer(features)
+    # a scalar Arrow UDF, told by its type hints (pa.Array, ... -> pa.Array) as pyspark 4 prefers
+    run.__annotations__ = {**{name: pa.Array for name in run.__code__.co_varnames[:len(inputs)]}, "return": pa.Array}
+    scores = F.arrow_udf(run, T.StructType(fields))(*inputs)
+    # one UDF call per row: its struct in a scratch column, each output read from a field of it
+    scratch = "__sparkopt_scores"
+    while scratch in dataset.columns:
+        scratch += "_"
+    result = dataset.withColumn(scratch, scores)
+    columns = {}
+    for i, (name, kind) in enumerate(outputs):
+        value = F.col(scratch).getField(f"_{i}")
+        columns[name] = array_to_vector(value) if kind == "vector" else value
+    result = result.withColumns(columns).drop(scratch)
+    for name, _ in outputs:
+        if metadata and name in metadata:
+            result = result.withMetadata(name, metadata[name])
+    return result
+
+
+def arrow_scorer(features_col: str, n_features: int, outputs: list[tuple[str, str]],
+                 score: Callable[..., dict]) -> Callable:
+    """``scorer(features, offset=None)``: one Arrow batch of a features column (Spark ML vectors;
+    offsets as any numeric Arrow array) -> a struct array of `outputs` (fields ``_0, _1, ...``:
+    a list of float64 for 'vector', float64 for 'double'), from ``score(X[, offset])``. What the
+    executors unpickle: it refers to numpy, pyarrow, the vector conversion of
+    ``sparkopt.engine.ingest`` and `score`, nothing of pyspark.ml."""
+    import pyarrow as pa
+
+    from ..engine.ingest import _convert_vectors
+
+    arrow_fields = [pa.field(f"_{i}", pa.list_(pa.field("element", pa.float64(), False)) if kind == "vector"
+                             else pa.float64(), False) for i, (_, kind) in enumerate(outputs)]
 
     def scorer(features, offset=None):
         if isinstance(features, pa.ChunkedArray):
@@ -85,32 +122,7 @@ def transform_in_arrow(dataset, features_col: str, n_features: int, output_colum
                 arrays.append(pa.array(values, type=pa.float64()))
         return pa.StructArray.from_arrays(arrays, fields=arrow_fields)
 
-    inputs = [F.col(_quoted(features_col))]
-    if offset_col is not None:
-        inputs.append(F.col(_quoted(offset_col)))
-
-        def run(features, offset):
-            return scorer(features, offset)
-    else:
-        def run(features):
-            return scorer(features)
-    # a scalar Arrow UDF, told by its type hints (pa.Array, ... -> pa.Array) as pyspark 4 prefers
-    run.__annotations__ = {**{name: pa.Array for name in run.__code__.co_varnames[:len(inputs)]}, "return": pa.Array}
-    scores = F.arrow_udf(run, T.StructType(fields))(*inputs)
-    # one UDF call per row: its struct in a scratch column, each output read from a field of it
-    scratch = "__sparkopt_scores"
-    while scratch in dataset.columns:
-        scratch += "_"
-    result = dataset.withColumn(scratch, scores)
-    columns = {}
-    for i, (name, kind) in enumerate(outputs):
-        value = F.col(scratch).getField(f"_{i}")
-        columns[name] = array_to_vector(value) if kind == "vector" else value
-    result = result.withColumns(columns).drop(scratch)
-    for name, _ in outputs:
-        if metadata and name in metadata:
-            result = result.withMetadata(name, metadata[name])
-    return result
+    return scorer
 
 
 def as_matrix(vector) -> np.ndarray:
