@@ -649,8 +649,12 @@ class MultinomialBlockObjective(BlockObjective):
         return float(np.dot(block.w, self._terms(coef, block).value))
 
     # Dense X: one GEMM over all K*m columns reads X once; the (d, K, m) <-> (K, d, m) reorder
-    # is small next to the n*d product. CSR X: reading X is cheap (O(nnz)) while d may be huge,
-    # so one sparse product per class writes each class's d-block contiguously instead.
+    # is small next to the n*d product. CSR X, few classes: one sparse product per class writes
+    # each class's d-block contiguously. CSR X, many classes: X.T as CSR once (O(nnz)) and one
+    # product with K*m-wide rows, then the reorder; per-class products each rescan X through a
+    # CSC view. sector (1M stored entries, 105 classes): 0.09 s instead of 0.25 s, same sums
+    # in the same order (bit for bit); dna (3 classes): 0.9 ms instead of 0.7 ms, hence the cut.
+    TRANSPOSED_PRODUCT_CLASSES = 6
 
     def _direction_margins(self, X: Matrix, Vb: np.ndarray) -> np.ndarray:
         """``X @ Vb[k]`` for every class: Vb (K, d, m) -> (n, K, m)."""
@@ -665,7 +669,10 @@ class MultinomialBlockObjective(BlockObjective):
         n, K, m = R.shape
         d = self.n_features
         out = np.empty((K, self._q, m))
-        if sp.issparse(X):
+        if sp.issparse(X) and K >= self.TRANSPOSED_PRODUCT_CLASSES:
+            XT = sp.csr_matrix(X.T)
+            out[:, :d, :] = np.asarray(XT @ R.reshape(n, K * m)).reshape(d, K, m).transpose(1, 0, 2)
+        elif sp.issparse(X):
             for k in range(K):
                 out[k, :d, :] = _xtr(X, R[:, k, :])
         else:

@@ -278,6 +278,34 @@ def test_multinomial_hessian_is_jacobian_of_gradient_more_classes():
         np.testing.assert_allclose(H @ shift, 0, atol=1e-12 * np.abs(H).max())
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_multinomial_csr_with_many_classes_sums_as_the_per_class_products(fit_intercept, monkeypatch):
+    """Many classes on CSR: one product with X.T as CSR (TRANSPOSED_PRODUCT_CLASSES) gives the
+    per-class products' sums bit for bit, and the dense block's to rounding."""
+    from sparkopt.objectives.linear import MultinomialBlockObjective
+
+    rng = np.random.default_rng(9)
+    n, d, k = 150, 40, 12
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.15)
+    y = rng.integers(0, k, size=n).astype(float)
+    w = rng.uniform(0.5, 2, size=n)
+    obj = make_block_objective("multinomial", d, fit_intercept, n_classes=k)
+    coef = rng.normal(scale=0.3, size=obj.n_params)
+    V = rng.normal(size=(obj.n_params, 3))
+    csr = Block(sp.csr_matrix(X), y, w)
+    assert k >= MultinomialBlockObjective.TRANSPOSED_PRODUCT_CLASSES
+    f, g = obj.loss_grad(coef, csr)
+    HV = obj.hessp(coef, csr, V)
+    monkeypatch.setattr(MultinomialBlockObjective, "TRANSPOSED_PRODUCT_CLASSES", k + 1)   # per-class products
+    f_per_class, g_per_class = obj.loss_grad(coef, csr)
+    assert f == f_per_class
+    np.testing.assert_array_equal(g, g_per_class)
+    np.testing.assert_array_equal(HV, obj.hessp(coef, csr, V))
+    f_dense, g_dense = obj.loss_grad(coef, Block(X, y, w))
+    assert f == pytest.approx(f_dense, rel=1e-13)
+    np.testing.assert_allclose(g, g_dense, rtol=1e-12, atol=1e-13 * np.abs(g).max())
+
+
 def test_huber_matches_spark_reference_loop():
     """Row-by-row transcription of Spark's HuberAggregator.add (loss, coefficient gradient,
     intercept gradient, sigma gradient), against the vectorized objective."""
