@@ -11,8 +11,8 @@ from ..errors import InputError
 from .compression import Compression
 from .driver import DEFAULT_DRIVER_BUDGET_MB, DriverEngine, blocks_to_driver, collect_to_driver, driver_choice
 from .frame import BlockFrame, FrameEngine, ingest_frame
-from .frame_resident import FrameResidentEngine, frame_resident_unavailable
-from .fused import FusedEngine, FusedSource
+from .frame_resident import FrameResidentEngine, barrier_unavailable, frame_resident_unavailable
+from .fused import ConnectFusedEngine, FusedEngine, FusedSource
 from .ingest import ingest
 from .resident import ResidentEngine, task_slots
 from .sharded import ShardedEngine
@@ -135,11 +135,16 @@ class _Partitions:
 
 def fused_load(df: Any, engine: str, num_partitions: Optional[int] = None) -> bool:
     """Whether a fit of ``df`` with ``engine`` loads its blocks in the resident session's own
-    tasks (:mod:`sparkopt.engine.fused`): a classic session, ``resident`` or ``auto``, and every
-    partition able to run at once (else the ingest's block RDD, which the resident engine can
-    regroup onto fewer tasks and the tree engine reads)."""
-    if engine not in ("auto", "resident") or is_connect(df.sparkSession):
+    tasks (:mod:`sparkopt.engine.fused`): ``resident`` or ``auto``, and every partition able to
+    run at once (else the ingest's block RDD, which the resident engine can regroup onto fewer
+    tasks and the tree engine reads). On Spark Connect the partitions are counted by the fused
+    statistics job itself, so only the session's settings are judged here (a barrier job is
+    possible at all; with ``numPartitions``, that many tasks fit), the rest by :func:`_fused_engine`
+    (more partitions than task slots: the frame ingest after all, from the same source)."""
+    if engine not in ("auto", "resident"):
         return False
+    if is_connect(df.sparkSession):
+        return barrier_unavailable(df.sparkSession, num_partitions) is None
     sc = df.sparkSession.sparkContext
     partitions = num_partitions or df.rdd.getNumPartitions()
     if engine == "resident":
@@ -153,16 +158,23 @@ def _fused_engine(source: FusedSource, depth: int, engine: str, model_values: in
     sharding budget) the engine :func:`make_engine` makes over the source's blocks ingested into
     an RDD."""
     fallback = engine == "auto"
+    if source.connect:
+        unavailable = barrier_unavailable(source.selected.sparkSession, source.getNumPartitions())
+    else:
+        unavailable = resident_unavailable(source)
     if engine == "auto":
-        reason = resident_unavailable(source)
-        if reason is not None:
-            logger.info("sparkopt: engine='auto' uses the tree engine: %s", reason)
+        if unavailable is not None:
+            logger.info("sparkopt: engine='auto' uses the tree engine: %s", unavailable)
             engine = "tree"
-        elif _model_too_large(model_values):
+        elif not source.connect and _model_too_large(model_values):
             engine = "auto"     # make_engine logs that it shards the model
         else:
             engine = "resident"
-    if engine == "resident" and source.getNumPartitions() <= task_slots(source.context):
+    if engine == "resident" and source.connect and unavailable is None:
+        compression = resident_options.pop("compression", None)
+        no_channel(Compression.of(compression), "Spark Connect session's")
+        return ConnectFusedEngine(source, depth, **{"fallback": fallback, **resident_options})
+    if engine == "resident" and not source.connect and source.getNumPartitions() <= task_slots(source.context):
         return FusedEngine(source, depth, **{"fallback": fallback, **resident_options})
     return make_engine(source.rdd(), source.stats, depth, engine, model_values, **resident_options)
 

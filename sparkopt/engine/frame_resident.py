@@ -36,7 +36,8 @@ from .resident import _UNREACHABLE, DriverUnreachable, ResidentEngine, SessionLo
 from .session import application_key, is_connect
 from .stats import DataStats
 
-__all__ = ["FrameResidentEngine", "frame_resident_unavailable", "frame_task_slots", "BatchSource"]
+__all__ = ["FrameResidentEngine", "SessionSettings", "barrier_unavailable", "frame_resident_unavailable",
+           "frame_task_slots", "BatchSource"]
 
 logger = logging.getLogger("sparkopt")
 _SERVED = "task int, served long, unreachable string"
@@ -191,15 +192,20 @@ def frame_task_slots(spark: Any) -> int:
 
 def frame_resident_unavailable(blocks: BlockFrame) -> Optional[str]:
     """Why ``auto`` should not use the resident engine over ``blocks`` (None when it can)."""
-    spark = blocks.frame.sparkSession
+    return barrier_unavailable(blocks.frame.sparkSession, blocks.num_partitions)
+
+
+def barrier_unavailable(spark: Any, partitions: Optional[int] = None) -> Optional[str]:
+    """Why a barrier job of ``partitions`` tasks (None: not known yet) should not run on the
+    session ``spark``, judged from its settings alone (None when it can)."""
     if str(_setting(spark, "spark.dynamicAllocation.enabled", "false")).strip().lower() == "true":
         return "dynamic allocation is on, and barrier tasks need a fixed set of executors"
     slots = frame_task_slots(spark)
     if slots < 1:
         return ("the task slots are not known from the session's settings (spark.master, "
                 "spark.executor.instances / cores), and a barrier job needs them all at once")
-    if blocks.num_partitions > slots:
-        return (f"{blocks.num_partitions} partitions but {slots} task slots, so they cannot all run at once "
+    if partitions is not None and partitions > slots:
+        return (f"{partitions} partitions but {slots} task slots, so they cannot all run at once "
                 f"(numPartitions={slots} makes the data resident)")
     return None
 
@@ -223,7 +229,28 @@ def _local_address(remote_host: str) -> str:
         return socket.gethostbyname(socket.gethostname())
 
 
-class FrameResidentEngine(ResidentEngine):
+class SessionSettings:
+    """What a resident engine asks of its Spark session, answered through the session's settings
+    and DataFrame jobs only (no SparkContext: a Spark Connect client has none). Mixed in before
+    :class:`~sparkopt.engine.resident.ResidentEngine`; ``spark`` is the engine's session."""
+
+    spark: Any
+
+    def _setting(self, key: str, default: Any = None) -> Any:
+        return _setting(self.spark, key, default)
+
+    def _slots(self) -> int:
+        return frame_task_slots(self.spark)
+
+    def _addresses(self) -> tuple[str, str]:
+        host = self._host or _local_address(_server_host(self.spark))
+        return host, self._bind_host or host
+
+    def _known_hosts(self) -> set[str]:
+        return {_server_host(self.spark)}
+
+
+class FrameResidentEngine(SessionSettings, ResidentEngine):
     """:class:`~sparkopt.engine.resident.ResidentEngine` over the block rows of a
     :class:`BlockFrame` (see the module docstring): the same contract, options, faults and
     numbers; the passes a session cannot serve (the fallback, uncarriable payloads) run on the
@@ -240,12 +267,6 @@ class FrameResidentEngine(ResidentEngine):
     def spark(self) -> Any:
         return self._blocks.frame.sparkSession
 
-    def _setting(self, key: str, default: Any = None) -> Any:
-        return _setting(self.spark, key, default)
-
-    def _slots(self) -> int:
-        return frame_task_slots(self.spark)
-
     def _groups(self) -> int:
         if self._blocks.tasks is None:      # counted once per cache, not per engine (a fit's engine is fresh)
             self._blocks.tasks = _task_count(self._blocks.block_rows())
@@ -258,13 +279,6 @@ class FrameResidentEngine(ResidentEngine):
 
     def _tagged(self, groups: int) -> Any:
         return BatchSource(self._blocks.block_rows(), block_records)
-
-    def _addresses(self) -> tuple[str, str]:
-        host = self._host or _local_address(_server_host(self.spark))
-        return host, self._bind_host or host
-
-    def _known_hosts(self) -> set[str]:
-        return {_server_host(self.spark)}
 
     def _tree_pass(self, fn: BlockFn, payload: Any, fraction: Any, seed: Any) -> Any:
         return FrameEngine.map_sum(self, fn, payload, fraction=fraction, seed=seed)

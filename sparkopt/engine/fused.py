@@ -32,14 +32,15 @@ from typing import Any, Iterator, Optional, Sequence
 
 from ..blocks import Block
 from .fold import BlockFn
-from .frame_resident import BatchSource, _FrameSession
+from .frame import FrameEngine, ingest_frame
+from .frame_resident import BatchSource, SessionSettings, _FrameSession
 from .ingest import _build_blocks, _start_features, _to_csr, ingest, partition_blocks, prepare, refuse_problems
 from .resident import ResidentEngine
-from .session import arrow_batches_by_rows
+from .session import arrow_batches_by_rows, is_connect
 from .stats import DataStats, merge_partition_records
 from .tree import TreeEngine, job_bytes
 
-__all__ = ["FusedSource", "FusedEngine", "fused_source"]
+__all__ = ["FusedSource", "FusedEngine", "ConnectFusedEngine", "fused_source"]
 
 logger = logging.getLogger("sparkopt")
 _STATS_ROWS = "partition int, stats binary"
@@ -58,9 +59,12 @@ def _statistics(spec: Any, dense: Optional[bool], max_block_bytes: int):
         records: list = []
         for _ in partition_blocks(_build_blocks(batches, spec, dense, max_block_bytes), start, records.append):
             pass
-        for record in records:
+        # one row per task, a null one for a partition without a batch: the rows count the
+        # partitions (a Spark Connect client cannot ask for rdd.getNumPartitions())
+        for record in records or [None]:
             yield pa.RecordBatch.from_arrays(
-                [pa.array([TaskContext.get().partitionId()], pa.int32()), pa.array([pickle.dumps(record)], pa.binary())],
+                [pa.array([TaskContext.get().partitionId()], pa.int32()),
+                 pa.array([None if record is None else pickle.dumps(record)], pa.binary())],
                 names=["partition", "stats"])
 
     return run
@@ -94,7 +98,9 @@ class FusedSource:
         self.to_csr = bool(to_csr)      # partitions disagreed on the kind: dense blocks converted, as the ingest does
         self._partitions = int(partitions)
         self._rdd = None
-        self.context = selected.sparkSession.sparkContext
+        self.connect = is_connect(selected.sparkSession)
+        #: the SparkContext (classic session; what resident_unavailable asks), None on Spark Connect
+        self.context = None if self.connect else selected.sparkSession.sparkContext
 
     def getNumPartitions(self) -> int:
         """The partitions of the selected columns (``RDD``'s name: the RDD engines take a source)."""
@@ -109,15 +115,21 @@ class FusedSource:
         return _built_records(self.spec, self.dense, self.max_block_bytes, to_csr=self.to_csr)
 
     def rdd(self) -> Any:
-        """The blocks as the ingest caches them (one ingest job the first time; logged)."""
+        """The blocks as the ingest caches them (one ingest job the first time; logged): an
+        ``RDD[Block]``, or on Spark Connect a :class:`~sparkopt.engine.frame.BlockFrame`."""
         if self._rdd is None:
-            logger.info("sparkopt: ingesting the data into a block RDD for tree-engine passes")
+            logger.info("sparkopt: ingesting the data into a block %s for tree-engine passes",
+                        "frame" if self.connect else "RDD")
             spec = self.spec
-            self._rdd, _ = ingest(self.df, spec.features if spec.is_vector else list(spec.features), spec.label,
-                                  spec.weight, dense=self.dense, max_block_bytes=self.max_block_bytes,
-                                  num_partitions=self.num_partitions, offset_col=spec.offset,
-                                  fold_col=spec.fold)
+            self._rdd, _ = (ingest_frame if self.connect else ingest)(
+                self.df, spec.features if spec.is_vector else list(spec.features), spec.label, spec.weight,
+                dense=self.dense, max_block_bytes=self.max_block_bytes, num_partitions=self.num_partitions,
+                offset_col=spec.offset, fold_col=spec.fold)
         return self._rdd
+
+    def tree_engine(self, depth: int) -> TreeEngine:
+        """The engine of one job per pass over :meth:`rdd` (a frame engine on Spark Connect)."""
+        return (FrameEngine if self.connect else TreeEngine)(self.rdd(), self.stats, depth)
 
     def unpersist(self) -> None:
         if self._rdd is not None:
@@ -131,15 +143,16 @@ def fused_source(df: Any, features_col: str | Sequence[str] = "features", label_
                  offset_col: Optional[str] = None, fold_col: Optional[str] = None) -> FusedSource:
     """The checks and statistics of :func:`~sparkopt.engine.ingest.ingest` (the same
     :class:`~sparkopt.errors.InputError` messages, before any job for the schema), from one
-    ``mapInArrow`` job that keeps no block; a classic session only (its partition count). The
-    sessions' blocks carry ``offset_col`` and ``fold_col`` as the ingest's do."""
+    ``mapInArrow`` job that keeps no block (one row per partition: they are counted there, on a
+    classic or a Spark Connect session alike). The sessions' blocks carry ``offset_col`` and
+    ``fold_col`` as the ingest's do."""
     spec, selected = prepare(df, features_col, label_col, weight_col, offset_col, dense, max_block_bytes,
                              num_partitions, fold_col)
     max_bytes = int(max_block_bytes)
     with arrow_batches_by_rows(df.sparkSession):
         rows = selected.mapInArrow(_statistics(spec, dense, max_bytes), _STATS_ROWS).toArrow().to_pydict()
-    partitions = selected.rdd.getNumPartitions()
-    reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"])]
+    partitions = len(rows["partition"])
+    reported = [(p, pickle.loads(blob)) for p, blob in zip(rows["partition"], rows["stats"]) if blob is not None]
     stats = merge_partition_records(reported, partitions, n_features=_start_features(spec))
     refuse_problems(stats, spec)
     mixed = bool(stats.n_dense_blocks and stats.n_sparse_blocks)
@@ -158,8 +171,8 @@ class FusedEngine(ResidentEngine):
     _balances = False
 
     def __init__(self, source: FusedSource, depth: int = 2, **options: Any) -> None:
+        self._source = source         # before the base class reads settings
         super().__init__(source, source.stats, depth, **options)
-        self._source = source
 
     @property
     def source(self) -> FusedSource:
@@ -177,13 +190,24 @@ class FusedEngine(ResidentEngine):
             return super()._start()
 
     def _tree_pass(self, fn: BlockFn, payload: Any, fraction: Any, seed: Any) -> Any:
-        tree = TreeEngine(self._source.rdd(), self.stats, self.depth)
-        result = tree.map_sum(fn, payload, fraction=fraction, seed=seed)
+        result = self._source.tree_engine(self.depth).map_sum(fn, payload, fraction=fraction, seed=seed)
         return self._pass_result(result, fraction, *job_bytes(payload, result, self.num_partitions))
 
     def collect_blocks(self) -> list:
-        return self._source.rdd().glom().collect()
+        return self._source.tree_engine(self.depth).collect_blocks()
 
     def __repr__(self) -> str:
-        return (f"FusedEngine(n_rows={self.n_rows}, n_features={self.n_features}, "
+        return (f"{type(self).__name__}(n_rows={self.n_rows}, n_features={self.n_features}, "
                 f"num_partitions={self.num_partitions}, active={self.active})")
+
+
+class ConnectFusedEngine(SessionSettings, FusedEngine):
+    """The fused resident engine on a Spark Connect session: the same barrier job over the
+    DataFrame's batches (``mapInArrow(barrier=True)`` is public DataFrame API), its tasks
+    connecting to the client's listener, the session's task slots and hosts read from its
+    settings (:class:`~sparkopt.engine.frame_resident.SessionSettings`); the passes a session
+    cannot serve run on the frame engine."""
+
+    @property
+    def spark(self) -> Any:
+        return self._source.selected.sparkSession

@@ -98,6 +98,44 @@ def test_the_resident_engine_serves_passes_from_barrier_tasks_connected_to_the_c
         engine.unpersist()
 
 
+def test_a_resident_fit_loads_its_blocks_in_its_own_barrier_tasks(a9a):
+    """The fused load on Connect: one statistics job, then the session's barrier tasks build the
+    blocks from the DataFrame's batches (no block frame is cached); the same fit as the resident
+    engine over the frame ingest's blocks, and the estimators take this path."""
+    from sparkopt.engine import ingest_blocks, make_engine
+    from sparkopt.engine.frame_resident import FrameResidentEngine
+    from sparkopt.engine.fused import ConnectFusedEngine, FusedSource, fused_source
+    from sparkopt.fit import fit_linear_model
+    from sparkopt.ml import LogisticRegression, clear_cache
+    from sparkopt.ml.cache import ENGINE_CACHE
+
+    source = fused_source(a9a)
+    blocks, stats = ingest_blocks(a9a)
+    try:
+        assert source.connect and source.getNumPartitions() == 2 == blocks.num_partitions
+        assert source.stats.n_rows == stats.n_rows == 3000 and source.stats.partition_rows == stats.partition_rows
+        engine = make_engine(source, source.stats, engine="resident")
+        assert isinstance(engine, ConnectFusedEngine) and engine.kind == "resident"
+        got = fit_linear_model(engine, "logistic", reg_param=1e-2, solver="newton", tol=1e-10)
+        assert source._rdd is None and engine.sessions_started == 1       # nothing ingested
+        want = fit_linear_model(FrameResidentEngine(blocks, stats), "logistic", reg_param=1e-2, solver="newton",
+                                tol=1e-10)
+        assert max_rel_diff(got.coefficients, want.coefficients) < 1e-12
+        # what a session cannot serve runs on the frame engine over blocks ingested then (once)
+        held = engine.collect_blocks()
+        assert source._rdd is not None and [len(p) for p in held] == [len(p) for p in FrameResidentEngine(
+            blocks, stats).collect_blocks()]
+    finally:
+        source.unpersist()
+        blocks.unpersist()
+    clear_cache()
+    model = LogisticRegression(regParam=1e-2, solver="newton", tol=1e-10, engine="resident").fit(a9a)
+    [(_, cached)] = ENGINE_CACHE._entries.values()
+    assert isinstance(cached, FusedSource) and cached._rdd is None
+    clear_cache()
+    assert max_rel_diff(model.coefficients.toArray(), got.coefficients) < 1e-10
+
+
 def test_tasks_that_cannot_reach_the_client_fall_back_under_auto_within_seconds(a9a, caplog):
     import time
 
