@@ -33,6 +33,7 @@ from .fold import BlockFn, add_results, check_sampling, fold_partition
 from .ingest import _build_blocks, _describe, _start_features, _to_csr, partition_blocks, prepare, refuse_problems
 from .session import arrow_batches_by_rows
 from .stats import DataStats, merge_partition_records
+from .threads import task_threads
 from .tree import job_bytes
 
 __all__ = ["BlockFrame", "FrameEngine", "ingest_frame", "block_records"]
@@ -180,7 +181,8 @@ def _partition_sums(fn: BlockFn, payload: Any, fraction: float | None, seed: int
 
         # a task reads one cached partition; grouping keeps the fold right if it ever reads more
         for p, group in itertools.groupby(block_records(batches), key=lambda row: row[0]):
-            acc = fold_partition(fn, payload, p, (block for _, _, block in group), fraction, seed)
+            with task_threads():
+                acc = fold_partition(fn, payload, p, (block for _, _, block in group), fraction, seed)
             if acc is not None:
                 yield pa.RecordBatch.from_arrays(
                     [pa.array([p], pa.int32()), pa.array([pickle.dumps(acc, protocol=_PICKLE_PROTOCOL)], pa.binary())],

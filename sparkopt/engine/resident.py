@@ -83,6 +83,7 @@ from .compression import Compression, DriverExchange, TaskExchange
 from .fold import BlockFn, add_results, check_sampling, fold_held
 from .link import Link, LinkModel, parse_link
 from .stats import DataStats
+from .threads import task_threads
 from .tree import TreeEngine
 from .wire import SESSION_ID_BYTES, Channel, FrameType, WireError, client_handshake, frame_bytes, server_handshake
 
@@ -271,48 +272,49 @@ def _serve(address: tuple[str, int], secret: bytes, session_id: bytes, functions
         exchange = TaskExchange(compression)       # this session's error-feedback state
         channel = _connect(address, secret, session_id, connect_timeout, encrypted)
         served = 0
-        try:
-            channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), [i for i, _ in held],
-                                           int(rows), weight))
-            while True:
-                try:
-                    kind, request, _ = channel.recv()
-                except (EOFError, OSError):
-                    break                             # the driver closed the session
-                if kind == FrameType.STOP:
-                    break
-                try:
-                    if kind == FrameType.RUN:
-                        digest, config = request
-                        fold = partial(_fold_held_over, held)
-                        worker_channel = _WorkerChannel(channel, _peer_key(secret, session_id), session_id)
-                        result = functions[digest](worker_channel, context.partitionId(), fold, config)
-                    elif kind == FrameType.EVAL:
-                        digest, payload, fraction, seed, beat = request
-                        fn = functions[digest]
-                        factor = (slow or {}).get(context.partitionId(), 1.0)
-                        clock = [] if timed or factor > 1.0 else None
-                        with heartbeats(channel, beat):
-                            result = exchange.evaluate(fn, payload, fraction,
-                                                       lambda value: fold_held(fn, value, held, fraction, seed, clock))
-                            if factor > 1.0:      # an injected straggler (measurements): stretched folds
-                                time.sleep((factor - 1.0) * sum(clock))
-                        if timed:
-                            result = (result, block_timings(held, clock, factor))
-                    else:
-                        raise WireError(f"unexpected frame type {kind}")
+        with task_threads(context.cpus()):     # BLAS threads for the whole session (sparkopt.engine.threads)
+            try:
+                channel.send(FrameType.HELLO, (context.partitionId(), context.attemptNumber(), [i for i, _ in held],
+                                               int(rows), weight))
+                while True:
                     try:
-                        channel.send(FrameType.REPLY, result)
-                    except TypeError as exc:  # the result cannot travel: say so instead
-                        channel.send(FrameType.ERROR, (_UNCARRIABLE, f"map_sum: fn returned a result the "
-                                                       f"channel cannot carry: {exc}", ""))
-                except (WireError, EOFError, OSError):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
-                    channel.send(FrameType.ERROR, _error_value(exc))
-                served += 1
-        finally:
-            channel.close()
+                        kind, request, _ = channel.recv()
+                    except (EOFError, OSError):
+                        break                             # the driver closed the session
+                    if kind == FrameType.STOP:
+                        break
+                    try:
+                        if kind == FrameType.RUN:
+                            digest, config = request
+                            fold = partial(_fold_held_over, held)
+                            worker_channel = _WorkerChannel(channel, _peer_key(secret, session_id), session_id)
+                            result = functions[digest](worker_channel, context.partitionId(), fold, config)
+                        elif kind == FrameType.EVAL:
+                            digest, payload, fraction, seed, beat = request
+                            fn = functions[digest]
+                            factor = (slow or {}).get(context.partitionId(), 1.0)
+                            clock = [] if timed or factor > 1.0 else None
+                            with heartbeats(channel, beat):
+                                result = exchange.evaluate(fn, payload, fraction,
+                                                           lambda value: fold_held(fn, value, held, fraction, seed, clock))
+                                if factor > 1.0:      # an injected straggler (measurements): stretched folds
+                                    time.sleep((factor - 1.0) * sum(clock))
+                            if timed:
+                                result = (result, block_timings(held, clock, factor))
+                        else:
+                            raise WireError(f"unexpected frame type {kind}")
+                        try:
+                            channel.send(FrameType.REPLY, result)
+                        except TypeError as exc:  # the result cannot travel: say so instead
+                            channel.send(FrameType.ERROR, (_UNCARRIABLE, f"map_sum: fn returned a result the "
+                                                           f"channel cannot carry: {exc}", ""))
+                    except (WireError, EOFError, OSError):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises it
+                        channel.send(FrameType.ERROR, _error_value(exc))
+                    served += 1
+            finally:
+                channel.close()
         yield context.partitionId(), served
 
     return run

@@ -13,6 +13,7 @@ from ..blocks import Block
 from .contract import EngineBase
 from .fold import BlockFn, add_results, check_sampling, fold_partition
 from .stats import DataStats
+from .threads import task_threads
 
 __all__ = ["TreeEngine", "estimated_bytes"]
 
@@ -35,7 +36,8 @@ def _partition_sum(
 ):
     def run(index: int, blocks: Iterator[Block]) -> Iterator[Any]:
         value = bc.value
-        acc = fold_partition(fn, value, index, blocks, fraction, seed)
+        with task_threads():
+            acc = fold_partition(fn, value, index, blocks, fraction, seed)
         if acc is not None:
             yield acc
 

@@ -94,6 +94,17 @@ def test_the_resident_engine_serves_passes_from_barrier_tasks_connected_to_the_c
                 assert max_rel_diff(got, want) < 1e-12 and engine.active
         assert not engine.active and engine.sessions_started == 1 and engine.restarts == 0
         assert engine.passes == 1.5 and engine.bytes_sent > 0 and engine.bytes_received > 0
+
+        def _blas(block, v):     # see tests/connect/conftest.py: no thread count in these workers' environment
+            import os
+
+            from threadpoolctl import threadpool_info
+            unset = not any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
+            threads = max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+            return np.array([1.0, float(unset), float(threads)])
+        blocks, unset, threads = engine.map_sum(_blas, w)
+        # every task folded with one BLAS thread (its spark.task.cpus), its environment saying nothing
+        assert unset == blocks and threads == blocks
     finally:
         engine.unpersist()
 
