@@ -20,8 +20,10 @@ RULES = {
     # package: (third-party top-level modules allowed, sparkopt prefixes allowed)
     "objectives": ({"numpy", "scipy"}, SHARED | {"sparkopt.objectives"}),
     "solvers": ({"numpy", "scipy"}, SHARED | {"sparkopt.solvers", "sparkopt.objectives"}),
-    # cryptography: the resident channel's AES-GCM frames (engine/wire.py)
-    "engine": ({"numpy", "scipy", "pyarrow", "pyspark", "py4j", "cryptography"}, SHARED | {"sparkopt.engine"}),
+    # cryptography: the resident channel's AES-GCM frames (engine/wire.py); threadpoolctl: the
+    # tasks' BLAS threads (engine/threads.py)
+    "engine": ({"numpy", "scipy", "pyarrow", "pyspark", "py4j", "cryptography", "threadpoolctl"},
+               SHARED | {"sparkopt.engine"}),
     # driver-side numerics over the objective and engine interfaces: no Spark, no ml layer (of the
     # engine package only its numpy-only statistics and fold rules: a view samples as engines do)
     "tuning": ({"numpy", "scipy"}, SHARED | {"sparkopt.tuning", "sparkopt.fit", "sparkopt.least_squares",
