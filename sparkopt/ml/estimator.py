@@ -32,7 +32,7 @@ from ..solvers.registry import solver_options
 from ..tuning import regularization_path
 from .cache import ENGINE_CACHE
 from .params import SparkoptParams
-from .persistence import NOT_PERSISTED, EstimatorWriter, ModelReader, ModelWriter, ParamsOnlyReader
+from .persistence import EstimatorWriter, ModelReader, ModelWriter, ParamsOnlyReader
 from .progress import Progress
 from .scoring import as_matrix, transform_in_arrow
 from .summary import RegressionSummary, RegressionTrainingSummary, TrainingSummary

@@ -133,13 +133,15 @@ class GeneralizedLinearRegressionModel(_RegressionModel, _GeneralizedLinearRegre
     def setLinkPredictionCol(self, value):
         return self._set(linkPredictionCol=value)
 
+    def _link_col(self) -> str:
+        """The linkPrediction column, "" when unset or empty (then not produced)."""
+        return (self.getLinkPredictionCol() if self.isDefined(self.linkPredictionCol) else "") or ""
+
     def _output_columns(self):
-        link = self.getLinkPredictionCol() if self.isDefined(self.linkPredictionCol) else ""
-        return [(link or "", "double"), (self.getPredictionCol(), "double")]
+        return [(self._link_col(), "double"), (self.getPredictionCol(), "double")]
 
     def _predictor(self) -> LinearPredictor:
-        link = self.getLinkPredictionCol() if self.isDefined(self.linkPredictionCol) else ""
-        return replace(super()._predictor(), kind="glm", glm=self._glm_loss(), link=link or "")
+        return replace(super()._predictor(), kind="glm", glm=self._glm_loss(), link=self._link_col())
 
     def _output_metadata(self):
         """MLlib's: linkPrediction and prediction numeric attributes without name."""
