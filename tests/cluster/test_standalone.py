@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 
 import pyspark
+from conftest import SHORT_LIVED_JVM_OPTIONS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent
+# the executors' JVMs, like the master's, workers' and drivers' (tests/conftest.py)
+EXECUTOR_JVM = ["--conf", f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM_OPTIONS}"] if SHORT_LIVED_JVM_OPTIONS else []
 
 
 def free_port() -> int:
@@ -163,7 +166,7 @@ def spark_submit(cluster, *job_args, archive=None, timeout=600):
         ["--conf", f"spark.pyspark.python={sys.executable}"]
     cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
            "--conf", "spark.executor.memory=512m", "--conf", "spark.executor.cores=1",
-           "--conf", "spark.ui.enabled=false", *python, str(ROOT / "jobs" / "train.py"), *job_args]
+           "--conf", "spark.ui.enabled=false", *EXECUTOR_JVM, *python, str(ROOT / "jobs" / "train.py"), *job_args]
     return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -245,7 +248,7 @@ def test_fit_survives_a_killed_worker(cluster, tmp_path, engine):
         markers.mkdir()
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", c.url,
                "--conf", "spark.executor.memory=512m", "--conf", "spark.executor.cores=1",
-               "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}",
+               "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}", *EXECUTOR_JVM,
                # a barrier stage waits for free slots; after the loss there is one fewer
                "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
                "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures=10",

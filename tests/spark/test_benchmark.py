@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pyspark.ml.linalg import VectorUDT
 
-from conftest import ROOT, dataset
+from conftest import ROOT, dataset, long_lived_jvm_env
 
 import generate
 
@@ -127,7 +127,8 @@ def _table(markdown: str, first_column: str) -> tuple[list[str], list[dict]]:
 @pytest.mark.spark_subprocess
 def test_benchmark_quick(tmp_path):
     dataset("a9a")                                           # a missing file fails here, clearly
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    # the JVM's default compilers: MLlib's fits here are long enough for C2 to pay
+    env = long_lived_jvm_env(dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable))
     out = tmp_path / "bench"
     run = subprocess.run([sys.executable, str(JOBS / "benchmark.py"), "--quick", "--output", str(out)],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)

@@ -296,3 +296,16 @@ def test_paths_on_a_file_system_the_driver_lacks_are_refused_before_any_spark_wo
         assert "train.py: read" not in proc.stderr          # no phase started
     assert not list(tmp_path.iterdir())
 
+
+
+def test_only_short_lived_jvms_run_without_c2(spark):
+    """tests/conftest.py: the subprocesses' JVMs get SHORT_LIVED_JVM_OPTIONS, the shared session's
+    JVM (hundreds of fits, MLlib's among them) keeps the default compilers."""
+    from conftest import SHORT_LIVED_JVM_OPTIONS, long_lived_jvm_env
+
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    arguments = list(runtime.getInputArguments())
+    assert not any("TieredStopAtLevel" in a for a in arguments), arguments
+    if SHORT_LIVED_JVM_OPTIONS:
+        assert SHORT_LIVED_JVM_OPTIONS in os.environ["SPARK_SUBMIT_OPTS"]
+        assert SHORT_LIVED_JVM_OPTIONS not in long_lived_jvm_env(dict(os.environ)).get("SPARK_SUBMIT_OPTS", "")
