@@ -24,11 +24,11 @@ read -r idle_start total_start < <(cpu_ticks)
 started=$SECONDS
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/sparkopt-tests.XXXXXX")"
 other_log="$scratch/others.log"
-python -m pytest -m "not shared_session" -p no:cacheprovider --basetemp "$scratch/others" > "$other_log" 2>&1 &
+python -m pytest -m "not shared_session" -p no:cacheprovider --durations=25 --basetemp "$scratch/others" > "$other_log" 2>&1 &
 other=$!
 trap 'kill "$other" 2>/dev/null || true' INT TERM
 status=0
-python -m pytest -m shared_session --basetemp "$scratch/shared" || status=$?
+python -m pytest -m shared_session --durations=25 --basetemp "$scratch/shared" || status=$?
 other_status=0
 wait "$other" || other_status=$?
 echo
