@@ -305,3 +305,25 @@ def test_passes_the_channel_cannot_carry_run_as_tree_jobs(engines, caplog):
     b = build_objective(resident, "multinomial", reg_param=1e-3)[0]
     b.loss_grad(np.zeros(b.n_params))                            # a carriable pass: a session as before
     assert resident.sessions_started == sessions + 1 and resident.restarts == restarts
+
+
+def test_a_session_reads_the_applications_settings_from_one_copy(spark, monkeypatch):
+    """Each SparkContext.getConf() copies every setting through py4j (~20 ms); a resident engine
+    takes one copy and answers its dozen setting reads (ports, encryption, timeouts, link,
+    allowed hosts, the driver's host) from it."""
+    from pyspark import SparkContext
+
+    df = letter_head(spark, 2)
+    rdd, stats = ingest(df, label_col="binary")
+    copies = []
+    real = SparkContext.getConf
+    monkeypatch.setattr(SparkContext, "getConf", lambda self: copies.append(1) or real(self))
+    engine = ResidentEngine(rdd, stats)
+    try:
+        fit = fit_linear_model(engine, "logistic", reg_param=1e-3, solver="lbfgs", max_iter=3)
+        assert fit.result.nit == 3 and engine.sessions_started == 1
+    finally:
+        engine.close()
+        rdd.unpersist()
+        df.unpersist()
+    assert len(copies) == 1
