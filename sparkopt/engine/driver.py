@@ -94,14 +94,32 @@ def _vector_size(field: Any) -> int | None:
     return None
 
 
-def _plan_estimate(selected: Any, spec: Any) -> DriverEstimate:
+def _first_vector_size(df: Any, column: str) -> int | None:
+    """The size of the first vector in ``column`` of ``df`` when ``df`` is cached (one small job
+    that reads one row of the cache), else None: without a cache, even one row could cost the
+    whole plan (a shuffle below it), which the fit then runs again."""
+    level = df.storageLevel
+    if not (level.useMemory or level.useDisk):
+        return None
+    rows = df.select(column).limit(1).collect()
+    if not rows or rows[0][0] is None or not hasattr(rows[0][0], "size"):
+        return None
+    return int(rows[0][0].size)
+
+
+def _plan_estimate(selected: Any, spec: Any, df: Any = None) -> DriverEstimate:
+    """The estimate from ``selected``'s plan statistics; the vector size from the column's ML
+    metadata, else (``df`` cached) from its first row."""
     from py4j.protocol import Py4JError
 
     if spec.is_vector:
         d = _vector_size(selected.schema["features"])
+        if d is None and df is not None:
+            d = _first_vector_size(df, spec.features)
         if d is None:
             return DriverEstimate(None, reason=f"the size of the vectors in {spec.features!r} is unknown "
-                                               "before a pass (no ML attribute metadata)")
+                                               "before a pass (no ML attribute metadata, and the DataFrame is "
+                                               "not cached)")
     else:
         d = spec.n_feature_columns
     columns = d + 1 + int(spec.weight is not None)
@@ -157,18 +175,20 @@ def _default_row_size(schema: Any) -> int:
 
 def estimate_driver_bytes(df: Any, features_col: str | Sequence[str] = "features", label_col: str = "label",
                           weight_col: str | None = None, *, num_partitions: int | None = None) -> DriverEstimate:
-    """The selected columns' size as dense float64 rows, estimated without running a Spark job.
+    """The selected columns' size as dense float64 rows, estimated without a pass over the data.
 
     Rows come from the optimized plan's statistics (Spark's own estimate, the one behind its
     broadcast joins): the exact row count where Spark knows it (a ``limit``, local data, analyzed
     tables), else the rows its size estimate implies (file sources: bytes on disk; a materialized
-    cache: its in-memory size, high for vector columns: 7x on a cached letter.scale head). Columns are the vector size from the column's ML attribute metadata
-    (or the number of assembled columns) plus label and weight; sparse vectors are counted as
+    cache: its in-memory size, high for vector columns: 7x on a cached letter.scale head). Columns
+    are the vector size from the column's ML attribute metadata (without it, from the first row of
+    a cached ``df``: one small job; an uncached ``df`` without it is not estimated) or the number
+    of assembled columns, plus label and weight; sparse vectors are counted as
     dense, so the estimate errs high for them. It can be off by a small factor either way (e.g.
     ``spark.range`` omits the per-row overhead: 2x low); set the engine explicitly when it matters.
     """
     spec = _validate_schema(df, features_col, label_col, weight_col)
-    return _plan_estimate(_select(df, spec, num_partitions), spec)
+    return _plan_estimate(_select(df, spec, num_partitions), spec, df)
 
 
 def driver_choice(df: Any, features_col: Any, label_col: str, weight_col: str | None, max_driver_mb: Any, *,
