@@ -165,6 +165,15 @@ def _setting(spark: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def _all_settings(spark: Any) -> dict:
+    """Every setting the session lists (``spark.conf.getAll``, pyspark 4's property: one round trip
+    on Spark Connect); {} when it lists none."""
+    try:
+        return dict(spark.conf.getAll)
+    except Exception:  # noqa: BLE001 - a pyspark or server that cannot list them: ask key by key
+        return {}
+
+
 def frame_task_slots(spark: Any) -> int:
     """How many tasks the application behind ``spark`` can run at once, from its settings
     (0 when they do not say): ``local[N]`` -> N; ``local[*]`` -> the CPU count a task sees (one
@@ -237,7 +246,16 @@ class SessionSettings:
     spark: Any
 
     def _setting(self, key: str, default: Any = None) -> Any:
-        return _setting(self.spark, key, default)
+        """A setting of the session, from one listing of its settings per engine (on Spark
+        Connect each ``spark.conf.get`` is a round trip to the server, and starting a session
+        reads a dozen; the listing is one)."""
+        settings = self.__dict__.get("_session_settings")
+        if settings is None:
+            settings = self._session_settings = _all_settings(self.spark)
+        if not settings:         # nothing listed (an older server): ask for the key itself
+            return _setting(self.spark, key, default)
+        value = settings.get(key)
+        return default if value is None else value
 
     def _slots(self) -> int:
         return frame_task_slots(self.spark)

@@ -109,11 +109,15 @@ def test_the_resident_engine_serves_passes_from_barrier_tasks_connected_to_the_c
         engine.unpersist()
 
 
-def test_a_resident_fit_loads_its_blocks_in_its_own_barrier_tasks(a9a):
+def test_a_resident_fit_loads_its_blocks_in_its_own_barrier_tasks(a9a, monkeypatch):
     """The fused load on Connect: one statistics job, then the session's barrier tasks build the
     blocks from the DataFrame's batches (no block frame is cached); the same fit as the resident
-    engine over the frame ingest's blocks, and the estimators take this path."""
+    engine over the frame ingest's blocks, and the estimators take this path. The engine reads
+    its settings from one listing (spark.conf.getAll), not one round trip per key."""
+    from pyspark.sql.connect.conf import RuntimeConf
+
     from sparkopt.engine import ingest_blocks, make_engine
+    from sparkopt.engine.resident import SPARK_NETWORK_ENCRYPTION
     from sparkopt.engine.frame_resident import FrameResidentEngine
     from sparkopt.engine.fused import ConnectFusedEngine, FusedSource, fused_source
     from sparkopt.fit import fit_linear_model
@@ -125,9 +129,16 @@ def test_a_resident_fit_loads_its_blocks_in_its_own_barrier_tasks(a9a):
     try:
         assert source.connect and source.getNumPartitions() == 2 == blocks.num_partitions
         assert source.stats.n_rows == stats.n_rows == 3000 and source.stats.partition_rows == stats.partition_rows
+        asked, listings = [], []
+        get, get_all = RuntimeConf.get, RuntimeConf.getAll
+        monkeypatch.setattr(RuntimeConf, "get", lambda self, key, *default: asked.append(key) or get(self, key, *default))
+        monkeypatch.setattr(RuntimeConf, "getAll", property(lambda self: listings.append(1) or get_all.fget(self)))
         engine = make_engine(source, source.stats, engine="resident")
         assert isinstance(engine, ConnectFusedEngine) and engine.kind == "resident"
         got = fit_linear_model(engine, "logistic", reg_param=1e-2, solver="newton", tol=1e-10)
+        monkeypatch.undo()
+        assert listings == [1]
+        assert not [k for k in asked if k.startswith("spark.sparkopt.resident.") or k in SPARK_NETWORK_ENCRYPTION], asked
         assert source._rdd is None and engine.sessions_started == 1       # nothing ingested
         want = fit_linear_model(FrameResidentEngine(blocks, stats), "logistic", reg_param=1e-2, solver="newton",
                                 tol=1e-10)
