@@ -49,18 +49,22 @@ def long_lived_jvm_env(env: dict) -> dict:
     return env
 
 
+def _set_jvm_variables(values: dict) -> None:
+    for name, value in values.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+
+
 @contextlib.contextmanager
 def _long_lived_jvm_options():
     """os.environ as long_lived_jvm_env makes it, inside the block (pyspark starts its JVM from it)."""
-    saved = {name: os.environ.pop(name, None) for name in _JVM_OPTION_VARIABLES}
-    os.environ.update({k: v for k, v in _JVM_VARIABLES_BEFORE.items() if v is not None})
+    saved = {name: os.environ.get(name) for name in _JVM_OPTION_VARIABLES}
+    _set_jvm_variables(_JVM_VARIABLES_BEFORE)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            os.environ.pop(name, None)
-            if value is not None:
-                os.environ[name] = value
+        _set_jvm_variables(saved)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects on the mark

@@ -230,7 +230,7 @@ def engine_for(df: Any, features_col: str | Sequence[str] = "features", label_co
     the driver process (:func:`~sparkopt.engine.driver.collect_to_driver`); ``tree`` /
     ``resident`` ingest them into a Spark cache (:func:`~sparkopt.engine.ingest.ingest`);
     ``auto`` fits on the driver when their estimated float64 size
-    (:func:`~sparkopt.engine.driver.estimate_driver_bytes`, no Spark job) is within
+    (:func:`~sparkopt.engine.driver.estimate_driver_bytes`, no pass over the data) is within
     ``max_driver_mb``, else as :func:`make_engine` chooses (``compression``: the resident engine's).
     The caller owns the engine (``unpersist()`` or ``with``)."""
     check_session_engine(df, engine)

@@ -8,8 +8,9 @@ the same Arrow batches), and returns a :class:`DriverEngine`: a
 :class:`~sparkopt.engine.local.LocalEngine` over those blocks. Same blocks, same fold, same
 numbers as the tree and resident engines.
 
-:func:`estimate_driver_bytes` says how large the columns would be as float64 rows without running
-a Spark job, from the plan statistics Spark keeps for its own choices (broadcast joins); ``auto``
+:func:`estimate_driver_bytes` says how large the columns would be as float64 rows without a pass
+over the data, from the plan statistics Spark keeps for its own choices (broadcast joins; a cached
+DataFrame without vector-size metadata: one job reads its first row); ``auto``
 compares it with the budget (:data:`DEFAULT_DRIVER_BUDGET_MB`, the estimators' ``maxDriverSizeInMB``).
 
 pyspark is imported inside the functions that need it.
@@ -118,8 +119,8 @@ def _plan_estimate(selected: Any, spec: Any, df: Any = None) -> DriverEstimate:
             d = _first_vector_size(df, spec.features)
         if d is None:
             return DriverEstimate(None, reason=f"the size of the vectors in {spec.features!r} is unknown "
-                                               "before a pass (no ML attribute metadata, and the DataFrame is "
-                                               "not cached)")
+                                               "before a pass (no ML attribute metadata, and no cached row "
+                                               "to read it from)")
     else:
         d = spec.n_feature_columns
     columns = d + 1 + int(spec.weight is not None)
