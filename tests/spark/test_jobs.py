@@ -1,10 +1,12 @@
-"""jobs/train.py and jobs/predict.py as a user runs them: subprocesses with an embedded Spark, and
-``main()`` called in this process (as from a notebook), where the job borrows the running session,
-changes none of its settings and leaves it running."""
+"""jobs/train.py and jobs/predict.py with ``main()`` called in this process (as from a notebook),
+where the job borrows the running session, changes none of its settings and leaves it running.
+The same jobs as subprocesses with an embedded Spark (as from a shell) are
+tests/spark/test_jobs_cli.py's."""
+import contextlib
 import csv
+import io
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,14 +21,8 @@ pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_job(script, *args, timeout=300, cwd=ROOT):
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
-    return subprocess.run([sys.executable, str(ROOT / "jobs" / script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=cwd)
-
-
 class InProcess:
-    """What run_job returns, for ``main()`` called in this process on the shared session."""
+    """What a subprocess run returns (tests/spark/test_jobs_cli.py), for ``main()`` called in this process."""
 
     def __init__(self, returncode, stdout, stderr):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
@@ -38,7 +34,7 @@ def run_main(spark, capsys, monkeypatch):
     import predict
     import train
 
-    monkeypatch.chdir(ROOT)                 # relative paths as run_job's cwd gives them
+    monkeypatch.chdir(ROOT)                 # relative paths as a subprocess run from the repo root gives them
     modules = {"train.py": train, "predict.py": predict}
     settings = sorted(spark.sparkContext.getConf().getAll())
     sql_settings = {k: spark.conf.get(k) for k in ("spark.sql.shuffle.partitions",)}
@@ -59,31 +55,38 @@ def run_main(spark, capsys, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(spark, tmp_path_factory):
+    """a9a trained by train.py's ``main()`` on the shared session (the same run as a subprocess is
+    tests/spark/test_jobs_cli.py's)."""
+    import train
+
     out = tmp_path_factory.mktemp("train") / "a9a"
-    proc = run_job("train.py", "--input", ROOT / "data" / "a9a", "--test-input", ROOT / "data" / "a9a.t",
-                   "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4", "--output", out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = train.main([str(a) for a in ("--input", ROOT / "data" / "a9a", "--test-input", ROOT / "data" / "a9a.t",
+                                                "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4",
+                                                "--output", out)])
+    finally:
+        os.chdir(cwd)
+    assert code == 0, stderr.getvalue()[-3000:]
+    return out, InProcess(code, stdout.getvalue(), stderr.getvalue())
 
 
 def test_train_writes_every_output(spark, trained):
+    """As tests/spark/test_jobs_cli.py checks the subprocess's files, plus the saved model loaded
+    by the estimator API."""
     out, proc = trained
-    assert "iter    1" in proc.stdout and "objective" in proc.stdout          # per-iteration log
+    assert "iter    1" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("objective", "iterations", "passes", "fit_seconds", "converged", "status", "message", "solver",
-                "num_rows", "num_features", "coefficients", "intercept"):
-        assert key in metrics, key
     assert metrics["converged"] and metrics["solver"] == "newton" and metrics["num_rows"] == 32561
-    assert 0.89 < metrics["train"]["auc"] < 0.92 and 0.89 < metrics["test"]["auc"] < 0.92
-    assert 0.8 < metrics["test"]["accuracy"] < 0.9
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert len(rows) == metrics["iterations"] + 1
-    assert float(rows[-1]["objective"]) == pytest.approx(metrics["objective"], rel=1e-14)
-    assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     model = LogisticRegressionModel.load(str(out / "model"))
     np.testing.assert_array_equal(model.coefficients.toArray(), metrics["coefficients"])
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]          # no staging left
+    assert model.intercept == metrics["intercept"]
 
 
 def test_train_objective_matches_estimator_api(spark, trained):
@@ -98,10 +101,10 @@ def test_train_objective_matches_estimator_api(spark, trained):
 def test_predict_scores_with_saved_model(trained, tmp_path, spark, run_main):
     out, _ = trained
     assert json.loads((out / "_SPARKOPT_OUTPUT").read_text())["job"] == "train.py"
-    # the second run, in this process, replaces the first run's output
-    for data, runner in (("a9a.t", run_job), ("a9a", run_main)):
-        proc = runner("predict.py", "--model", out / "model", "--input", ROOT / "data" / data,
-                      "--output", tmp_path / "scores")
+    # the second run replaces the first run's output
+    for data in ("a9a.t", "a9a"):
+        proc = run_main("predict.py", "--model", out / "model", "--input", ROOT / "data" / data,
+                        "--output", tmp_path / "scores")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads((tmp_path / "scores" / "_SPARKOPT_OUTPUT").read_text())["input"].endswith(data)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
@@ -109,32 +112,6 @@ def test_predict_scores_with_saved_model(trained, tmp_path, spark, run_main):
     assert {"rawPrediction", "probability", "prediction", "label"} <= set(scores.columns)
     assert scores.count() == 32561     # a9a's rows, none of a9a.t's left
     assert scores.filter("label not in (0.0, 1.0)").count() == 0
-
-
-def test_output_refuses_foreign_directories_and_the_working_directory(trained, tmp_path):
-    """Refused before Spark starts, with the path named, nothing touched."""
-    out, _ = trained
-    foreign = tmp_path / "thesis"
-    foreign.mkdir()
-    (foreign / "chapter1.tex").write_text("years of work")
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "notes.txt").write_text("keep me")
-    cases = [("train.py", ["--input", ROOT / "data" / "a9a", "--output", foreign], ROOT, "not a sparkopt output"),
-             ("predict.py", ["--model", out / "model", "--input", ROOT / "data" / "a9a.t", "--output", foreign], ROOT,
-              "not a sparkopt output"),
-             ("train.py", ["--input", ROOT / "data" / "a9a", "--output", "."], work, "working directory"),
-             ("predict.py", ["--model", out / "model", "--input", ROOT / "data" / "a9a.t", "--output", "."], work,
-              "working directory")]
-    for script, args, cwd, reason in cases:
-        proc = run_job(script, *args, cwd=cwd, timeout=60)
-        assert proc.returncode == 2
-        last = proc.stderr.strip().splitlines()[-1]
-        assert reason in last and str(foreign if cwd == ROOT else work) in last, proc.stderr[-2000:]
-    assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
-    assert (foreign / "chapter1.tex").read_text() == "years of work"
-    assert [p.name for p in work.iterdir()] == ["notes.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis", "work"]
 
 
 @pytest.mark.parametrize("args, reason", [
@@ -148,7 +125,7 @@ def test_output_refuses_foreign_directories_and_the_working_directory(trained, t
 ])
 def test_bad_invocations_fail_cleanly(tmp_path, args, reason, run_main):
     """In this process (the two that reach Spark would cost a JVM each as subprocesses); the
-    CLI's own exit path is test_bad_params_are_refused_before_spark_starts's."""
+    CLI's own exit path is tests/spark/test_jobs_cli.py's test_bad_params_are_refused_before_spark_starts."""
     (tmp_path / "garbage.txt").write_bytes(b"\x00\x01 this is not libsvm\nnor this: 1:x:y\n")
     (tmp_path / "table.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     (tmp_path / "afile").write_text("a file, not a directory")
@@ -158,21 +135,6 @@ def test_bad_invocations_fail_cleanly(tmp_path, args, reason, run_main):
     assert reason in last, proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
-
-
-@pytest.mark.parametrize("args, reason", [(["--reg-param", "-1"], "regParam"),
-                                          (["--elastic-net-param", "2"], "elasticNetParam"),
-                                          (["--max-iter", "-3"], "maxIter"),
-                                          (["--model", "svm", "--cv", "3"], "--cv needs --model"),
-                                          (["--cv", "1"], "numFolds")])
-def test_bad_params_are_refused_before_spark_starts(tmp_path, args, reason):
-    """A master nobody listens on: had the job started Spark first, the error would be about it."""
-    proc = run_job("train.py", "--input", ROOT / "data" / "a9a", "--master", "spark://127.0.0.1:9", *args,
-                   "--output", tmp_path / "o", timeout=60)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert reason in last and "spark://" not in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "o").exists()
 
 
 def test_train_cv_chooses_the_reg_param_and_plots_the_path(tmp_path, run_main):
@@ -195,8 +157,7 @@ def test_train_cv_chooses_the_reg_param_and_plots_the_path(tmp_path, run_main):
 
 def test_train_resumes_from_checkpoint_dir(trained, tmp_path, run_main):
     """A job stopped after 2 iterations (as if killed: the checkpoint is all that survives) and
-    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`, a
-    subprocess) ended. Both runs here call main() in this process."""
+    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`) ended. Both runs here call main() in this process."""
     ckpt = tmp_path / "ckpt"
     common = ["--input", ROOT / "data" / "a9a", "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4",
               "--checkpoint-dir", ckpt, "--checkpoint-interval", "1"]
