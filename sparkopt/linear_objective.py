@@ -260,9 +260,11 @@ class LinearModelObjective:
         product over the q_s entries a row stores outside its nearly full columns (~q_s^2 per
         row, per pair of classes) plus the n_d nearly full columns' dense update (~n_d^2 per row
         at matrix-matrix speed): see sparkopt.objectives.linear.DENSE_COLUMN_SHARE. Calibrated
-        on single-process passes (one thread): dense 2e5 x 100 4.1x a gradient pass, letter (26
-        classes x 17) 7.1x; CSR a9a (q 13.9, n_d 6) 7.2x, w8a (q 11.7, n_d 0) 14.3x, kddcup
-        one-hot (q 12.5, n_d 11) 4.4x. A Hessian-vector product costs about a gradient pass. The
+        on single-process passes against the row-sliced gradient (``PYTHONPATH=.:jobs python -m
+        bench.block_passes``, one and two BLAS threads): dense 1e5 x 100 5.1x a gradient pass,
+        letter (26 classes x 17) 12-16x; CSR a9a (q 13.9, n_d 6) 7.6-7.9x, w8a (q 11.7, n_d 0)
+        14.3x, kddcup one-hot (q 12.5, n_d 11) 4.4x. A Hessian-vector product costs 1.2-1.3
+        gradient passes (CSR, multinomial), 1.4-1.6 (dense). The
         engine's fixed cost per pass (a Spark job: ~50 ms for the tree engine; a round trip:
         ~0.2 ms for the resident one) is expressed in the same unit."""
         stats = self.engine.stats
@@ -278,10 +280,11 @@ class LinearModelObjective:
             hessian = 1.0 + (K + 1) / 2.0 * (1.1 * q_sparse**2 + 0.25 * n_dense**2) / q
         else:
             q = float(stats.n_features) + fi
-            hessian = 1.0 + K * q / (32.0 if K == 1 else 72.0)
+            hessian = 1.0 + K * q / (24.0 if K == 1 else 36.0)
         gradient_seconds = 4.0 * q * K * n / 1e9
         overhead = float(getattr(self.engine, "pass_overhead", 0.0)) / gradient_seconds
-        return {"gradient": 1.0, "hessian": hessian, "hessp": 1.3 if K > 1 else 1.0, "overhead": overhead}
+        hessp = 1.3 if K > 1 else (1.15 if stats.is_sparse else 1.5)
+        return {"gradient": 1.0, "hessian": hessian, "hessp": hessp, "overhead": overhead}
 
     @property
     def bytes_sent(self) -> int:

@@ -23,7 +23,7 @@ from .solver import OwnLoopSolver, Solver
 
 __all__ = ["SOLVERS", "SolverChoice", "SolverOptionWarning", "choose_solver", "explain_solver", "make_solver",
            "solver_options", "has_l1", "compressed_passes", "estimated_cost", "EXACT_NEWTON_MAX_PARAMS", "EXPECTED_PASSES",
-           "COST_TIE"]
+           "COST_TIE", "NEWTON_HESSIAN_SHARE"]
 
 # exact Newton aggregates a dense p x p Hessian per partition and factors it on the driver
 EXACT_NEWTON_MAX_PARAMS = 1024
@@ -31,7 +31,11 @@ EXACT_NEWTON_MAX_PARAMS = 1024
 # coordinates (measured on the raw-units matrix, a9a, letter, kddcup: newton 5-13 (kddcup's
 # nearly separable classes: 23 iterations), newton-cg 30-150, lbfgs 20-175, owlqn 27-240,
 # proximal newton 6-9): the cost model's only guess
-EXPECTED_PASSES = {"newton": 8, "newton-cg": 60, "lbfgs": 80, "owlqn": 120}
+EXPECTED_PASSES = {"newton": 9, "newton-cg": 60, "lbfgs": 80, "owlqn": 120}
+#: the share of Newton's passes that bring a Hessian where it reuses them (a Hessian pass at
+#: least Newton.LAZY_HESSIAN_RATIO gradient passes): letter 4 of 10, a9a 5 of 9, w8a 7 of 13,
+#: synthetic dense 1e5 x 100 2 of 8 (in memory, tol 1e-6; the first pass's included)
+NEWTON_HESSIAN_SHARE = 0.5
 # what each method's passes are made of (an accepted Newton-CG step: one gradient pass, the
 # rest Hessian-vector products)
 _PASS_KINDS = {"newton": "hessian", "newton-cg": "hessp", "lbfgs": "gradient", "owlqn": "gradient"}
@@ -44,9 +48,15 @@ COST_TIE = 1.1
 
 def estimated_cost(objective: Objective, method: str, passes: Optional[float] = None) -> float:
     """Expected passes (``passes``, default :data:`EXPECTED_PASSES`'s) x (cost of one such pass
-    + the per-pass overhead), in gradient passes."""
+    + the per-pass overhead), in gradient passes; Newton's passes where it reuses its Hessians
+    (:data:`NEWTON_HESSIAN_SHARE` of them bring one)."""
     costs = dict(DEFAULT_COSTS, **(objective.pass_costs() if isinstance(objective, PassCosts) else {}))
-    return (EXPECTED_PASSES[method] if passes is None else passes) * (costs[_PASS_KINDS[method]] + costs["overhead"])
+    per_pass = costs[_PASS_KINDS[method]]
+    if method == "newton" and not has_l1(objective) and Newton.hessian_is_dear(objective, with_overhead=False):
+        # Newton reuses its dear Hessians: only some of its passes bring one (proximal Newton
+        # under L1 does not)
+        per_pass = costs["gradient"] + NEWTON_HESSIAN_SHARE * (costs["hessian"] - costs["gradient"])
+    return (EXPECTED_PASSES[method] if passes is None else passes) * (per_pass + costs["overhead"])
 
 
 class SolverOptionWarning(UserWarning):
