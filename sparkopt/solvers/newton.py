@@ -24,8 +24,8 @@ class Newton(Solver):
     LAZY_HESSIAN_RATIO) shorter trials return loss and gradient only, the accepted one's
     Hessian costs one more pass, and a Hessian serves the following steps while they contract
     (``reuse_hessian``, REUSE_CONTRACTION; a reused one that finds no step is replaced by the
-    current iterate's before anything else is tried). Near the optimum, where F's decrease is below its
-    rounding error, a step that lowers the gradient norm is taken (Newton still converges
+    current iterate's before anything else is tried). Near the optimum, where F's decrease is
+    below its rounding error, a step that lowers the gradient norm is taken (Newton still converges
     quadratically in the gradient); when no step can show progress any more the run ends with
     PRECISION_LIMIT. If no damping up to 1e-2 factors, or the line search fails above the
     rounding level, the run continues with L-BFGS from the current iterate (in the history)."""
@@ -98,12 +98,12 @@ class Newton(Solver):
         # a reused Hessian's trials never bring one they would not use
         lazy = state.memory.get("lazy_hessian", False) or reuse
         stale = reuse and state.memory.get("hess_age", 0) > 0
-        ls, d = self._search(objective, state, lazy, bring_hessian=not reuse or state.memory.get("refresh_hessian", True))
+        bring = not reuse or state.memory.get("refresh_hessian", True)
+        ls, d = self._search(objective, state, lazy, bring_hessian=bring)
         if stale and (ls is None or not ls.ok) and not (ls is not None and ls.precision):
             # the reused Hessian led nowhere: the current iterate's own before giving up
             state.memory["hess"] = objective.loss_grad_hess(state.x)[2]
             state.memory["hess_age"] = 0
-            stale = False
             ls, d = self._search(objective, state, lazy, bring_hessian=not reuse)
         if ls is not None and ls.precision:
             return state.fail(Status.PRECISION_LIMIT, "Newton step, F changes below its rounding error")
