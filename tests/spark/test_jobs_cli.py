@@ -62,7 +62,7 @@ def test_predict_scores_with_the_saved_model(trained, tmp_path):
     scores = tmp_path / "scores"
     proc = run_job("predict.py", "--model", out / "model", "--input", ROOT / "data" / "a9a.t", "--output", scores)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"wrote 16281 rows to" in proc.stdout
+    assert "wrote 16281 rows to" in proc.stdout
     assert json.loads((scores / "_SPARKOPT_OUTPUT").read_text())["input"].endswith("a9a.t")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
     table = pq.read_table(scores)
