@@ -116,16 +116,18 @@ class Newton(Solver):
         x_new = state.x + ls.step * d
         opt_new = optimality_norm(objective, x_new, ls.g)
         contracted = ls.step == 1.0 and opt_new <= self.REUSE_CONTRACTION * state.opt_norm
+        age = state.memory.get("hess_age", 0)
         if ls.extra:
-            state.memory["hess"], state.memory["hess_age"] = ls.extra[0], 0
-        elif reuse and contracted and state.memory.get("hess_age", 0) < self.REUSE_MAX_AGE:
-            state.memory["hess_age"] = state.memory.get("hess_age", 0) + 1
+            state.memory["hess"], age = ls.extra[0], 0
+        elif reuse and contracted and age < self.REUSE_MAX_AGE:
+            age += 1
             state.info["hessian_reused"] = True
         else:
-            state.memory["hess"], state.memory["hess_age"] = objective.loss_grad_hess(x_new)[2], 0
+            state.memory["hess"], age = objective.loss_grad_hess(x_new)[2], 0
+        state.memory["hess_age"] = age
         # a step that contracted well lets the Hessian serve the next one too; else the next
         # full step's trial brings its own
-        state.memory["refresh_hessian"] = not (contracted and state.memory["hess_age"] < self.REUSE_MAX_AGE)
+        state.memory["refresh_hessian"] = not (contracted and age < self.REUSE_MAX_AGE)
         state.x, state.f, state.g, state.step_size = x_new, ls.f, ls.g, ls.step
         state.opt_norm = opt_new
         return state

@@ -28,27 +28,33 @@ class InProcess:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-@pytest.fixture
-def run_main(spark, capsys, monkeypatch):
-    """Call a job's ``main(argv)`` here; the shared session must come back running and unchanged."""
+def call_main(script, *args) -> InProcess:
+    """A job's ``main(argv)`` called here from the repository root (relative paths as the
+    subprocess runs of tests/spark/test_jobs_cli.py see them), its stdout and stderr captured."""
     import predict
     import train
 
-    monkeypatch.chdir(ROOT)                 # relative paths as a subprocess run from the repo root gives them
-    modules = {"train.py": train, "predict.py": predict}
+    module = {"train.py": train, "predict.py": predict}[script]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = module.main([str(a) for a in args])
+            except SystemExit as exit_:         # argparse's usage errors
+                code = exit_.code
+    finally:
+        os.chdir(cwd)
+    return InProcess(code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture
+def run_main(spark):
+    """:func:`call_main`; the shared session must come back running and unchanged."""
     settings = sorted(spark.sparkContext.getConf().getAll())
     sql_settings = {k: spark.conf.get(k) for k in ("spark.sql.shuffle.partitions",)}
-
-    def run(script, *args):
-        capsys.readouterr()
-        try:
-            code = modules[script].main([str(a) for a in args])
-        except SystemExit as exit_:         # argparse's usage errors
-            code = exit_.code
-        out, err = capsys.readouterr()
-        return InProcess(code, out, err)
-
-    yield run
+    yield call_main
     assert spark.sparkContext._jsc is not None and spark.range(3).count() == 3       # still running
     assert sorted(spark.sparkContext.getConf().getAll()) == settings
     assert {k: spark.conf.get(k) for k in sql_settings} == sql_settings
@@ -58,21 +64,11 @@ def run_main(spark, capsys, monkeypatch):
 def trained(spark, tmp_path_factory):
     """a9a trained by train.py's ``main()`` on the shared session (the same run as a subprocess is
     tests/spark/test_jobs_cli.py's)."""
-    import train
-
     out = tmp_path_factory.mktemp("train") / "a9a"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = train.main([str(a) for a in ("--input", ROOT / "data" / "a9a", "--test-input", ROOT / "data" / "a9a.t",
-                                                "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4",
-                                                "--output", out)])
-    finally:
-        os.chdir(cwd)
-    assert code == 0, stderr.getvalue()[-3000:]
-    return out, InProcess(code, stdout.getvalue(), stderr.getvalue())
+    proc = call_main("train.py", "--input", ROOT / "data" / "a9a", "--test-input", ROOT / "data" / "a9a.t",
+                     "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4", "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
 
 
 def test_train_writes_every_output(spark, trained):
@@ -157,7 +153,8 @@ def test_train_cv_chooses_the_reg_param_and_plots_the_path(tmp_path, run_main):
 
 def test_train_resumes_from_checkpoint_dir(trained, tmp_path, run_main):
     """A job stopped after 2 iterations (as if killed: the checkpoint is all that survives) and
-    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`) ended. Both runs here call main() in this process."""
+    rerun with the same --checkpoint-dir ends where the uninterrupted job (`trained`) ended.
+    Both runs here call main() in this process."""
     ckpt = tmp_path / "ckpt"
     common = ["--input", ROOT / "data" / "a9a", "--model", "logistic", "--solver", "newton", "--reg-param", "1e-4",
               "--checkpoint-dir", ckpt, "--checkpoint-interval", "1"]

@@ -96,7 +96,7 @@ def test_multinomial_letter_matches_sklearn():
     np.testing.assert_allclose(fit.coefficients, sk.coef_, atol=1e-4 * np.abs(sk.coef_).max())
 
 
-def test_newton_reuses_a_dear_hessian_while_its_steps_contract():
+def test_newton_reuses_a_dear_hessian_while_its_steps_contract(monkeypatch):
     """letter: the same optimum with about half the Hessians (each 12-16 gradient passes), a
     few more passes, all within 15 to tol 1e-6; each reused one's step cut the gradient norm
     to at most REUSE_CONTRACTION of its value."""
@@ -112,15 +112,12 @@ def test_newton_reuses_a_dear_hessian_while_its_steps_contract():
         hessians.append(1)
         return real(self, x)
 
+    monkeypatch.setattr(LinearModelObjective, "loss_grad_hess", counted)
     fits = {}
     for reuse in (False, True):
         hessians.clear()
-        LinearModelObjective.loss_grad_hess = counted
-        try:
-            fits[reuse] = fit_linear_model(engine, "multinomial", reg_param=1e-3, standardization=False,
-                                           solver="newton", solver_options={"reuse_hessian": reuse})
-        finally:
-            LinearModelObjective.loss_grad_hess = real
+        fits[reuse] = fit_linear_model(engine, "multinomial", reg_param=1e-3, standardization=False,
+                                       solver="newton", solver_options={"reuse_hessian": reuse})
         fits[reuse].hessians = len(hessians)
     plain, reused = fits[False].result, fits[True].result
     assert plain.success and reused.success
